@@ -1,0 +1,86 @@
+use serde::{Deserialize, Serialize};
+
+/// What the decoder is asked to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Speech to text in the spoken language.
+    #[default]
+    Transcribe,
+    /// Speech to English text.
+    Translate,
+}
+
+/// How the last window of a file is filled up to 30 s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MelPadding {
+    /// openai-whisper: 30 s of silent audio are appended before the spectrogram, so padding
+    /// frames carry the log-mel floor, as in training.
+    #[default]
+    Silence,
+    /// faster-whisper: the spectrogram of the audio (plus 10 ms) is padded with zero-valued
+    /// features. Reproduces faster-whisper's output on the same weights.
+    ZeroFeatures,
+}
+
+/// Options of one 30 s window's decode. Defaults follow openai-whisper's `DecodingOptions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecodeOptions {
+    pub task: Task,
+    /// Language code (`"en"`, `"de"`, ...); `None` detects it on multilingual models.
+    pub language: Option<String>,
+    /// Emit no timestamp tokens (`<|notimestamps|>` in the SOT sequence). Default `false`.
+    pub without_timestamps: bool,
+    /// Latest allowed first timestamp, in seconds. Default `Some(1.0)`.
+    pub max_initial_timestamp: Option<f64>,
+    /// Suppress blank output (space or end-of-text) at the first sampled position. Default `true`.
+    pub suppress_blank: bool,
+    /// Token ids never to sample; `-1` stands for OpenAI's non-speech symbol set. Default `[-1]`.
+    pub suppress_tokens: Vec<i64>,
+    /// Most tokens sampled per window; `None` means half the text context (224).
+    pub sample_len: Option<usize>,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            task: Task::Transcribe,
+            language: None,
+            without_timestamps: false,
+            max_initial_timestamp: Some(1.0),
+            suppress_blank: true,
+            suppress_tokens: vec![-1],
+            sample_len: None,
+        }
+    }
+}
+
+/// Options of a long-form transcription. Defaults follow openai-whisper's `transcribe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TranscribeOptions {
+    pub decode: DecodeOptions,
+    /// Feed the previous window's text as a prompt to the next. Default `true`.
+    pub condition_on_previous_text: bool,
+    /// Text fed as a prompt to the first window. Default `None`.
+    pub initial_prompt: Option<String>,
+    /// Skip a window as silent when its no-speech probability is above this... Default `Some(0.6)`.
+    pub no_speech_threshold: Option<f64>,
+    /// ...unless its average log-probability is above this. Default `Some(-1.0)`.
+    pub logprob_threshold: Option<f64>,
+    /// Padding of the last window. Default [`MelPadding::Silence`] (openai-whisper).
+    pub mel_padding: MelPadding,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self {
+            decode: DecodeOptions::default(),
+            condition_on_previous_text: true,
+            initial_prompt: None,
+            no_speech_threshold: Some(0.6),
+            logprob_threshold: Some(-1.0),
+            mel_padding: MelPadding::Silence,
+        }
+    }
+}
