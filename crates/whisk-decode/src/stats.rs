@@ -1,0 +1,80 @@
+use std::io::Write;
+
+use whisk_types::SpecialTokens;
+
+/// `log Σ exp(x)` over the finite entries of `x`; `-inf` when there are none.
+pub fn logsumexp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return max;
+    }
+    let sum: f64 = x.iter().map(|v| ((v - max) as f64).exp()).sum();
+    max + sum.ln() as f32
+}
+
+/// Log-probability of entry `i` under a softmax of `logits`.
+pub fn log_softmax_at(logits: &[f32], i: usize) -> f32 {
+    logits[i] - logsumexp(logits)
+}
+
+/// Greedy choice (temperature 0): the arg-max token and its log-probability.
+pub fn greedy_pick(logits: &[f32]) -> (u32, f32) {
+    let (best, _) = logits
+        .iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+        );
+    (best as u32, log_softmax_at(logits, best))
+}
+
+/// Probability of each language given the logits at the `<|startoftranscript|>` position,
+/// every other token masked out (openai `detect_language`).
+pub fn language_probs(logits: &[f32], special: &SpecialTokens) -> Vec<f32> {
+    let start = special.language_begin as usize;
+    let langs = &logits[start..start + special.num_languages as usize];
+    let lse = logsumexp(langs);
+    langs.iter().map(|l| (l - lse).exp()).collect()
+}
+
+/// Text length over its zlib-compressed length; high values mean repetitive text
+/// (openai `utils.compression_ratio`).
+pub fn compression_ratio(text: &str) -> f64 {
+    if text.is_empty() {
+        return 0.0;
+    }
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(text.as_bytes())
+        .expect("writing to a Vec cannot fail");
+    let compressed = enc.finish().expect("writing to a Vec cannot fail");
+    text.len() as f64 / compressed.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logsumexp_is_stable_and_skips_neg_inf() {
+        let x = [1000.0, 1000.0, f32::NEG_INFINITY];
+        assert!((logsumexp(&x) - (1000.0 + 2f32.ln())).abs() < 1e-3);
+        assert_eq!(logsumexp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+    }
+
+    #[test]
+    fn greedy_picks_argmax_with_its_logprob() {
+        let (t, lp) = greedy_pick(&[0.0, 2.0, 1.0]);
+        assert_eq!(t, 1);
+        let expected = 2.0 - (1f32.exp() + 2f32.exp() + 1.0).ln();
+        assert!((lp - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn repetitive_text_compresses_well() {
+        let varied = "The quick brown fox jumps over the lazy dog.";
+        let repeated = "la ".repeat(100);
+        assert!(compression_ratio(&repeated) > 2.4);
+        assert!(compression_ratio(varied) < 2.4);
+    }
+}
