@@ -1,0 +1,181 @@
+//! `whisk`: transcribe audio files with Whisper.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use whisk::output::{format_timestamp, Format};
+use whisk::{Device, Model, Task, TranscribeOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "whisk",
+    version,
+    about = "Whisper speech-to-text with word-level timestamps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Transcribe audio files (WAV, FLAC, MP3, OGG/Vorbis, M4A/AAC).
+    Transcribe(TranscribeArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TaskArg {
+    Transcribe,
+    Translate,
+}
+
+#[derive(clap::Args)]
+struct TranscribeArgs {
+    /// Audio files to transcribe.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Model directory (CTranslate2 or Hugging Face layout).
+    #[arg(long, short)]
+    model: PathBuf,
+    /// txt, vtt, srt, tsv, json or all.
+    #[arg(long, short = 'f', default_value = "all")]
+    output_format: String,
+    /// Where to write `<input stem>.<ext>`.
+    #[arg(long, short, default_value = ".")]
+    output_dir: PathBuf,
+    /// Spoken language code (en, de, ...); detected when omitted on multilingual models.
+    #[arg(long)]
+    language: Option<String>,
+    #[arg(long, value_enum, default_value = "transcribe")]
+    task: TaskArg,
+    /// cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Text to prompt the first window with.
+    #[arg(long)]
+    initial_prompt: Option<String>,
+    /// Prompt each window with the previous one's text.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    condition_on_previous_text: bool,
+    /// Fill the last window like faster-whisper (zero features) instead of openai-whisper
+    /// (silent audio).
+    #[arg(long)]
+    faster_whisper_padding: bool,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn formats(spec: &str) -> Result<Vec<Format>> {
+    if spec == "all" {
+        return Ok(Format::ALL.to_vec());
+    }
+    spec.split(',')
+        .map(|s| s.trim().parse::<Format>().map_err(anyhow::Error::msg))
+        .collect()
+}
+
+fn transcribe(args: &TranscribeArgs) -> Result<()> {
+    let formats = formats(&args.output_format)?;
+    let device: Device = args.device.parse().map_err(anyhow::Error::msg)?;
+    let model = Model::builder(&args.model).device(device).build()?;
+    let options = TranscribeOptions {
+        decode: whisk::DecodeOptions {
+            language: args.language.clone(),
+            task: match args.task {
+                TaskArg::Transcribe => Task::Transcribe,
+                TaskArg::Translate => Task::Translate,
+            },
+            ..Default::default()
+        },
+        initial_prompt: args.initial_prompt.clone(),
+        condition_on_previous_text: args.condition_on_previous_text,
+        mel_padding: if args.faster_whisper_padding {
+            whisk::MelPadding::ZeroFeatures
+        } else {
+            whisk::MelPadding::Silence
+        },
+        ..Default::default()
+    };
+    std::fs::create_dir_all(&args.output_dir).with_context(|| {
+        format!(
+            "cannot create output directory {}",
+            args.output_dir.display()
+        )
+    })?;
+
+    for file in &args.files {
+        let samples = whisk::load_audio(file)?;
+        let seconds = samples.len() as f64 / 16_000.0;
+        let bar = (!args.quiet && seconds > 30.0).then(|| {
+            let bar = ProgressBar::new((seconds * 1000.0) as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {percent}% ({elapsed} elapsed, ETA {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(file.display().to_string());
+            bar
+        });
+        let transcript = model
+            .transcribe_with_progress(&samples, &options, &mut |p| {
+                if let Some(bar) = &bar {
+                    bar.set_position((p.done_seconds * 1000.0) as u64);
+                }
+            })
+            .with_context(|| format!("transcribing {}", file.display()))?;
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        if !args.quiet {
+            for s in &transcript.segments {
+                println!(
+                    "[{} --> {}] {}",
+                    format_timestamp(s.start, false, '.'),
+                    format_timestamp(s.end, false, '.'),
+                    s.text.trim()
+                );
+            }
+        }
+        write_outputs(file, &args.output_dir, &formats, &transcript)?;
+    }
+    Ok(())
+}
+
+fn write_outputs(
+    input: &Path,
+    dir: &Path,
+    formats: &[Format],
+    t: &whisk::Transcript,
+) -> Result<()> {
+    let Some(stem) = input.file_stem() else {
+        bail!("{} has no file name", input.display());
+    };
+    for f in formats {
+        let mut name = stem.to_os_string();
+        name.push(format!(".{}", f.extension()));
+        let path = dir.join(name);
+        std::fs::write(&path, f.render(t))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Transcribe(args) => transcribe(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("whisk: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

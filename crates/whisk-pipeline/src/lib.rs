@@ -1,0 +1,295 @@
+//! Long-form transcription over any [`Backend`], following openai-whisper's `transcribe`:
+//! the whole file becomes one log-mel spectrogram, a 30 s window is decoded, and the next
+//! window starts at the last timestamp the model emitted (or after the window when it ended
+//! on a lone timestamp). Segments come from timestamp pairs; each window is prompted with the
+//! text before it unless that is switched off.
+
+mod window;
+
+use whisk_audio::log_mel_spectrogram;
+use whisk_backend::{Backend, BackendError};
+use whisk_decode::{compression_ratio, sot_sequence, LogitRules};
+use whisk_text::{TextError, Tokenizer};
+use whisk_types::{
+    MelPadding, Segment, TranscribeOptions, Transcript, HOP_LENGTH, INPUT_STRIDE, N_FRAMES,
+    N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
+};
+
+pub use window::{decode_window, WindowRequest, WindowResult};
+
+/// Why a transcription failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error("language `{0}` given, but this model is English-only")]
+    LanguageOnEnglishModel(String),
+    #[error("the model's mel bins ({0}) are not supported (80 or 128)")]
+    MelBins(usize),
+}
+
+pub type Result<T> = std::result::Result<T, PipelineError>;
+
+/// How far a transcription has got, in seconds of audio.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    pub done_seconds: f64,
+    pub total_seconds: f64,
+}
+
+/// A backend with its tokenizer: everything needed to turn samples into a [`Transcript`].
+pub struct Pipeline<B: Backend> {
+    backend: B,
+    tokenizer: Tokenizer,
+    non_speech: Vec<u32>,
+    space: Vec<u32>,
+}
+
+impl<B: Backend> Pipeline<B> {
+    pub fn new(backend: B, tokenizer: Tokenizer) -> Result<Self> {
+        let n_mels = backend.dims().n_mels;
+        if n_mels != 80 && n_mels != 128 {
+            return Err(PipelineError::MelBins(n_mels));
+        }
+        let non_speech = tokenizer.non_speech_tokens()?;
+        let space = tokenizer.encode(" ")?;
+        Ok(Self {
+            backend,
+            tokenizer,
+            non_speech,
+            space,
+        })
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Transcribes 16 kHz mono samples. `progress` is called after every window.
+    pub fn transcribe(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Transcript> {
+        let dims = self.backend.dims();
+        let special = self.tokenizer.special().clone();
+        let multilingual = self.tokenizer.is_multilingual();
+        let (mel, content_frames) = match options.mel_padding {
+            MelPadding::Silence => {
+                let mel = log_mel_spectrogram(samples, dims.n_mels, N_SAMPLES);
+                let content = mel.frames - N_FRAMES;
+                (mel, content)
+            }
+            MelPadding::ZeroFeatures => {
+                let mel = log_mel_spectrogram(samples, dims.n_mels, HOP_LENGTH);
+                let content = mel.frames.saturating_sub(1);
+                (mel, content)
+            }
+        };
+        let total_seconds = samples.len() as f64 / SAMPLE_RATE as f64;
+
+        let mut language = match &options.decode.language {
+            Some(code) if !multilingual => {
+                if code != "en" {
+                    return Err(PipelineError::LanguageOnEnglishModel(code.clone()));
+                }
+                None
+            }
+            Some(code) => Some(self.tokenizer.language_index(code)?),
+            None => None,
+        };
+        if multilingual && language.is_none() {
+            // openai detects once, on the first window, and keeps that language throughout.
+            language = self
+                .detect_language_of(&mel.window(0, N_FRAMES))?
+                .first()
+                .map(|l| l.0);
+        }
+        let rules = LogitRules::new(&special, &options.decode, &self.non_speech, &self.space);
+
+        let mut all_tokens: Vec<u32> = match &options.initial_prompt {
+            Some(p) => self.tokenizer.encode(&format!(" {}", p.trim()))?,
+            None => Vec::new(),
+        };
+        let initial_len = all_tokens.len();
+        let mut prompt_reset_since = 0;
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut seek = 0;
+        while seek < content_frames {
+            let window_seek = seek;
+            let time_offset = (seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+            let segment_size = N_FRAMES.min(content_frames - seek);
+            let window = mel.window(seek, N_FRAMES);
+            let sot = sot_sequence(
+                &special,
+                multilingual,
+                language,
+                options.decode.task,
+                options.decode.without_timestamps,
+            );
+            let previous = if options.condition_on_previous_text {
+                &all_tokens[prompt_reset_since..]
+            } else {
+                &all_tokens[..0]
+            };
+            let result = decode_window(
+                &self.backend,
+                &WindowRequest {
+                    mel: &window,
+                    previous,
+                    sot_sequence: &sot,
+                    detect_language: false,
+                    rules: &rules,
+                    special: &special,
+                    sample_len: options.decode.sample_len.unwrap_or(dims.n_text_ctx / 2),
+                },
+            )?;
+
+            let skip = options.no_speech_threshold.is_some_and(|t| {
+                result.no_speech_prob > t
+                    && !options
+                        .logprob_threshold
+                        .is_some_and(|lp| result.avg_logprob > lp)
+            });
+            if skip {
+                seek += segment_size;
+                progress(Progress {
+                    done_seconds: (seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64,
+                    total_seconds,
+                });
+                continue;
+            }
+
+            let tokens = &result.tokens;
+            let is_ts = |t: u32| special.is_timestamp(t);
+            let single_timestamp_ending = tokens.len() >= 2
+                && !is_ts(tokens[tokens.len() - 2])
+                && is_ts(tokens[tokens.len() - 1]);
+            let consecutive: Vec<usize> = (1..tokens.len())
+                .filter(|&i| is_ts(tokens[i - 1]) && is_ts(tokens[i]))
+                .collect();
+            let mut new_segments: Vec<(f64, f64, Vec<u32>)> = Vec::new();
+            if !consecutive.is_empty() {
+                let mut slices = consecutive.clone();
+                if single_timestamp_ending {
+                    slices.push(tokens.len());
+                }
+                let mut last = 0;
+                for &cur in &slices {
+                    let piece = &tokens[last..cur];
+                    let start = (piece[0] - special.timestamp_begin) as f64 * TIME_PRECISION;
+                    let end =
+                        (piece[piece.len() - 1] - special.timestamp_begin) as f64 * TIME_PRECISION;
+                    new_segments.push((time_offset + start, time_offset + end, piece.to_vec()));
+                    last = cur;
+                }
+                if single_timestamp_ending {
+                    seek += segment_size;
+                } else {
+                    let last_ts = (tokens[last - 1] - special.timestamp_begin) as usize;
+                    seek += last_ts * INPUT_STRIDE;
+                }
+            } else {
+                let mut duration = segment_size as f64 * HOP_LENGTH as f64 / SAMPLE_RATE as f64;
+                if let Some(&last_ts) = tokens.iter().rev().find(|&&t| is_ts(t)) {
+                    if last_ts != special.timestamp_begin {
+                        duration = (last_ts - special.timestamp_begin) as f64 * TIME_PRECISION;
+                    }
+                }
+                new_segments.push((time_offset, time_offset + duration, tokens.clone()));
+                seek += segment_size;
+            }
+
+            for (start, end, seg_tokens) in new_segments {
+                let text = self.tokenizer.decode(&seg_tokens)?;
+                // openai clears instantaneous or empty segments; we drop them from the output.
+                if start == end || text.trim().is_empty() {
+                    continue;
+                }
+                // Timestamps stay in the prompt history, as in openai's `all_tokens`.
+                all_tokens.extend_from_slice(&seg_tokens);
+                segments.push(Segment {
+                    id: segments.len(),
+                    seek: window_seek,
+                    start: round3(start),
+                    end: round3(end),
+                    compression_ratio: compression_ratio(&text),
+                    text,
+                    tokens: seg_tokens,
+                    temperature: 0.0,
+                    avg_logprob: result.avg_logprob,
+                    no_speech_prob: result.no_speech_prob,
+                    words: None,
+                });
+            }
+            if !options.condition_on_previous_text {
+                prompt_reset_since = all_tokens.len();
+            }
+            progress(Progress {
+                done_seconds: ((seek.min(content_frames)) * HOP_LENGTH) as f64 / SAMPLE_RATE as f64,
+                total_seconds,
+            });
+        }
+
+        let text = self.tokenizer.decode(&all_tokens[initial_len..])?;
+        let language = match language {
+            Some(i) => self.tokenizer.languages()[i].clone(),
+            None => "en".to_string(),
+        };
+        Ok(Transcript {
+            text,
+            language,
+            segments,
+        })
+    }
+}
+
+impl<B: Backend> Pipeline<B> {
+    /// Languages of a window, likeliest first, as (index into the tokenizer's languages,
+    /// probability).
+    fn detect_language_of(&self, window: &[f32]) -> Result<Vec<(usize, f32)>> {
+        let special = self.tokenizer.special();
+        let rules = LogitRules::new(special, &Default::default(), &[], &[]);
+        let result = decode_window(
+            &self.backend,
+            &WindowRequest {
+                mel: window,
+                previous: &[],
+                sot_sequence: &[special.sot],
+                detect_language: true,
+                rules: &rules,
+                special,
+                sample_len: 0,
+            },
+        )?;
+        let mut ranked: Vec<(usize, f32)> = result.language_probs.into_iter().enumerate().collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(ranked)
+    }
+
+    /// Languages spoken in the first 30 s of `samples`, likeliest first, with probabilities.
+    /// English-only models answer `[("en", 1.0)]`.
+    pub fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>> {
+        if !self.tokenizer.is_multilingual() {
+            return Ok(vec![("en".to_string(), 1.0)]);
+        }
+        let mel = log_mel_spectrogram(samples, self.backend.dims().n_mels, N_SAMPLES);
+        let ranked = self.detect_language_of(&mel.window(0, N_FRAMES))?;
+        let langs = self.tokenizer.languages();
+        Ok(ranked
+            .into_iter()
+            .map(|(i, p)| (langs[i].clone(), p))
+            .collect())
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

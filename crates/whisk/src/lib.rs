@@ -1,0 +1,217 @@
+//! whisk: Whisper speech-to-text with word-level timestamps on pluggable backends.
+//!
+//! ```no_run
+//! use whisk::{Model, TranscribeOptions};
+//!
+//! let model = Model::builder("target/models/tiny.en").build()?;
+//! let transcript = model.transcribe_file("speech.flac".as_ref(), &TranscribeOptions::default())?;
+//! for segment in &transcript.segments {
+//!     println!("[{:.2} -> {:.2}] {}", segment.start, segment.end, segment.text);
+//! }
+//! # Ok::<(), whisk::Error>(())
+//! ```
+//!
+//! A model directory is either a CTranslate2 export (faster-whisper's `model.bin`) or a
+//! Hugging Face one (`model.safetensors`); both hold a `tokenizer.json`. The backend is chosen
+//! by cargo feature: `candle` (default, CPU), `cuda`, `metal`.
+
+pub mod output;
+
+use std::path::{Path, PathBuf};
+
+pub use whisk_audio::{load_audio, log_mel_spectrogram};
+pub use whisk_backend::Backend;
+pub use whisk_pipeline::Progress;
+pub use whisk_types::{
+    DecodeOptions, MelPadding, ModelDims, Segment, Task, TranscribeOptions, Transcript, Word,
+};
+pub use whisk_weights::WhisperWeights;
+
+#[cfg(feature = "candle")]
+pub use whisk_candle::CandleDevice;
+
+/// Everything that can go wrong, each with a message naming the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The audio file could not be read or decoded.
+    #[error(transparent)]
+    Audio(#[from] whisk_audio::AudioError),
+    /// The model directory could not be read.
+    #[error(transparent)]
+    Weights(#[from] whisk_weights::WeightsError),
+    /// The tokenizer could not be loaded or used.
+    #[error(transparent)]
+    Text(#[from] whisk_text::TextError),
+    /// Decoding failed.
+    #[error(transparent)]
+    Pipeline(#[from] whisk_pipeline::PipelineError),
+    /// The backend failed or was misused.
+    #[error(transparent)]
+    Backend(#[from] whisk_backend::BackendError),
+    /// A model directory lacks `tokenizer.json`.
+    #[error("{0} has no tokenizer.json")]
+    MissingTokenizer(PathBuf),
+    /// The requested backend or device was not compiled in.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Where to run the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// NVIDIA GPU by ordinal (feature `cuda`).
+    Cuda(usize),
+    /// Apple GPU (feature `metal`).
+    Metal,
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    /// `cpu`, `cuda`, `cuda:N`, `metal`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "metal" => Ok(Device::Metal),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}`: use cpu, cuda, cuda:N or metal")),
+        }
+    }
+}
+
+/// Configures and loads a [`Model`].
+#[derive(Debug, Clone)]
+pub struct ModelBuilder {
+    dir: PathBuf,
+    device: Device,
+}
+
+impl ModelBuilder {
+    pub fn device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// Reads the weights and tokenizer and puts the model on its device.
+    pub fn build(self) -> Result<Model> {
+        let weights = WhisperWeights::from_dir(&self.dir)?;
+        let tokenizer_path = self.dir.join("tokenizer.json");
+        if !tokenizer_path.is_file() {
+            return Err(Error::MissingTokenizer(self.dir.clone()));
+        }
+        let tokenizer = whisk_text::Tokenizer::from_file(&tokenizer_path, &weights.dims)?;
+        let engine = Engine::new(&weights, self.device, tokenizer)?;
+        Ok(Model {
+            engine,
+            dims: weights.dims.clone(),
+            dir: self.dir,
+        })
+    }
+}
+
+/// The backends compiled in, behind one type.
+enum Engine {
+    #[cfg(feature = "candle")]
+    Candle(whisk_pipeline::Pipeline<whisk_candle::CandleBackend>),
+}
+
+impl Engine {
+    #[allow(unused_variables)]
+    fn new(
+        weights: &WhisperWeights,
+        device: Device,
+        tokenizer: whisk_text::Tokenizer,
+    ) -> Result<Self> {
+        #[cfg(feature = "candle")]
+        {
+            let device = match device {
+                Device::Cpu => CandleDevice::Cpu,
+                Device::Cuda(i) => CandleDevice::Cuda(i),
+                Device::Metal => CandleDevice::Metal,
+            };
+            let backend = whisk_candle::CandleBackend::new(weights, device)?;
+            Ok(Engine::Candle(whisk_pipeline::Pipeline::new(
+                backend, tokenizer,
+            )?))
+        }
+        #[cfg(not(feature = "candle"))]
+        Err(Error::Unavailable(
+            "no backend compiled in: enable the `candle` feature".into(),
+        ))
+    }
+}
+
+/// A loaded Whisper model with its tokenizer, ready to transcribe.
+pub struct Model {
+    engine: Engine,
+    dims: ModelDims,
+    dir: PathBuf,
+}
+
+impl Model {
+    /// Starts configuring a model from a directory (CTranslate2 or Hugging Face layout).
+    pub fn builder(dir: impl Into<PathBuf>) -> ModelBuilder {
+        ModelBuilder {
+            dir: dir.into(),
+            device: Device::Cpu,
+        }
+    }
+
+    pub fn dims(&self) -> &ModelDims {
+        &self.dims
+    }
+
+    /// The directory the model was read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Backend and device, e.g. `"candle cpu"`.
+    pub fn device_name(&self) -> String {
+        match &self.engine {
+            #[cfg(feature = "candle")]
+            Engine::Candle(p) => p.backend().device_name(),
+        }
+    }
+
+    /// Transcribes 16 kHz mono samples.
+    pub fn transcribe(&self, samples: &[f32], options: &TranscribeOptions) -> Result<Transcript> {
+        self.transcribe_with_progress(samples, options, &mut |_| {})
+    }
+
+    /// Transcribes 16 kHz mono samples, reporting progress after each 30 s window.
+    pub fn transcribe_with_progress(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Transcript> {
+        match &self.engine {
+            #[cfg(feature = "candle")]
+            Engine::Candle(p) => Ok(p.transcribe(samples, options, progress)?),
+        }
+    }
+
+    /// Decodes, resamples and transcribes an audio file.
+    pub fn transcribe_file(&self, path: &Path, options: &TranscribeOptions) -> Result<Transcript> {
+        let samples = load_audio(path)?;
+        self.transcribe(&samples, options)
+    }
+
+    /// Languages spoken in the first 30 s, likeliest first, with probabilities.
+    pub fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>> {
+        match &self.engine {
+            #[cfg(feature = "candle")]
+            Engine::Candle(p) => Ok(p.detect_language(samples)?),
+        }
+    }
+}
