@@ -1,0 +1,112 @@
+//! The backend-independent crates must never depend on a tensor library, even indirectly.
+
+use std::collections::{BTreeSet, HashMap};
+use std::process::Command;
+
+const INDEPENDENT: &[&str] = &[
+    "whisk-types",
+    "whisk-audio",
+    "whisk-text",
+    "whisk-decode",
+    "whisk-backend",
+    "whisk-weights",
+    "whisk-pipeline",
+];
+
+fn is_tensor_library(name: &str) -> bool {
+    name.starts_with("candle")
+        || name == "burn"
+        || name.starts_with("burn-")
+        || name.starts_with("cubecl")
+}
+
+#[test]
+fn backend_independent_crates_have_no_tensor_library() {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(whisk_tests::root())
+        .args(["metadata", "--format-version", "1", "--all-features"])
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let name_of: HashMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    // Normal (non-dev) dependency edges of the resolved graph.
+    let deps: HashMap<&str, Vec<&str>> = meta["resolve"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let normal = n["deps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|k| k["kind"].is_null())
+                })
+                .map(|d| d["pkg"].as_str().unwrap())
+                .collect();
+            (n["id"].as_str().unwrap(), normal)
+        })
+        .collect();
+
+    let mut checked = 0;
+    for (id, name) in &name_of {
+        if !INDEPENDENT.contains(name) {
+            continue;
+        }
+        checked += 1;
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![*id];
+        while let Some(p) = stack.pop() {
+            for &d in deps.get(p).into_iter().flatten() {
+                if seen.insert(d) {
+                    stack.push(d);
+                }
+            }
+        }
+        let bad: Vec<&str> = seen
+            .iter()
+            .map(|d| name_of[d])
+            .filter(|n| is_tensor_library(n))
+            .collect();
+        assert!(bad.is_empty(), "{name} depends on {bad:?}");
+    }
+    assert_eq!(
+        checked,
+        INDEPENDENT.len(),
+        "a listed crate is missing from the workspace"
+    );
+}
+
+#[test]
+fn the_candle_backend_does_depend_on_candle() {
+    // Guards the test above against a graph walk that finds nothing.
+    let out = Command::new(env!("CARGO"))
+        .current_dir(whisk_tests::root())
+        .args([
+            "tree",
+            "-p",
+            "whisk-candle",
+            "--prefix",
+            "none",
+            "-e",
+            "normal",
+        ])
+        .output()
+        .expect("cargo tree runs");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("candle-core"));
+}

@@ -1,0 +1,75 @@
+//! Paths shared by the end-to-end tests.
+//!
+//! Speech comes from `../shared/data` beside the checkout (override with `WHISK_SHARED_DIR`);
+//! models from `target/models`, filled by `cargo xtask fetch-models`.
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// `../shared/data/<rel>`; panics with instructions when the data set is absent.
+pub fn shared_data(rel: &str) -> PathBuf {
+    let base = std::env::var_os("WHISK_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("..").join("shared"));
+    let path = base.join("data").join(rel);
+    assert!(
+        path.exists(),
+        "test data {} not found: the shared data sets must sit beside the checkout (or set WHISK_SHARED_DIR)",
+        path.display()
+    );
+    path
+}
+
+/// `../shared/reference/<rel>`.
+pub fn shared_reference(rel: &str) -> PathBuf {
+    let data = shared_data(".");
+    data.parent()
+        .expect("data has a parent")
+        .join("reference")
+        .join(rel)
+}
+
+/// A test model fetched by `cargo xtask fetch-models` (`tiny.en`, `base`).
+pub fn model_dir(name: &str) -> PathBuf {
+    let dir = root().join("target").join("models").join(name);
+    assert!(
+        dir.join(".complete").is_file(),
+        "test model {name} missing in {}: run `cargo xtask fetch-models` (or `cargo xtask test`)",
+        dir.display()
+    );
+    dir
+}
+
+/// Checks what every transcript must satisfy: segments in order, non-negative, non-empty,
+/// and the transcript text is the segments' texts joined.
+pub fn check_invariants(t: &whisk::Transcript) {
+    let mut last_start = 0.0;
+    for s in &t.segments {
+        assert!(
+            s.start >= 0.0 && s.end > s.start,
+            "segment {} has times {}..{}",
+            s.id,
+            s.start,
+            s.end
+        );
+        assert!(
+            s.start >= last_start,
+            "segment {} starts before its predecessor",
+            s.id
+        );
+        last_start = s.start;
+        assert!(!s.text.trim().is_empty(), "segment {} is empty", s.id);
+    }
+    let joined: String = t.segments.iter().map(|s| s.text.as_str()).collect();
+    assert_eq!(
+        joined, t.text,
+        "transcript text is not the joined segment texts"
+    );
+}

