@@ -11,4 +11,6 @@ mod stats;
 
 pub use rules::LogitRules;
 pub use sequence::{build_prompt, sot_sequence};
-pub use stats::{compression_ratio, greedy_pick, language_probs, log_softmax_at, logsumexp};
+pub use stats::{
+    compression_ratio, greedy_pick, language_probs, log_softmax_at, logsumexp, sample_pick,
+};

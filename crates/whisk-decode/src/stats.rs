@@ -78,3 +78,57 @@ mod tests {
         assert!(compression_ratio(varied) < 2.4);
     }
 }
+
+/// Draws a token from `softmax(logits / temperature)`; returns it with its log-probability
+/// under the unscaled logits (what openai sums into `sum_logprobs`).
+pub fn sample_pick(logits: &[f32], temperature: f32, rng: &mut impl rand::Rng) -> (u32, f32) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = logits
+        .iter()
+        .map(|&l| (((l - max) / temperature) as f64).exp())
+        .collect();
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.random::<f64>() * total;
+    let mut chosen = weights.len() - 1;
+    for (i, w) in weights.iter().enumerate() {
+        if *w > 0.0 && u < *w {
+            chosen = i;
+            break;
+        }
+        u -= w;
+    }
+    // Never return a masked token, even through rounding at the end of the loop.
+    if logits[chosen] == f32::NEG_INFINITY {
+        return greedy_pick(logits);
+    }
+    (chosen as u32, log_softmax_at(logits, chosen))
+}
+
+#[cfg(test)]
+mod sampling_tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    #[test]
+    fn sampling_follows_the_distribution_and_skips_masked_tokens() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let logits = [0.0, (3.0f32).ln(), f32::NEG_INFINITY];
+        let mut counts = [0usize; 3];
+        for _ in 0..4000 {
+            counts[sample_pick(&logits, 1.0, &mut rng).0 as usize] += 1;
+        }
+        assert_eq!(counts[2], 0);
+        let share = counts[1] as f64 / 4000.0;
+        assert!((share - 0.75).abs() < 0.03, "share {share}");
+    }
+
+    #[test]
+    fn low_temperature_approaches_greedy() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let logits = [0.0, 1.0, 0.5];
+        for _ in 0..100 {
+            assert_eq!(sample_pick(&logits, 0.01, &mut rng).0, 1);
+        }
+    }
+}

@@ -6,6 +6,8 @@
 
 mod window;
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use whisk_audio::log_mel_spectrogram;
 use whisk_backend::{Backend, BackendError};
 use whisk_decode::{compression_ratio, sot_sequence, LogitRules};
@@ -15,7 +17,7 @@ use whisk_types::{
     N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
-pub use window::{decode_window, WindowRequest, WindowResult};
+pub use window::{decode_window, detect_language, encode_window, WindowRequest, WindowResult};
 
 /// Why a transcription failed.
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +124,7 @@ impl<B: Backend> Pipeline<B> {
         let mut prompt_reset_since = 0;
         let mut segments: Vec<Segment> = Vec::new();
         let mut seek = 0;
+        let mut rng = StdRng::seed_from_u64(options.seed);
         while seek < content_frames {
             let window_seek = seek;
             let time_offset = (seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
@@ -139,18 +142,15 @@ impl<B: Backend> Pipeline<B> {
             } else {
                 &all_tokens[..0]
             };
-            let result = decode_window(
-                &self.backend,
-                &WindowRequest {
-                    mel: &window,
-                    previous,
-                    sot_sequence: &sot,
-                    detect_language: false,
-                    rules: &rules,
-                    special: &special,
-                    sample_len: options.decode.sample_len.unwrap_or(dims.n_text_ctx / 2),
-                },
-            )?;
+            let request = WindowRequest {
+                previous,
+                sot_sequence: &sot,
+                rules: &rules,
+                special: &special,
+                sample_len: options.decode.sample_len.unwrap_or(dims.n_text_ctx / 2),
+            };
+            let encoded = encode_window(&self.backend, &window)?;
+            let result = self.decode_with_fallback(&encoded, &request, options, &mut rng)?;
 
             let skip = options.no_speech_threshold.is_some_and(|t| {
                 result.no_speech_prob > t
@@ -220,16 +220,17 @@ impl<B: Backend> Pipeline<B> {
                     seek: window_seek,
                     start: round3(start),
                     end: round3(end),
-                    compression_ratio: compression_ratio(&text),
+                    compression_ratio: result.compression_ratio,
                     text,
                     tokens: seg_tokens,
-                    temperature: 0.0,
+                    temperature: result.temperature,
                     avg_logprob: result.avg_logprob,
                     no_speech_prob: result.no_speech_prob,
                     words: None,
                 });
             }
-            if !options.condition_on_previous_text {
+            // A hot fallback may have derailed; do not feed its text forward (openai).
+            if !options.condition_on_previous_text || result.temperature > 0.5 {
                 prompt_reset_since = all_tokens.len();
             }
             progress(Progress {
@@ -255,23 +256,76 @@ impl<B: Backend> Pipeline<B> {
     /// Languages of a window, likeliest first, as (index into the tokenizer's languages,
     /// probability).
     fn detect_language_of(&self, window: &[f32]) -> Result<Vec<(usize, f32)>> {
-        let special = self.tokenizer.special();
-        let rules = LogitRules::new(special, &Default::default(), &[], &[]);
-        let result = decode_window(
-            &self.backend,
-            &WindowRequest {
-                mel: window,
-                previous: &[],
-                sot_sequence: &[special.sot],
-                detect_language: true,
-                rules: &rules,
-                special,
-                sample_len: 0,
-            },
-        )?;
-        let mut ranked: Vec<(usize, f32)> = result.language_probs.into_iter().enumerate().collect();
+        let encoded = encode_window(&self.backend, window)?;
+        let probs = detect_language(&self.backend, &encoded, self.tokenizer.special())?;
+        let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(ranked)
+    }
+
+    /// Decodes a window at rising temperatures until the result passes the thresholds
+    /// (openai `decode_with_fallback`). When none passes, keeps the likeliest result among
+    /// those that are not repetitive, as faster-whisper does.
+    fn decode_with_fallback(
+        &self,
+        encoded: &B::Encoded,
+        request: &WindowRequest<'_>,
+        options: &TranscribeOptions,
+        rng: &mut StdRng,
+    ) -> Result<WindowResult> {
+        let temperatures = if options.temperatures.is_empty() {
+            &[0.0][..]
+        } else {
+            &options.temperatures[..]
+        };
+        let mut tried: Vec<WindowResult> = Vec::new();
+        for &t in temperatures {
+            let candidates = if t > 0.0 { options.best_of.max(1) } else { 1 };
+            let mut best: Option<WindowResult> = None;
+            for _ in 0..candidates {
+                let mut r = decode_window(&self.backend, encoded, request, t, rng)?;
+                r.compression_ratio = compression_ratio(&self.tokenizer.decode(&r.tokens)?);
+                // openai's MaximumLikelihoodRanker without a length penalty: logprob / length.
+                let score = |r: &WindowResult| r.sum_logprob / r.tokens.len().max(1) as f64;
+                if best.as_ref().is_none_or(|b| score(&r) > score(b)) {
+                    best = Some(r);
+                }
+            }
+            let result = best.expect("at least one candidate");
+            let too_repetitive = options
+                .compression_ratio_threshold
+                .is_some_and(|c| result.compression_ratio > c);
+            let too_unlikely = options
+                .logprob_threshold
+                .is_some_and(|lp| result.avg_logprob < lp);
+            let silent = options
+                .no_speech_threshold
+                .is_some_and(|ns| result.no_speech_prob > ns)
+                && too_unlikely;
+            if silent || (!too_repetitive && !too_unlikely) {
+                return Ok(result);
+            }
+            tried.push(result);
+        }
+        let not_repetitive = |r: &&WindowResult| {
+            options
+                .compression_ratio_threshold
+                .is_none_or(|c| r.compression_ratio <= c)
+        };
+        let pool: Vec<&WindowResult> = if tried.iter().any(|r| not_repetitive(&r)) {
+            tried.iter().filter(not_repetitive).collect()
+        } else {
+            tried.iter().collect()
+        };
+        let best = pool
+            .into_iter()
+            .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
+            .expect("at least one temperature was tried");
+        // Report the last temperature tried, so the caller resets the prompt after it.
+        Ok(WindowResult {
+            temperature: *temperatures.last().expect("non-empty"),
+            ..best.clone()
+        })
     }
 
     /// Languages spoken in the first 30 s of `samples`, likeliest first, with probabilities.

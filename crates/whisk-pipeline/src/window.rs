@@ -1,20 +1,19 @@
-//! Greedy decoding of one 30 s window.
+//! Decoding of one 30 s window: greedy, or sampling at a temperature.
 
+use rand::rngs::StdRng;
 use whisk_backend::{Backend, DecodeStep, MelBatch};
-use whisk_decode::{build_prompt, greedy_pick, language_probs, log_softmax_at, LogitRules};
+use whisk_decode::{
+    build_prompt, greedy_pick, language_probs, log_softmax_at, sample_pick, LogitRules,
+};
 use whisk_types::{SpecialTokens, N_FRAMES};
 
 use crate::Result;
 
 /// What to decode in one window.
 pub struct WindowRequest<'a> {
-    /// `[n_mels, N_FRAMES]` log-mel frames.
-    pub mel: &'a [f32],
     /// Earlier text tokens to prompt with (empty for none).
     pub previous: &'a [u32],
     pub sot_sequence: &'a [u32],
-    /// Detect the language instead of decoding (multilingual models, language unknown).
-    pub detect_language: bool,
     pub rules: &'a LogitRules,
     pub special: &'a SpecialTokens,
     /// Most tokens to sample.
@@ -31,48 +30,53 @@ pub struct WindowResult {
     pub avg_logprob: f64,
     /// Probability of `<|nospeech|>` at the `<|startoftranscript|>` position.
     pub no_speech_prob: f64,
-    /// Set when `detect_language` was asked: the index of the likeliest language. No tokens
-    /// are decoded then.
-    pub language: Option<usize>,
-    /// Probabilities of all languages, when detected.
-    pub language_probs: Vec<f32>,
+    pub temperature: f64,
+    /// Filled in by the caller once the text is known.
+    pub compression_ratio: f64,
 }
 
-/// Decodes one window greedily (temperature 0).
-pub fn decode_window<B: Backend>(backend: &B, req: &WindowRequest<'_>) -> Result<WindowResult> {
-    let dims = backend.dims();
-    let encoded = backend.encode(MelBatch {
-        data: req.mel,
+/// Runs the encoder on one `[n_mels, N_FRAMES]` window.
+pub fn encode_window<B: Backend>(backend: &B, mel: &[f32]) -> Result<B::Encoded> {
+    let n_mels = backend.dims().n_mels;
+    Ok(backend.encode(MelBatch {
+        data: mel,
         windows: 1,
-        n_mels: dims.n_mels,
+        n_mels,
         frames: N_FRAMES,
-    })?;
-    let mut decoder = backend.start_decoder(&encoded, &[0])?;
+    })?)
+}
+
+/// Probabilities of every language, from the logits after `<|startoftranscript|>`.
+pub fn detect_language<B: Backend>(
+    backend: &B,
+    encoded: &B::Encoded,
+    special: &SpecialTokens,
+) -> Result<Vec<f32>> {
+    let mut decoder = backend.start_decoder(encoded, &[0])?;
+    let out = backend.decode_step(
+        &mut decoder,
+        DecodeStep {
+            tokens: &[special.sot],
+            rows: 1,
+            logits_at: &[0],
+            cross_qk_heads: &[],
+        },
+    )?;
+    Ok(language_probs(&out.logits, special))
+}
+
+/// Decodes one encoded window. `temperature == 0` is greedy; above it, tokens are drawn from
+/// the softened distribution with `rng`.
+pub fn decode_window<B: Backend>(
+    backend: &B,
+    encoded: &B::Encoded,
+    req: &WindowRequest<'_>,
+    temperature: f64,
+    rng: &mut StdRng,
+) -> Result<WindowResult> {
+    let dims = backend.dims();
     let vocab = dims.n_vocab;
-
-    if req.detect_language {
-        let out = backend.decode_step(
-            &mut decoder,
-            DecodeStep {
-                tokens: &[req.special.sot],
-                rows: 1,
-                logits_at: &[0],
-                cross_qk_heads: &[],
-            },
-        )?;
-        let probs = language_probs(&out.logits[..vocab], req.special);
-        let best = probs
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(i, _)| i);
-        return Ok(WindowResult {
-            language: best,
-            language_probs: probs,
-            ..WindowResult::default()
-        });
-    }
-
+    let mut decoder = backend.start_decoder(encoded, &[0])?;
     let prompt = build_prompt(req.special, req.previous, req.sot_sequence, dims.n_text_ctx);
     let sot_index = prompt
         .iter()
@@ -93,16 +97,20 @@ pub fn decode_window<B: Backend>(backend: &B, req: &WindowRequest<'_>) -> Result
 
     let mut tokens = Vec::new();
     let mut sum_logprob = 0.0f64;
-    let room = dims.n_text_ctx - prompt.len();
-    for _ in 0..req.sample_len.min(room) {
+    let limit = req.sample_len.min(dims.n_text_ctx - prompt.len());
+    for _ in 0..limit {
         req.rules.apply(&tokens, &mut logits);
-        let (token, logprob) = greedy_pick(&logits);
+        let (token, logprob) = if temperature > 0.0 {
+            sample_pick(&logits, temperature as f32, rng)
+        } else {
+            greedy_pick(&logits)
+        };
         sum_logprob += logprob as f64;
         if token == req.special.eot {
             break;
         }
         tokens.push(token);
-        if tokens.len() == req.sample_len.min(room) {
+        if tokens.len() == limit {
             break;
         }
         let out = backend.decode_step(
@@ -116,13 +124,12 @@ pub fn decode_window<B: Backend>(backend: &B, req: &WindowRequest<'_>) -> Result
         )?;
         logits = out.logits;
     }
-    let avg_logprob = sum_logprob / (tokens.len() + 1) as f64;
     Ok(WindowResult {
+        avg_logprob: sum_logprob / (tokens.len() + 1) as f64,
         tokens,
         sum_logprob,
-        avg_logprob,
         no_speech_prob,
-        language: None,
-        language_probs: Vec::new(),
+        temperature,
+        compression_ratio: 0.0,
     })
 }

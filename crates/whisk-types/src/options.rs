@@ -64,12 +64,24 @@ pub struct TranscribeOptions {
     pub condition_on_previous_text: bool,
     /// Text fed as a prompt to the first window. Default `None`.
     pub initial_prompt: Option<String>,
-    /// Skip a window as silent when its no-speech probability is above this... Default `Some(0.6)`.
+    /// Skip a window as silent when its no-speech probability is above this and its average
+    /// log-probability below `logprob_threshold`. Default `Some(0.6)`.
     pub no_speech_threshold: Option<f64>,
-    /// ...unless its average log-probability is above this. Default `Some(-1.0)`.
+    /// A decode with a lower average log-probability is retried at the next temperature.
+    /// Default `Some(-1.0)`.
     pub logprob_threshold: Option<f64>,
     /// Padding of the last window. Default [`MelPadding::Silence`] (openai-whisper).
     pub mel_padding: MelPadding,
+    /// Temperatures tried in turn while a window's decode fails the thresholds.
+    /// Default `[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]`.
+    pub temperatures: Vec<f64>,
+    /// A decode whose text compresses better than this (gzip ratio) is repetitive and is
+    /// retried hotter. Default `Some(2.4)`.
+    pub compression_ratio_threshold: Option<f64>,
+    /// Candidates drawn at each temperature above zero; the likeliest is kept. Default 5.
+    pub best_of: usize,
+    /// Seed of the sampler used above temperature zero, for reproducible output. Default 0.
+    pub seed: u64,
 }
 
 impl Default for TranscribeOptions {
@@ -81,6 +93,10 @@ impl Default for TranscribeOptions {
             no_speech_threshold: Some(0.6),
             logprob_threshold: Some(-1.0),
             mel_padding: MelPadding::Silence,
+            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            compression_ratio_threshold: Some(2.4),
+            best_of: 5,
+            seed: 0,
         }
     }
 }
