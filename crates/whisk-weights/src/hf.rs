@@ -52,7 +52,7 @@ pub(crate) fn parse_heads(
 
 /// OpenAI name for a `transformers` Whisper tensor name, or `None` for tensors we do not use
 /// (`proj_out.weight` is tied to the token embedding).
-fn openai_name(hf: &str) -> Option<String> {
+pub(crate) fn openai_name(hf: &str) -> Option<String> {
     let name = hf.strip_prefix("model.").unwrap_or(hf);
     let fixed = match name {
         "encoder.embed_positions.weight" => Some("encoder.positional_embedding"),

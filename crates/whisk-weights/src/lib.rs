@@ -10,6 +10,7 @@ mod ct2;
 mod hf;
 mod names;
 mod tensor;
+mod write;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 pub use names::{block_prefix, Side};
 pub use tensor::{DType, Tensor, TensorData};
 use whisk_types::ModelDims;
+pub use write::{write_ct2, write_hf, Ct2Quantization};
 
 /// Why a model directory could not be read. Every variant names the file it is about.
 #[derive(Debug, thiserror::Error)]
