@@ -75,3 +75,32 @@ fn layouts_hold_the_same_numbers() {
         }
     }
 }
+
+#[test]
+fn hub_names_resolve_from_the_local_cache() {
+    // Lay tiny.en-hf out as hf-hub caches a download, then resolve `tiny.en` offline.
+    let cache = whisk_tests::root().join("target/test-scratch/hub-cache");
+    let _ = std::fs::remove_dir_all(&cache);
+    let repo = cache.join("models--openai--whisper-tiny.en");
+    let snapshot = repo.join("snapshots/0123456789abcdef0123456789abcdef01234567");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(
+        repo.join("refs/main"),
+        "0123456789abcdef0123456789abcdef01234567",
+    )
+    .unwrap();
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ] {
+        std::fs::copy(model_dir("tiny.en-hf").join(f), snapshot.join(f)).unwrap();
+    }
+    std::env::set_var("HF_HUB_CACHE", &cache);
+    let dir = whisk::resolve_model("tiny.en").unwrap();
+    assert_eq!(dir, snapshot);
+    let model = Model::builder(dir).build().unwrap();
+    assert_eq!(model.dims().n_vocab, 51864);
+}

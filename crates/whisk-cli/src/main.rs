@@ -37,9 +37,10 @@ struct TranscribeArgs {
     /// Audio files to transcribe.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Model directory (CTranslate2 or Hugging Face layout).
+    /// Model directory (CTranslate2 or Hugging Face layout), or a Hugging Face model
+    /// (`tiny.en`, `openai/whisper-base`) fetched into the hub cache.
     #[arg(long, short)]
-    model: PathBuf,
+    model: String,
     /// txt, vtt, srt, tsv, json or all.
     #[arg(long, short = 'f', default_value = "all")]
     output_format: String,
@@ -81,7 +82,8 @@ fn formats(spec: &str) -> Result<Vec<Format>> {
 fn transcribe(args: &TranscribeArgs) -> Result<()> {
     let formats = formats(&args.output_format)?;
     let device: Device = args.device.parse().map_err(anyhow::Error::msg)?;
-    let model = Model::builder(&args.model).device(device).build()?;
+    let model_dir = whisk::resolve_model(&args.model)?;
+    let model = Model::builder(model_dir).device(device).build()?;
     let options = TranscribeOptions {
         decode: whisk::DecodeOptions {
             language: args.language.clone(),

@@ -15,6 +15,8 @@
 //! Hugging Face one (`model.safetensors`); both hold a `tokenizer.json`. The backend is chosen
 //! by cargo feature: `candle` (default, CPU), `cuda`, `metal`.
 
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod output;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,9 @@ pub enum Error {
     /// A model directory lacks `tokenizer.json`.
     #[error("{0} has no tokenizer.json")]
     MissingTokenizer(PathBuf),
+    /// `--model` names neither a model directory nor a model that could be fetched.
+    #[error("model `{name}` not found: {detail}")]
+    ModelNotFound { name: String, detail: String },
     /// The requested backend or device was not compiled in.
     #[error("{0}")]
     Unavailable(String),
@@ -84,6 +89,28 @@ impl std::str::FromStr for Device {
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
                 .ok_or_else(|| format!("unknown device `{s}`: use cpu, cuda, cuda:N or metal")),
+        }
+    }
+}
+
+/// Finds a model: an existing directory, or (feature `hub`) a Hugging Face repository id or
+/// OpenAI model name (`tiny.en`, `openai/whisper-base`) fetched into the hub cache.
+pub fn resolve_model(name: &str) -> Result<PathBuf> {
+    #[cfg(feature = "hub")]
+    {
+        hub::resolve_model(name)
+    }
+    #[cfg(not(feature = "hub"))]
+    {
+        let path = Path::new(name);
+        if path.is_dir() {
+            Ok(path.to_path_buf())
+        } else {
+            Err(Error::ModelNotFound {
+                name: name.to_string(),
+                detail: "not a directory (build with the `hub` feature to download models by name)"
+                    .into(),
+            })
         }
     }
 }
