@@ -38,6 +38,17 @@ pub struct CandleBackend {
 impl CandleBackend {
     /// Builds the model from loaded weights on `device`.
     pub fn new(weights: &WhisperWeights, device: CandleDevice) -> Result<Self> {
+        let missing = |feature: &str| {
+            BackendError::InvalidRequest(format!(
+                "{feature} support is not compiled in: build whisk with `--features {feature}`"
+            ))
+        };
+        if matches!(device, CandleDevice::Cuda(_)) && !cfg!(feature = "cuda") {
+            return Err(missing("cuda"));
+        }
+        if device == CandleDevice::Metal && !cfg!(feature = "metal") {
+            return Err(missing("metal"));
+        }
         let device = match device {
             CandleDevice::Cpu => Device::Cpu,
             CandleDevice::Cuda(i) => Device::new_cuda(i).map_err(err)?,
