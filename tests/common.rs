@@ -48,7 +48,8 @@ pub fn model_dir(name: &str) -> PathBuf {
 }
 
 /// Checks what every transcript must satisfy: segments in order, non-negative, non-empty,
-/// and the transcript text is the segments' texts joined.
+/// and the transcript text is the segments' texts joined; with word timestamps, words are
+/// ordered, non-negative, inside their segment, and join to the segment's text.
 pub fn check_invariants(t: &whisk::Transcript) {
     let mut last_start = 0.0;
     for s in &t.segments {
@@ -66,6 +67,43 @@ pub fn check_invariants(t: &whisk::Transcript) {
         );
         last_start = s.start;
         assert!(!s.text.trim().is_empty(), "segment {} is empty", s.id);
+        if let Some(words) = &s.words {
+            let mut last = s.start;
+            for w in words {
+                assert!(
+                    w.start >= 0.0 && w.end >= w.start,
+                    "word {:?} has bad times",
+                    w.word
+                );
+                assert!(
+                    w.start >= last - 1e-9,
+                    "word {:?} starts before its predecessor",
+                    w.word
+                );
+                assert!(
+                    w.start >= s.start - 1e-9 && w.end <= s.end + 1e-9,
+                    "word {:?} {}..{} outside segment {}..{}",
+                    w.word,
+                    w.start,
+                    w.end,
+                    s.start,
+                    s.end
+                );
+                assert!(
+                    (0.0..=1.0).contains(&w.probability),
+                    "word {:?} probability {}",
+                    w.word,
+                    w.probability
+                );
+                last = w.start;
+            }
+            let joined: String = words.iter().map(|w| w.word.as_str()).collect();
+            assert_eq!(
+                joined, s.text,
+                "segment {} text is not its joined words",
+                s.id
+            );
+        }
     }
     let joined: String = t.segments.iter().map(|s| s.text.as_str()).collect();
     assert_eq!(

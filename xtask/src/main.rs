@@ -4,6 +4,8 @@
 //!   checksummed).
 //! - `test`: fetch the models, then run the whole test suite in the one profile we use.
 //! - `eval`: WER on the TIMIT sample beside faster-whisper's reference outputs.
+//! - `eval-words`: word timing on the TIMIT sample against the hand labels, beside
+//!   faster-whisper's, and whisk's distance from faster-whisper's word times.
 
 mod fetch;
 
@@ -43,15 +45,24 @@ fn main() -> Result<()> {
                 .args(["test", "--release", "--workspace"])
                 .args(&args[1..]))
         }
-        Some("eval") => {
+        Some(cmd @ ("eval" | "eval-words")) => {
             fetch::fetch_all(&root())?;
+            let what = if cmd == "eval" { "wer" } else { "words" };
             run(Command::new(env!("CARGO"))
                 .current_dir(root())
-                .args(["run", "--release", "--quiet", "-p", "whisk-eval", "--"])
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "whisk-eval",
+                    "--",
+                    what,
+                ])
                 .args(&args[1..]))
         }
         _ => {
-            eprintln!("usage: cargo xtask <fetch-models | test [cargo test args] | eval [--padding openai|faster-whisper|both] [--model DIR]>");
+            eprintln!("usage: cargo xtask <fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--model DIR]>");
             std::process::exit(2);
         }
     }

@@ -27,6 +27,18 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum PaddingArg {
+    FasterWhisper,
+    Openai,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AlignmentArg {
+    SinglePass,
+    Refeed,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum TaskArg {
     Transcribe,
     Translate,
@@ -61,10 +73,23 @@ struct TranscribeArgs {
     /// Prompt each window with the previous one's text.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     condition_on_previous_text: bool,
-    /// Fill the last window like faster-whisper (zero features) instead of openai-whisper
-    /// (silent audio).
+    /// How the last window is filled: faster-whisper (zero features; better word times) or
+    /// openai (silent audio; slightly lower WER on TIMIT).
+    #[arg(long, value_enum, default_value = "faster-whisper")]
+    padding: PaddingArg,
+    /// Time every word. Defaults to on when JSON is among the output formats.
+    #[arg(long, action = clap::ArgAction::Set)]
+    word_timestamps: Option<bool>,
+    /// Where word timing gets its attention: single-pass (from the decode itself) or refeed
+    /// (a second decoder pass over the text, as openai-whisper).
+    #[arg(long, value_enum, default_value = "refeed")]
+    word_alignment: AlignmentArg,
+    /// Subtitles: at most this many words per cue (needs word timestamps).
     #[arg(long)]
-    faster_whisper_padding: bool,
+    max_words_per_line: Option<usize>,
+    /// Subtitles: underline each word as it is spoken (needs word timestamps).
+    #[arg(long)]
+    highlight_words: bool,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -84,6 +109,22 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
     let device: Device = args.device.parse().map_err(anyhow::Error::msg)?;
     let model_dir = whisk::resolve_model(&args.model)?;
     let model = Model::builder(model_dir).device(device).build()?;
+    let subtitle_words = args.max_words_per_line.is_some() || args.highlight_words;
+    let word_timestamps = args
+        .word_timestamps
+        .unwrap_or(formats.contains(&Format::Json) || subtitle_words);
+    if word_timestamps
+        && model.alignment_heads().source == whisk::HeadsSource::LastHalfFallback
+        && !args.quiet
+    {
+        eprintln!(
+            "whisk: warning: the model lists no alignment heads; word times use all heads of the upper decoder half and are less reliable"
+        );
+    }
+    let output_options = whisk::output::OutputOptions {
+        max_words_per_line: args.max_words_per_line,
+        highlight_words: args.highlight_words,
+    };
     let options = TranscribeOptions {
         decode: whisk::DecodeOptions {
             language: args.language.clone(),
@@ -95,10 +136,14 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
         },
         initial_prompt: args.initial_prompt.clone(),
         condition_on_previous_text: args.condition_on_previous_text,
-        mel_padding: if args.faster_whisper_padding {
-            whisk::MelPadding::ZeroFeatures
-        } else {
-            whisk::MelPadding::Silence
+        mel_padding: match args.padding {
+            PaddingArg::FasterWhisper => whisk::MelPadding::ZeroFeatures,
+            PaddingArg::Openai => whisk::MelPadding::Silence,
+        },
+        word_timestamps,
+        word_alignment: match args.word_alignment {
+            AlignmentArg::SinglePass => whisk::WordAlignment::SinglePass,
+            AlignmentArg::Refeed => whisk::WordAlignment::Refeed,
         },
         ..Default::default()
     };
@@ -144,7 +189,13 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
                 );
             }
         }
-        write_outputs(file, &args.output_dir, &formats, &transcript)?;
+        write_outputs(
+            file,
+            &args.output_dir,
+            &formats,
+            &transcript,
+            &output_options,
+        )?;
     }
     Ok(())
 }
@@ -154,6 +205,7 @@ fn write_outputs(
     dir: &Path,
     formats: &[Format],
     t: &whisk::Transcript,
+    opts: &whisk::output::OutputOptions,
 ) -> Result<()> {
     let Some(stem) = input.file_stem() else {
         bail!("{} has no file name", input.display());
@@ -162,7 +214,7 @@ fn write_outputs(
         let mut name = stem.to_os_string();
         name.push(format!(".{}", f.extension()));
         let path = dir.join(name);
-        std::fs::write(&path, f.render(t))
+        std::fs::write(&path, f.render(t, opts))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())

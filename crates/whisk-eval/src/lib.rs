@@ -2,6 +2,7 @@
 //! evaluation data sets in `../shared/data`.
 
 pub mod normalize;
+pub mod timing;
 pub mod wer;
 
 pub use normalize::normalize_english;

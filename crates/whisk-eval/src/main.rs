@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use whisk::{MelPadding, Model, TranscribeOptions};
+use whisk::{MelPadding, Model, TranscribeOptions, WordAlignment};
+use whisk_eval::timing::{match_words, ErrorStats, TimedWord, TimingReport};
 use whisk_eval::{normalize_english, WerTotals};
 
 struct Args {
+    command: String,
     model: PathBuf,
     shared: PathBuf,
     reference_setting: String,
@@ -17,6 +19,7 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
+        command: "wer".into(),
         model: PathBuf::from("target/models/tiny.en"),
         shared: PathBuf::from("../shared"),
         reference_setting: "fw-float32-beam1".into(),
@@ -37,6 +40,7 @@ fn parse_args() -> Result<Args> {
                     other => bail!("--padding takes openai, faster-whisper or both, not {other}"),
                 }
             }
+            "wer" | "words" => args.command = a.clone(),
             other => bail!("unknown argument {other}; see the source of whisk-eval"),
         }
     }
@@ -62,6 +66,169 @@ fn timit_utterances(shared: &Path) -> Result<Vec<(String, String)>> {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    match args.command.as_str() {
+        "words" => eval_words(&args),
+        _ => eval_wer(&args),
+    }
+}
+
+fn read_labels(path: &Path) -> Result<Vec<TimedWord>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            if f.len() < 3 {
+                bail!("{}: bad line `{l}`", path.display());
+            }
+            Ok(TimedWord {
+                start: f[0].parse()?,
+                end: f[1].parse()?,
+                word: f[2].to_string(),
+            })
+        })
+        .collect()
+}
+
+fn reference_words(path: &Path) -> Result<Vec<TimedWord>> {
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+    )?;
+    let mut out = Vec::new();
+    for s in json["segments"].as_array().into_iter().flatten() {
+        for w in s["words"].as_array().into_iter().flatten() {
+            out.push(TimedWord {
+                start: w["start"].as_f64().unwrap_or(0.0),
+                end: w["end"].as_f64().unwrap_or(0.0),
+                word: w["word"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn transcript_words(t: &whisk::Transcript) -> Vec<TimedWord> {
+    t.segments
+        .iter()
+        .flat_map(|s| s.words.iter().flatten())
+        .map(|w| TimedWord {
+            start: w.start,
+            end: w.end,
+            word: w.word.clone(),
+        })
+        .collect()
+}
+
+/// Word timing on the TIMIT sample against the hand labels, for whisk's alignment modes and
+/// for faster-whisper's reference timings; plus whisk's distance from faster-whisper.
+fn eval_words(args: &Args) -> Result<()> {
+    let utts = timit_utterances(&args.shared)?;
+    let model = Model::builder(&args.model).build()?;
+    let ref_dir = args
+        .shared
+        .join("reference/tiny.en")
+        .join(&args.reference_setting);
+    let timit = args.shared.join("data/timit_nltk_sample");
+    println!(
+        "TIMIT sample: {} utterances, model {}\n",
+        utts.len(),
+        args.model.display()
+    );
+    println!("{}", TimingReport::HEADER);
+
+    let mut fw = TimingReport::default();
+    for (id, _) in &utts {
+        let labels = read_labels(&timit.join(format!("words/{id}.tsv")))?;
+        fw.add(
+            &labels,
+            &reference_words(&ref_dir.join(format!("timit/{id}.json")))?,
+        );
+    }
+    println!(
+        "{}",
+        fw.row(&format!("faster-whisper 1.2.1 {}", args.reference_setting))
+    );
+
+    let mut deltas = Vec::new();
+    for padding in &args.padding {
+        for mode in [WordAlignment::SinglePass, WordAlignment::Refeed] {
+            let options = TranscribeOptions {
+                mel_padding: *padding,
+                word_timestamps: true,
+                word_alignment: mode,
+                ..Default::default()
+            };
+            let mut report = TimingReport::default();
+            let (mut d_start, mut d_end) = (ErrorStats::default(), ErrorStats::default());
+            let started = Instant::now();
+            for (id, _) in &utts {
+                let labels = read_labels(&timit.join(format!("words/{id}.tsv")))?;
+                let t = model.transcribe_file(&timit.join(format!("audio/{id}.flac")), &options)?;
+                let ours = transcript_words(&t);
+                report.add(&labels, &ours);
+                let theirs = reference_words(&ref_dir.join(format!("timit/{id}.json")))?;
+                for (i, j) in match_words(&theirs, &ours) {
+                    d_start.push(ours[j].start, theirs[i].start);
+                    d_end.push(ours[j].end, theirs[i].end);
+                }
+            }
+            let name = format!(
+                "whisk {mode:?}, {padding:?} padding ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+            println!("{}", report.row(&name));
+            deltas.push((name, d_start, d_end));
+        }
+    }
+    println!("\nwhisk against faster-whisper's word times on the same words (TIMIT):\n");
+    println!("| system | words | median abs Δstart ms | median abs Δend ms | Δstart ≤20 ms |");
+    println!("| --- | --- | --- | --- | --- |");
+    for (name, s, e) in &deltas {
+        println!(
+            "| {name} | {} | {:.0} | {:.0} | {:.0}% |",
+            s.len(),
+            s.median() * 1000.0,
+            e.median() * 1000.0,
+            s.within(0.02) * 100.0
+        );
+    }
+
+    // jfk: no hand labels; distance from faster-whisper only.
+    let jfk = args
+        .shared
+        .join("data/whisper_test_clips/audio16k/jfk.flac");
+    let theirs = reference_words(&ref_dir.join("jfk/jfk.json"))?;
+    println!("\njfk against faster-whisper's word times:\n");
+    println!("| system | words | median abs Δstart ms | median abs Δend ms |");
+    println!("| --- | --- | --- | --- |");
+    for padding in &args.padding {
+        for mode in [WordAlignment::SinglePass, WordAlignment::Refeed] {
+            let options = TranscribeOptions {
+                mel_padding: *padding,
+                word_timestamps: true,
+                word_alignment: mode,
+                ..Default::default()
+            };
+            let ours = transcript_words(&model.transcribe_file(&jfk, &options)?);
+            let (mut s, mut e) = (ErrorStats::default(), ErrorStats::default());
+            for (i, j) in match_words(&theirs, &ours) {
+                s.push(ours[j].start, theirs[i].start);
+                e.push(ours[j].end, theirs[i].end);
+            }
+            println!(
+                "| whisk {mode:?}, {padding:?} padding | {} | {:.0} | {:.0} |",
+                s.len(),
+                s.median() * 1000.0,
+                e.median() * 1000.0
+            );
+        }
+    }
+    Ok(())
+}
+
+fn eval_wer(args: &Args) -> Result<()> {
     let utts = timit_utterances(&args.shared)?;
     let model = Model::builder(&args.model).build()?;
     println!(

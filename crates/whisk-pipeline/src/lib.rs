@@ -4,17 +4,19 @@
 //! on a lone timestamp). Segments come from timestamp pairs; each window is prompted with the
 //! text before it unless that is switched off.
 
+mod align;
 mod window;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use whisk_align::{add_word_timestamps, WordTokens};
 use whisk_audio::log_mel_spectrogram;
 use whisk_backend::{Backend, BackendError};
 use whisk_decode::{compression_ratio, sot_sequence, LogitRules};
 use whisk_text::{TextError, Tokenizer};
 use whisk_types::{
-    MelPadding, Segment, TranscribeOptions, Transcript, HOP_LENGTH, INPUT_STRIDE, N_FRAMES,
-    N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
+    MelPadding, Segment, TranscribeOptions, Transcript, WordAlignment, HOP_LENGTH, INPUT_STRIDE,
+    N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
 pub use window::{decode_window, detect_language, encode_window, WindowRequest, WindowResult};
@@ -47,10 +49,16 @@ pub struct Pipeline<B: Backend> {
     tokenizer: Tokenizer,
     non_speech: Vec<u32>,
     space: Vec<u32>,
+    alignment_heads: Vec<(usize, usize)>,
 }
 
 impl<B: Backend> Pipeline<B> {
-    pub fn new(backend: B, tokenizer: Tokenizer) -> Result<Self> {
+    /// `alignment_heads` are the (decoder layer, head) pairs used for word timestamps.
+    pub fn new(
+        backend: B,
+        tokenizer: Tokenizer,
+        alignment_heads: Vec<(usize, usize)>,
+    ) -> Result<Self> {
         let n_mels = backend.dims().n_mels;
         if n_mels != 80 && n_mels != 128 {
             return Err(PipelineError::MelBins(n_mels));
@@ -62,6 +70,7 @@ impl<B: Backend> Pipeline<B> {
             tokenizer,
             non_speech,
             space,
+            alignment_heads,
         })
     }
 
@@ -125,6 +134,13 @@ impl<B: Backend> Pipeline<B> {
         let mut segments: Vec<Segment> = Vec::new();
         let mut seek = 0;
         let mut rng = StdRng::seed_from_u64(options.seed);
+        let mut last_speech_timestamp = 0.0;
+        let qk_heads: &[(usize, usize)] =
+            if options.word_timestamps && options.word_alignment == WordAlignment::SinglePass {
+                &self.alignment_heads
+            } else {
+                &[]
+            };
         while seek < content_frames {
             let window_seek = seek;
             let time_offset = (seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
@@ -148,6 +164,7 @@ impl<B: Backend> Pipeline<B> {
                 rules: &rules,
                 special: &special,
                 sample_len: options.decode.sample_len.unwrap_or(dims.n_text_ctx / 2),
+                cross_qk_heads: qk_heads,
             };
             let encoded = encode_window(&self.backend, &window)?;
             let result = self.decode_with_fallback(&encoded, &request, options, &mut rng)?;
@@ -175,7 +192,8 @@ impl<B: Backend> Pipeline<B> {
             let consecutive: Vec<usize> = (1..tokens.len())
                 .filter(|&i| is_ts(tokens[i - 1]) && is_ts(tokens[i]))
                 .collect();
-            let mut new_segments: Vec<(f64, f64, Vec<u32>)> = Vec::new();
+            // (start, end, range of `tokens`) per segment.
+            let mut new_segments: Vec<(f64, f64, std::ops::Range<usize>)> = Vec::new();
             if !consecutive.is_empty() {
                 let mut slices = consecutive.clone();
                 if single_timestamp_ending {
@@ -187,7 +205,7 @@ impl<B: Backend> Pipeline<B> {
                     let start = (piece[0] - special.timestamp_begin) as f64 * TIME_PRECISION;
                     let end =
                         (piece[piece.len() - 1] - special.timestamp_begin) as f64 * TIME_PRECISION;
-                    new_segments.push((time_offset + start, time_offset + end, piece.to_vec()));
+                    new_segments.push((time_offset + start, time_offset + end, last..cur));
                     last = cur;
                 }
                 if single_timestamp_ending {
@@ -203,31 +221,68 @@ impl<B: Backend> Pipeline<B> {
                         duration = (last_ts - special.timestamp_begin) as f64 * TIME_PRECISION;
                     }
                 }
-                new_segments.push((time_offset, time_offset + duration, tokens.clone()));
+                new_segments.push((time_offset, time_offset + duration, 0..tokens.len()));
                 seek += segment_size;
             }
 
-            for (start, end, seg_tokens) in new_segments {
-                let text = self.tokenizer.decode(&seg_tokens)?;
-                // openai clears instantaneous or empty segments; we drop them from the output.
-                if start == end || text.trim().is_empty() {
-                    continue;
-                }
-                // Timestamps stay in the prompt history, as in openai's `all_tokens`.
-                all_tokens.extend_from_slice(&seg_tokens);
-                segments.push(Segment {
-                    id: segments.len(),
+            let mut window_segments = Vec::with_capacity(new_segments.len());
+            for (start, end, range) in &new_segments {
+                let seg_tokens = tokens[range.clone()].to_vec();
+                window_segments.push(Segment {
+                    id: 0,
                     seek: window_seek,
-                    start: round3(start),
-                    end: round3(end),
+                    start: round3(*start),
+                    end: round3(*end),
                     compression_ratio: result.compression_ratio,
-                    text,
+                    text: self.tokenizer.decode(&seg_tokens)?,
                     tokens: seg_tokens,
                     temperature: result.temperature,
                     avg_logprob: result.avg_logprob,
                     no_speech_prob: result.no_speech_prob,
                     words: None,
                 });
+            }
+            if options.word_timestamps {
+                let positions: Vec<usize> = new_segments
+                    .iter()
+                    .flat_map(|(_, _, r)| r.clone())
+                    .filter(|&j| special.is_text(tokens[j]))
+                    .collect();
+                let lang = language.map_or("en", |i| self.tokenizer.languages()[i].as_str());
+                self.add_words(
+                    &encoded,
+                    &result,
+                    &positions,
+                    &sot,
+                    lang,
+                    segment_size,
+                    time_offset,
+                    &mut window_segments,
+                    &mut last_speech_timestamp,
+                    options,
+                )?;
+                // Resume after the last word rather than the last timestamp (openai).
+                if !single_timestamp_ending {
+                    let last_word_end = window_segments
+                        .iter()
+                        .rev()
+                        .filter_map(|s| s.words.as_ref()?.last().map(|w| w.end))
+                        .next();
+                    if let Some(end) = last_word_end.filter(|&e| e > time_offset) {
+                        seek = (end * 100.0).round() as usize;
+                    }
+                }
+            }
+
+            for mut segment in window_segments {
+                // openai clears instantaneous or empty segments; we drop them from the output.
+                if segment.start == segment.end || segment.text.trim().is_empty() {
+                    continue;
+                }
+                // Timestamps stay in the prompt history, as in openai's `all_tokens`.
+                all_tokens.extend_from_slice(&segment.tokens);
+                segment.id = segments.len();
+                segments.push(segment);
             }
             // A hot fallback may have derailed; do not feed its text forward (openai).
             if !options.condition_on_previous_text || result.temperature > 0.5 {
@@ -253,6 +308,66 @@ impl<B: Backend> Pipeline<B> {
 }
 
 impl<B: Backend> Pipeline<B> {
+    /// Times the words of one window's segments and stores them in the segments.
+    #[allow(clippy::too_many_arguments)]
+    fn add_words(
+        &self,
+        encoded: &B::Encoded,
+        result: &WindowResult,
+        positions: &[usize],
+        sot: &[u32],
+        language: &str,
+        mel_frames: usize,
+        time_offset: f64,
+        segments: &mut [Segment],
+        last_speech_timestamp: &mut f64,
+        options: &TranscribeOptions,
+    ) -> Result<()> {
+        let special = self.tokenizer.special();
+        let text: Vec<u32> = positions.iter().map(|&j| result.tokens[j]).collect();
+        let per_segment: Vec<usize> = segments
+            .iter()
+            .map(|s| s.tokens.iter().filter(|&&t| special.is_text(t)).count())
+            .collect();
+        if text.is_empty() {
+            for s in segments.iter_mut() {
+                s.words = Some(Vec::new());
+            }
+            return Ok(());
+        }
+        let (scores, probs) = match options.word_alignment {
+            WordAlignment::SinglePass => (
+                align::single_pass_scores(result, positions, self.alignment_heads.len()),
+                positions.iter().map(|&j| result.token_probs[j]).collect(),
+            ),
+            WordAlignment::Refeed => align::refeed_scores(
+                &self.backend,
+                encoded,
+                sot,
+                special,
+                &text,
+                &self.alignment_heads,
+            )?,
+        };
+        let mut with_eot = text.clone();
+        with_eot.push(special.eot);
+        let words: Vec<WordTokens> = self
+            .tokenizer
+            .split_to_word_tokens(&with_eot, language)?
+            .into_iter()
+            .map(|(word, tokens)| WordTokens { word, tokens })
+            .collect();
+        let aligned = align::align(&scores, &words, &probs, mel_frames);
+        add_word_timestamps(
+            aligned,
+            segments,
+            &per_segment,
+            time_offset,
+            last_speech_timestamp,
+        );
+        Ok(())
+    }
+
     /// Languages of a window, likeliest first, as (index into the tokenizer's languages,
     /// probability).
     fn detect_language_of(&self, window: &[f32]) -> Result<Vec<(usize, f32)>> {

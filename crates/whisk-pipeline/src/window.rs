@@ -18,6 +18,9 @@ pub struct WindowRequest<'a> {
     pub special: &'a SpecialTokens,
     /// Most tokens to sample.
     pub sample_len: usize,
+    /// Alignment heads whose cross-attention is kept for word timing in the same pass; empty
+    /// for none.
+    pub cross_qk_heads: &'a [(usize, usize)],
 }
 
 /// The outcome of one window's decode.
@@ -33,6 +36,32 @@ pub struct WindowResult {
     pub temperature: f64,
     /// Filled in by the caller once the text is known.
     pub compression_ratio: f64,
+    /// With alignment heads asked for: `qk_rows[j]` is the heads' attention (`[heads][frames]`)
+    /// at the position whose output predicted `tokens[j]`; one more row follows for the
+    /// position that predicted the end.
+    pub qk_rows: Vec<Vec<f32>>,
+    /// Probability of each sampled token among text tokens, from the unfiltered logits
+    /// (openai's word probability); kept only with alignment heads.
+    pub token_probs: Vec<f32>,
+}
+
+/// Probability of `token` under a softmax over the text vocabulary (`logits[..eot]`).
+fn text_probability(logits: &[f32], token: u32, eot: u32) -> f32 {
+    let text = &logits[..eot as usize];
+    if token >= eot {
+        return 0.0;
+    }
+    (text[token as usize] - whisk_decode::logsumexp(text)).exp()
+}
+
+/// Heads' attention of the last position of a step's output for row 0.
+fn last_qk_row(qk: &[whisk_backend::CrossQk]) -> Vec<f32> {
+    let q = &qk[0];
+    let mut row = Vec::with_capacity(q.heads * q.frames);
+    for h in 0..q.heads {
+        row.extend_from_slice(q.row(h, q.tokens - 1));
+    }
+    row
 }
 
 /// Runs the encoder on one `[n_mels, N_FRAMES]` window.
@@ -88,9 +117,15 @@ pub fn decode_window<B: Backend>(
             tokens: &prompt,
             rows: 1,
             logits_at: &[sot_index, prompt.len() - 1],
-            cross_qk_heads: &[],
+            cross_qk_heads: req.cross_qk_heads,
         },
     )?;
+    let align = !req.cross_qk_heads.is_empty();
+    let mut qk_rows = Vec::new();
+    let mut token_probs = Vec::new();
+    if align {
+        qk_rows.push(last_qk_row(&out.cross_qk));
+    }
     let no_speech_prob =
         log_softmax_at(&out.logits[..vocab], req.special.no_speech as usize).exp() as f64;
     let mut logits = out.logits[vocab..2 * vocab].to_vec();
@@ -99,6 +134,7 @@ pub fn decode_window<B: Backend>(
     let mut sum_logprob = 0.0f64;
     let limit = req.sample_len.min(dims.n_text_ctx - prompt.len());
     for _ in 0..limit {
+        let raw = align.then(|| logits.clone());
         req.rules.apply(&tokens, &mut logits);
         let (token, logprob) = if temperature > 0.0 {
             sample_pick(&logits, temperature as f32, rng)
@@ -108,6 +144,9 @@ pub fn decode_window<B: Backend>(
         sum_logprob += logprob as f64;
         if token == req.special.eot {
             break;
+        }
+        if let Some(raw) = raw {
+            token_probs.push(text_probability(&raw, token, req.special.eot));
         }
         tokens.push(token);
         if tokens.len() == limit {
@@ -119,10 +158,18 @@ pub fn decode_window<B: Backend>(
                 tokens: &[token],
                 rows: 1,
                 logits_at: &[0],
-                cross_qk_heads: &[],
+                cross_qk_heads: req.cross_qk_heads,
             },
         )?;
+        if align {
+            qk_rows.push(last_qk_row(&out.cross_qk));
+        }
         logits = out.logits;
+    }
+    // Stopped at the length limit: the last token was never fed, so its row is missing.
+    while align && qk_rows.len() < tokens.len() + 1 {
+        let last = qk_rows.last().cloned().unwrap_or_default();
+        qk_rows.push(last);
     }
     Ok(WindowResult {
         avg_logprob: sum_logprob / (tokens.len() + 1) as f64,
@@ -131,5 +178,7 @@ pub fn decode_window<B: Backend>(
         no_speech_prob,
         temperature,
         compression_ratio: 0.0,
+        qk_rows,
+        token_probs,
     })
 }

@@ -143,6 +143,70 @@ impl Tokenizer {
             .map_err(|e| TextError::Codec(e.to_string()))
     }
 
+    /// Decodes tokens as text, special tokens included (`<|endoftext|>`), timestamps skipped.
+    fn decode_raw(&self, tokens: &[u32]) -> Result<String> {
+        let kept: Vec<u32> = tokens
+            .iter()
+            .copied()
+            .filter(|t| !self.special.is_timestamp(*t))
+            .collect();
+        self.inner
+            .decode(&kept, false)
+            .map_err(|e| TextError::Codec(e.to_string()))
+    }
+
+    /// Splits tokens where whole characters end (openai `split_tokens_on_unicode`): a
+    /// multi-byte character cut across tokens stays in one piece.
+    pub fn split_tokens_on_unicode(&self, tokens: &[u32]) -> Result<Vec<(String, Vec<u32>)>> {
+        const REPLACEMENT: char = '\u{fffd}';
+        let full: Vec<char> = self.decode_raw(tokens)?.chars().collect();
+        let mut out = Vec::new();
+        let mut current = Vec::new();
+        let mut offset = 0;
+        for &t in tokens {
+            current.push(t);
+            let decoded = self.decode_raw(&current)?;
+            let chars: Vec<char> = decoded.chars().collect();
+            let complete = match chars.iter().position(|&c| c == REPLACEMENT) {
+                None => true,
+                Some(i) => full.get(offset + i) == Some(&REPLACEMENT),
+            };
+            if complete {
+                offset += chars.len();
+                out.push((decoded, std::mem::take(&mut current)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Groups tokens into words (openai `split_to_word_tokens`): at spaces and punctuation for
+    /// most languages, per character for languages written without spaces.
+    pub fn split_to_word_tokens(
+        &self,
+        tokens: &[u32],
+        language: &str,
+    ) -> Result<Vec<(String, Vec<u32>)>> {
+        if matches!(language, "zh" | "ja" | "th" | "lo" | "my" | "yue") {
+            return self.split_tokens_on_unicode(tokens);
+        }
+        let mut words: Vec<(String, Vec<u32>)> = Vec::new();
+        for (sub, sub_tokens) in self.split_tokens_on_unicode(tokens)? {
+            let special = sub_tokens[0] >= self.special.eot;
+            let with_space = sub.starts_with(' ');
+            let trimmed = sub.trim();
+            // Python's `in string.punctuation`: a substring test.
+            let punctuation = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~".contains(trimmed);
+            match words.last_mut() {
+                Some(last) if !(special || with_space || punctuation) => {
+                    last.0.push_str(&sub);
+                    last.1.extend(sub_tokens);
+                }
+                _ => words.push((sub, sub_tokens)),
+            }
+        }
+        Ok(words)
+    }
+
     /// OpenAI's `non_speech_tokens`: symbols and speaker-tag punctuation that are suppressed so
     /// the model writes words, while hyphens and apostrophes stay allowed inside words.
     pub fn non_speech_tokens(&self) -> Result<Vec<u32>> {

@@ -13,7 +13,7 @@ mod tokens;
 
 pub use dims::ModelDims;
 pub use heads::{AlignmentHeads, HeadsSource};
-pub use options::{DecodeOptions, MelPadding, Task, TranscribeOptions};
+pub use options::{DecodeOptions, MelPadding, Task, TranscribeOptions, WordAlignment};
 pub use output::{Segment, Transcript, Word};
 pub use tokens::SpecialTokens;
 

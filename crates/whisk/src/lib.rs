@@ -25,7 +25,8 @@ pub use whisk_audio::{load_audio, log_mel_spectrogram};
 pub use whisk_backend::Backend;
 pub use whisk_pipeline::Progress;
 pub use whisk_types::{
-    DecodeOptions, MelPadding, ModelDims, Segment, Task, TranscribeOptions, Transcript, Word,
+    AlignmentHeads, DecodeOptions, HeadsSource, MelPadding, ModelDims, Segment, Task,
+    TranscribeOptions, Transcript, Word, WordAlignment,
 };
 pub use whisk_weights::WhisperWeights;
 
@@ -136,11 +137,13 @@ impl ModelBuilder {
             return Err(Error::MissingTokenizer(self.dir.clone()));
         }
         let tokenizer = whisk_text::Tokenizer::from_file(&tokenizer_path, &weights.dims)?;
-        let engine = Engine::new(&weights, self.device, tokenizer)?;
+        let heads = AlignmentHeads::resolve(weights.alignment_heads.clone(), &weights.dims);
+        let engine = Engine::new(&weights, self.device, tokenizer, heads.pairs.clone())?;
         Ok(Model {
             engine,
             dims: weights.dims.clone(),
             dir: self.dir,
+            alignment_heads: heads,
         })
     }
 }
@@ -157,6 +160,7 @@ impl Engine {
         weights: &WhisperWeights,
         device: Device,
         tokenizer: whisk_text::Tokenizer,
+        heads: Vec<(usize, usize)>,
     ) -> Result<Self> {
         #[cfg(feature = "candle")]
         {
@@ -167,7 +171,7 @@ impl Engine {
             };
             let backend = whisk_candle::CandleBackend::new(weights, device)?;
             Ok(Engine::Candle(whisk_pipeline::Pipeline::new(
-                backend, tokenizer,
+                backend, tokenizer, heads,
             )?))
         }
         #[cfg(not(feature = "candle"))]
@@ -182,6 +186,7 @@ pub struct Model {
     engine: Engine,
     dims: ModelDims,
     dir: PathBuf,
+    alignment_heads: AlignmentHeads,
 }
 
 impl Model {
@@ -195,6 +200,12 @@ impl Model {
 
     pub fn dims(&self) -> &ModelDims {
         &self.dims
+    }
+
+    /// The heads used for word timestamps, and where they came from. With
+    /// [`HeadsSource::LastHalfFallback`] word times are less reliable.
+    pub fn alignment_heads(&self) -> &AlignmentHeads {
+        &self.alignment_heads
     }
 
     /// The directory the model was read from.

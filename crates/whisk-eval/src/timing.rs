@@ -1,0 +1,193 @@
+//! Word timing against reference boundaries: match words by an edit-distance alignment of
+//! their normalised spellings, then measure start and end errors of the matched pairs.
+
+/// A timed word: start and end in seconds, and its text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedWord {
+    pub start: f64,
+    pub end: f64,
+    pub word: String,
+}
+
+/// Lower case, letters, digits and apostrophes only: `" Don't,"` -> `"don't"`.
+pub fn normalize_word(w: &str) -> String {
+    w.chars()
+        .filter(|c| c.is_alphanumeric() || *c == '\'')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Pairs `(i, j)` of `reference[i]` and `hyp[j]` with the same normalised spelling, on a
+/// minimum-edit alignment of the two sequences.
+pub fn match_words(reference: &[TimedWord], hyp: &[TimedWord]) -> Vec<(usize, usize)> {
+    let r: Vec<String> = reference.iter().map(|w| normalize_word(&w.word)).collect();
+    let h: Vec<String> = hyp.iter().map(|w| normalize_word(&w.word)).collect();
+    let (n, m) = (r.len(), h.len());
+    let mut d = vec![vec![0usize; m + 1]; n + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=n {
+        for j in 1..=m {
+            let sub = d[i - 1][j - 1] + usize::from(r[i - 1] != h[j - 1]);
+            d[i][j] = sub.min(d[i - 1][j] + 1).min(d[i][j - 1] + 1);
+        }
+    }
+    let (mut i, mut j) = (n, m);
+    let mut pairs = Vec::new();
+    while i > 0 && j > 0 {
+        let same = r[i - 1] == h[j - 1];
+        if d[i][j] == d[i - 1][j - 1] + usize::from(!same) {
+            if same && !r[i - 1].is_empty() {
+                pairs.push((i - 1, j - 1));
+            }
+            i -= 1;
+            j -= 1;
+        } else if d[i][j] == d[i - 1][j] + 1 {
+            i -= 1;
+        } else {
+            j -= 1;
+        }
+    }
+    pairs.reverse();
+    pairs
+}
+
+/// Absolute errors in seconds, summarised.
+#[derive(Debug, Clone, Default)]
+pub struct ErrorStats {
+    errors: Vec<f64>,
+    /// Signed errors (hypothesis minus reference), for the bias.
+    signed: Vec<f64>,
+}
+
+impl ErrorStats {
+    pub fn push(&mut self, hyp: f64, reference: f64) {
+        self.errors.push((hyp - reference).abs());
+        self.signed.push(hyp - reference);
+    }
+
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    fn median_of(v: &[f64]) -> f64 {
+        if v.is_empty() {
+            return f64::NAN;
+        }
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let n = s.len();
+        if n % 2 == 1 {
+            s[n / 2]
+        } else {
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+        }
+    }
+
+    pub fn median(&self) -> f64 {
+        Self::median_of(&self.errors)
+    }
+
+    pub fn mean(&self) -> f64 {
+        self.errors.iter().sum::<f64>() / self.errors.len().max(1) as f64
+    }
+
+    /// Median signed error: positive means late.
+    pub fn median_bias(&self) -> f64 {
+        Self::median_of(&self.signed)
+    }
+
+    /// Share of errors at or below `limit` seconds.
+    pub fn within(&self, limit: f64) -> f64 {
+        self.errors.iter().filter(|e| **e <= limit + 1e-9).count() as f64
+            / self.errors.len().max(1) as f64
+    }
+}
+
+/// Start and end errors of one system against the labels.
+#[derive(Debug, Clone, Default)]
+pub struct TimingReport {
+    pub reference_words: usize,
+    pub starts: ErrorStats,
+    pub ends: ErrorStats,
+}
+
+impl TimingReport {
+    /// Adds one utterance: `labels` are the hand-labelled words, `hyp` the system's.
+    pub fn add(&mut self, labels: &[TimedWord], hyp: &[TimedWord]) {
+        self.reference_words += labels.len();
+        for (i, j) in match_words(labels, hyp) {
+            self.starts.push(hyp[j].start, labels[i].start);
+            self.ends.push(hyp[j].end, labels[i].end);
+        }
+    }
+
+    /// One markdown table row: matched, then median / mean / within 50, 100, 200 ms for
+    /// starts and ends, and the median start bias.
+    pub fn row(&self, name: &str) -> String {
+        let ms = |x: f64| format!("{:.0}", x * 1000.0);
+        let pct = |x: f64| format!("{:.0}%", x * 100.0);
+        format!(
+            "| {name} | {}/{} | {} | {} | {}/{}/{} | {} | {} | {}/{}/{} | {} |",
+            self.starts.len(),
+            self.reference_words,
+            ms(self.starts.median()),
+            ms(self.starts.mean()),
+            pct(self.starts.within(0.05)),
+            pct(self.starts.within(0.1)),
+            pct(self.starts.within(0.2)),
+            ms(self.ends.median()),
+            ms(self.ends.mean()),
+            pct(self.ends.within(0.05)),
+            pct(self.ends.within(0.1)),
+            pct(self.ends.within(0.2)),
+            ms(self.starts.median_bias()),
+        )
+    }
+
+    pub const HEADER: &'static str = "| system | matched | start median ms | start mean ms | starts ≤50/100/200 ms | end median ms | end mean ms | ends ≤50/100/200 ms | start bias ms |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tw(word: &str, start: f64, end: f64) -> TimedWord {
+        TimedWord {
+            start,
+            end,
+            word: word.into(),
+        }
+    }
+
+    #[test]
+    fn matches_survive_insertions_and_substitutions() {
+        let labels = [
+            tw("she", 0.1, 0.3),
+            tw("had", 0.3, 0.5),
+            tw("your", 0.5, 0.7),
+            tw("suit", 0.7, 1.0),
+        ];
+        let hyp = [
+            tw(" She", 0.12, 0.31),
+            tw(" has", 0.31, 0.5),
+            tw(" a", 0.5, 0.55),
+            tw(" your", 0.55, 0.7),
+            tw(" suit.", 0.75, 1.1),
+        ];
+        assert_eq!(match_words(&labels, &hyp), vec![(0, 0), (2, 3), (3, 4)]);
+        let mut r = TimingReport::default();
+        r.add(&labels, &hyp);
+        assert_eq!(r.starts.len(), 3);
+        assert!((r.starts.median() - 0.05).abs() < 1e-9);
+        assert!((r.starts.within(0.02) - 1.0 / 3.0).abs() < 1e-9);
+    }
+}

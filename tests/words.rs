@@ -1,0 +1,158 @@
+//! Word timestamps on real speech: invariants, agreement with faster-whisper's word times on
+//! the same weights, and accuracy against TIMIT's hand labels.
+
+use whisk::{Model, TranscribeOptions, WordAlignment};
+use whisk_eval::timing::{match_words, ErrorStats, TimedWord, TimingReport};
+use whisk_tests::{check_invariants, model_dir, shared_data, shared_reference};
+
+fn words_of(t: &whisk::Transcript) -> Vec<TimedWord> {
+    t.segments
+        .iter()
+        .flat_map(|s| s.words.iter().flatten())
+        .map(|w| TimedWord {
+            start: w.start,
+            end: w.end,
+            word: w.word.clone(),
+        })
+        .collect()
+}
+
+fn reference_words(rel: &str) -> Vec<TimedWord> {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shared_reference(rel)).unwrap()).unwrap();
+    json["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["words"].as_array().unwrap().iter())
+        .map(|w| TimedWord {
+            start: w["start"].as_f64().unwrap(),
+            end: w["end"].as_f64().unwrap(),
+            word: w["word"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+fn options(mode: WordAlignment) -> TranscribeOptions {
+    TranscribeOptions {
+        word_timestamps: true,
+        word_alignment: mode,
+        ..Default::default()
+    }
+}
+
+/// Start differences from faster-whisper on the words both systems produced.
+fn delta_to_reference(ours: &[TimedWord], theirs: &[TimedWord], into: &mut ErrorStats) {
+    for (i, j) in match_words(theirs, ours) {
+        into.push(ours[j].start, theirs[i].start);
+    }
+}
+
+#[test]
+fn jfk_words_agree_with_faster_whisper_in_both_modes() {
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    let audio = whisk::load_audio(&shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();
+    let theirs = reference_words("tiny.en/fw-float32-beam1/jfk/jfk.json");
+    for mode in [WordAlignment::Refeed, WordAlignment::SinglePass] {
+        let t = model.transcribe(&audio, &options(mode)).unwrap();
+        check_invariants(&t);
+        let ours = words_of(&t);
+        assert_eq!(ours.len(), 22, "{mode:?}: {ours:?}");
+        let mut delta = ErrorStats::default();
+        delta_to_reference(&ours, &theirs, &mut delta);
+        assert!(
+            delta.len() >= 21,
+            "{mode:?}: only {} words matched",
+            delta.len()
+        );
+        assert!(
+            delta.median() <= 0.020,
+            "{mode:?}: median |Δstart| {} s",
+            delta.median()
+        );
+        assert!(ours.iter().all(|w| w.end <= 11.0));
+    }
+}
+
+#[test]
+fn timit_refeed_matches_faster_whisper_and_default_beats_it_on_labels() {
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    let transcript =
+        std::fs::read_to_string(shared_data("timit_nltk_sample/transcript.tsv")).unwrap();
+    let ids: Vec<&str> = transcript
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 160);
+    let default = TranscribeOptions {
+        word_timestamps: true,
+        ..Default::default()
+    };
+    assert_eq!(default.word_alignment, WordAlignment::Refeed);
+    let (mut ours_report, mut fw_report) = (TimingReport::default(), TimingReport::default());
+    let mut delta = ErrorStats::default();
+    for id in &ids {
+        let labels: Vec<TimedWord> =
+            std::fs::read_to_string(shared_data(&format!("timit_nltk_sample/words/{id}.tsv")))
+                .unwrap()
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    let f: Vec<&str> = l.split('\t').collect();
+                    TimedWord {
+                        start: f[0].parse().unwrap(),
+                        end: f[1].parse().unwrap(),
+                        word: f[2].to_string(),
+                    }
+                })
+                .collect();
+        let t = model
+            .transcribe_file(
+                &shared_data(&format!("timit_nltk_sample/audio/{id}.flac")),
+                &default,
+            )
+            .unwrap();
+        check_invariants(&t);
+        let ours = words_of(&t);
+        let theirs = reference_words(&format!("tiny.en/fw-float32-beam1/timit/{id}.json"));
+        ours_report.add(&labels, &ours);
+        fw_report.add(&labels, &theirs);
+        delta_to_reference(&ours, &theirs, &mut delta);
+    }
+    println!(
+        "{}\n{}\n{}",
+        TimingReport::HEADER,
+        fw_report.row("faster-whisper"),
+        ours_report.row("whisk")
+    );
+    println!(
+        "median |Δstart| to faster-whisper: {:.1} ms over {} words",
+        delta.median() * 1000.0,
+        delta.len()
+    );
+    assert!(
+        delta.median() <= 0.020,
+        "median |Δstart| {} s",
+        delta.median()
+    );
+    // The default mode is at least as good as faster-whisper against the hand labels.
+    let (o, f) = (&ours_report, &fw_report);
+    assert!(
+        o.starts.median() <= f.starts.median() + 1e-9,
+        "start median"
+    );
+    assert!(o.starts.mean() <= f.starts.mean() + 1e-3, "start mean");
+    assert!(o.ends.median() <= f.ends.median() + 1e-9, "end median");
+    assert!(o.ends.mean() <= f.ends.mean() + 1e-3, "end mean");
+    for limit in [0.05, 0.1, 0.2] {
+        assert!(
+            o.starts.within(limit) >= f.starts.within(limit) - 0.005,
+            "starts within {limit}"
+        );
+        assert!(
+            o.ends.within(limit) >= f.ends.within(limit) - 0.005,
+            "ends within {limit}"
+        );
+    }
+}
