@@ -11,6 +11,7 @@ const INDEPENDENT: &[&str] = &[
     "whisk-backend",
     "whisk-weights",
     "whisk-pipeline",
+    "whisk-align",
 ];
 
 fn is_tensor_library(name: &str) -> bool {

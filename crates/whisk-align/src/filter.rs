@@ -18,12 +18,45 @@ pub fn median_filter(row: &mut [f32], width: usize) {
         row[j as usize]
     };
     let padded: Vec<f32> = (-(half as isize)..n + half as isize).map(reflect).collect();
+    if width == 7 {
+        // The width openai uses: a 13-exchange selection network, no sorting.
+        for (i, out) in row.iter_mut().enumerate() {
+            *out = median7(padded[i..i + 7].try_into().expect("seven values"));
+        }
+        return;
+    }
     let mut window = vec![0.0f32; width];
     for (i, out) in row.iter_mut().enumerate() {
         window.copy_from_slice(&padded[i..i + width]);
-        window.sort_unstable_by(|a, b| a.total_cmp(b));
-        *out = window[half];
+        *out = *window.select_nth_unstable_by(half, |a, b| a.total_cmp(b)).1;
     }
+}
+
+/// Median of seven values by a fixed network of compare-exchanges.
+fn median7(mut p: [f32; 7]) -> f32 {
+    let mut x = |a: usize, b: usize| {
+        let (lo, hi) = (p[a].min(p[b]), p[a].max(p[b]));
+        p[a] = lo;
+        p[b] = hi;
+    };
+    for (a, b) in [
+        (0, 5),
+        (0, 3),
+        (1, 6),
+        (2, 4),
+        (0, 1),
+        (3, 5),
+        (2, 6),
+        (2, 3),
+        (3, 6),
+        (4, 5),
+        (1, 4),
+        (1, 3),
+        (3, 4),
+    ] {
+        x(a, b);
+    }
+    p[3]
 }
 
 #[cfg(test)]
@@ -64,6 +97,30 @@ mod tests {
         let mut spike = [0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0];
         median_filter(&mut spike, 7);
         assert_eq!(spike, [0.0; 7]);
+    }
+
+    #[test]
+    fn median7_on_every_permutation_of_distinct_values() {
+        // 7! orderings of 0..7: the median is always 3.
+        let mut p = [0.0f32, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut c = [0usize; 7];
+        assert_eq!(median7(p), 3.0);
+        let mut i = 0;
+        while i < 7 {
+            if c[i] < i {
+                if i % 2 == 0 {
+                    p.swap(0, i)
+                } else {
+                    p.swap(c[i], i)
+                }
+                assert_eq!(median7(p), 3.0, "{p:?}");
+                c[i] += 1;
+                i = 0;
+            } else {
+                c[i] = 0;
+                i += 1;
+            }
+        }
     }
 
     #[test]
