@@ -126,6 +126,22 @@ fn timit_refeed_matches_faster_whisper_and_default_beats_it_on_labels() {
         fw_report.row("faster-whisper"),
         ours_report.row("whisk")
     );
+    for (name, r) in [("faster-whisper", &fw_report), ("whisk", &ours_report)] {
+        println!(
+            "{name}: starts median {:.1} mean {:.1} ms, within 50/100/200 {:.1}/{:.1}/{:.1}%; \
+             ends median {:.1} mean {:.1} ms, within {:.1}/{:.1}/{:.1}%",
+            r.starts.median() * 1e3,
+            r.starts.mean() * 1e3,
+            r.starts.within(0.05) * 100.0,
+            r.starts.within(0.1) * 100.0,
+            r.starts.within(0.2) * 100.0,
+            r.ends.median() * 1e3,
+            r.ends.mean() * 1e3,
+            r.ends.within(0.05) * 100.0,
+            r.ends.within(0.1) * 100.0,
+            r.ends.within(0.2) * 100.0,
+        );
+    }
     println!(
         "median |Δstart| to faster-whisper: {:.1} ms over {} words",
         delta.median() * 1000.0,
@@ -136,23 +152,50 @@ fn timit_refeed_matches_faster_whisper_and_default_beats_it_on_labels() {
         "median |Δstart| {} s",
         delta.median()
     );
-    // The default mode is at least as good as faster-whisper against the hand labels.
+    // The default mode against the hand labels, metric by metric, with no tolerance: as good
+    // as faster-whisper or better. The one exception, measured and reported in the docs: the
+    // mean start error is 111.1 ms against faster-whisper's 110.8 ms (medians 102.6 vs
+    // 102.9); it is held to within 1 ms here so that a real regression still fails.
     let (o, f) = (&ours_report, &fw_report);
-    assert!(
-        o.starts.median() <= f.starts.median() + 1e-9,
-        "start median"
-    );
-    assert!(o.starts.mean() <= f.starts.mean() + 1e-3, "start mean");
-    assert!(o.ends.median() <= f.ends.median() + 1e-9, "end median");
-    assert!(o.ends.mean() <= f.ends.mean() + 1e-3, "end mean");
-    for limit in [0.05, 0.1, 0.2] {
-        assert!(
-            o.starts.within(limit) >= f.starts.within(limit) - 0.005,
-            "starts within {limit}"
+    let mut worse = Vec::new();
+    let mut check = |name: &str, ours: f64, theirs: f64, lower_is_better: bool| {
+        let ok = if lower_is_better {
+            ours <= theirs
+        } else {
+            ours >= theirs
+        };
+        println!(
+            "{name}: whisk {ours:.4}, faster-whisper {theirs:.4}{}",
+            if ok { "" } else { "  <- worse" }
         );
-        assert!(
-            o.ends.within(limit) >= f.ends.within(limit) - 0.005,
-            "ends within {limit}"
+        if !ok {
+            worse.push(name.to_string());
+        }
+    };
+    check("start median", o.starts.median(), f.starts.median(), true);
+    check("start mean", o.starts.mean(), f.starts.mean(), true);
+    check("end median", o.ends.median(), f.ends.median(), true);
+    check("end mean", o.ends.mean(), f.ends.mean(), true);
+    for limit in [0.05, 0.1, 0.2] {
+        check(
+            &format!("starts within {limit}"),
+            o.starts.within(limit),
+            f.starts.within(limit),
+            false,
+        );
+        check(
+            &format!("ends within {limit}"),
+            o.ends.within(limit),
+            f.ends.within(limit),
+            false,
         );
     }
+    assert!(
+        o.starts.mean() <= f.starts.mean() + 1e-3,
+        "start mean regressed"
+    );
+    assert!(
+        worse.iter().all(|w| w == "start mean"),
+        "worse than faster-whisper on {worse:?}"
+    );
 }
