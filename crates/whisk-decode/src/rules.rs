@@ -87,6 +87,16 @@ impl LogitRules {
         }
     }
 
+    /// Filters a `[rows, vocab]` block: row `r` with its own history `sampled[r]`. Rows share
+    /// nothing, so the timestamp rule's log-sum-exp is taken over each row's vocabulary alone
+    /// (a batch-wide one without a kept axis is a known bug elsewhere).
+    pub fn apply_rows(&self, sampled: &[&[u32]], logits: &mut [f32]) {
+        let vocab = logits.len() / sampled.len().max(1);
+        for (history, row) in sampled.iter().zip(logits.chunks_mut(vocab)) {
+            self.apply(history, row);
+        }
+    }
+
     /// openai `ApplyTimestampRules`, for one row.
     fn apply_timestamp_rules(&self, sampled: &[u32], logits: &mut [f32]) {
         let ninf = f32::NEG_INFINITY;
@@ -233,6 +243,37 @@ mod tests {
         logits[19..30].fill(-1.0);
         rules(DecodeOptions::default()).apply(&[22, 5], &mut logits);
         assert!(allowed(&logits).iter().all(|&t| t >= 19));
+    }
+
+    #[test]
+    fn a_block_of_rows_at_different_positions() {
+        let r = rules(DecodeOptions::default());
+        // Row 0: first step. Row 1: after text, timestamps jointly likelier than any text.
+        // Row 2: after text, one text token dominates. Row 3: a closed timestamp pair.
+        let histories: [&[u32]; 4] = [&[], &[22, 5], &[22, 5], &[22, 5, 24, 24]];
+        let mut block = vec![0.0f32; 4 * VOCAB];
+        for t in 19..30 {
+            block[VOCAB + t] = -1.0;
+        }
+        block[VOCAB..VOCAB + 19]
+            .iter_mut()
+            .for_each(|l| *l = f32::NEG_INFINITY);
+        block[VOCAB + 5] = 0.0;
+        block[2 * VOCAB + 6] = 10.0;
+        let mut expected = block.clone();
+        for (i, h) in histories.iter().enumerate() {
+            r.apply(h, &mut expected[i * VOCAB..(i + 1) * VOCAB]);
+        }
+        r.apply_rows(&histories, &mut block);
+        assert_eq!(block, expected);
+        let row = |i: usize| allowed(&block[i * VOCAB..(i + 1) * VOCAB]);
+        assert!(row(0).iter().all(|&t| (19..=69).contains(&t)));
+        // Row 1's timestamp mass wins: only timestamps after 22 remain.
+        assert_eq!(row(1), (23..30).collect::<Vec<_>>());
+        // Row 2 keeps text: its strong text token beats the timestamp mass.
+        assert!(row(2).contains(&6) && row(2).contains(&23));
+        // Row 3 just closed a pair: text (or end) only.
+        assert!(row(3).iter().all(|&t| t <= 10));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! text before it unless that is switched off.
 
 mod align;
+mod batch;
 mod window;
 
 use rand::rngs::StdRng;
@@ -19,6 +20,7 @@ use whisk_types::{
     N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
+pub use batch::{decode_batch, encode_batch};
 pub use window::{decode_window, detect_language, encode_window, WindowRequest, WindowResult};
 
 /// Why a transcription failed.

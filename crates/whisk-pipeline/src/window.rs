@@ -46,7 +46,7 @@ pub struct WindowResult {
 }
 
 /// Probability of `token` under a softmax over the text vocabulary (`logits[..eot]`).
-fn text_probability(logits: &[f32], token: u32, eot: u32) -> f32 {
+pub(crate) fn text_probability(logits: &[f32], token: u32, eot: u32) -> f32 {
     let text = &logits[..eot as usize];
     if token >= eot {
         return 0.0;
@@ -56,7 +56,11 @@ fn text_probability(logits: &[f32], token: u32, eot: u32) -> f32 {
 
 /// Heads' attention of the last position of a step's output for row 0.
 fn last_qk_row(qk: &[whisk_backend::CrossQk]) -> Vec<f32> {
-    let q = &qk[0];
+    last_qk_row_of(&qk[0])
+}
+
+/// Heads' attention (`[heads][frames]`) at the last position of one row's step output.
+pub(crate) fn last_qk_row_of(q: &whisk_backend::CrossQk) -> Vec<f32> {
     let mut row = Vec::with_capacity(q.heads * q.frames);
     for h in 0..q.heads {
         row.extend_from_slice(q.row(h, q.tokens - 1));
