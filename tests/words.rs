@@ -2,35 +2,13 @@
 //! the same weights, and accuracy against TIMIT's hand labels.
 
 use whisk::{Model, TranscribeOptions, WordAlignment};
-use whisk_eval::timing::{match_words, ErrorStats, TimedWord, TimingReport};
+use whisk_eval::timing::{
+    self, match_words, read_labels, transcript_words, ErrorStats, TimedWord, TimingReport,
+};
 use whisk_tests::{check_invariants, model_dir, shared_data, shared_reference};
 
-fn words_of(t: &whisk::Transcript) -> Vec<TimedWord> {
-    t.segments
-        .iter()
-        .flat_map(|s| s.words.iter().flatten())
-        .map(|w| TimedWord {
-            start: w.start,
-            end: w.end,
-            word: w.word.clone(),
-        })
-        .collect()
-}
-
 fn reference_words(rel: &str) -> Vec<TimedWord> {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(shared_reference(rel)).unwrap()).unwrap();
-    json["segments"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|s| s["words"].as_array().unwrap().iter())
-        .map(|w| TimedWord {
-            start: w["start"].as_f64().unwrap(),
-            end: w["end"].as_f64().unwrap(),
-            word: w["word"].as_str().unwrap().to_string(),
-        })
-        .collect()
+    timing::reference_words(&shared_reference(rel)).unwrap()
 }
 
 fn options(mode: WordAlignment) -> TranscribeOptions {
@@ -56,7 +34,7 @@ fn jfk_words_agree_with_faster_whisper_in_both_modes() {
     for mode in [WordAlignment::Refeed, WordAlignment::SinglePass] {
         let t = model.transcribe(&audio, &options(mode)).unwrap();
         check_invariants(&t);
-        let ours = words_of(&t);
+        let ours = transcript_words(&t);
         assert_eq!(ours.len(), 22, "{mode:?}: {ours:?}");
         let mut delta = ErrorStats::default();
         delta_to_reference(&ours, &theirs, &mut delta);
@@ -93,20 +71,8 @@ fn timit_refeed_matches_faster_whisper_and_default_beats_it_on_labels() {
     let (mut ours_report, mut fw_report) = (TimingReport::default(), TimingReport::default());
     let mut delta = ErrorStats::default();
     for id in &ids {
-        let labels: Vec<TimedWord> =
-            std::fs::read_to_string(shared_data(&format!("timit_nltk_sample/words/{id}.tsv")))
-                .unwrap()
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    let f: Vec<&str> = l.split('\t').collect();
-                    TimedWord {
-                        start: f[0].parse().unwrap(),
-                        end: f[1].parse().unwrap(),
-                        word: f[2].to_string(),
-                    }
-                })
-                .collect();
+        let labels =
+            read_labels(&shared_data(&format!("timit_nltk_sample/words/{id}.tsv"))).unwrap();
         let t = model
             .transcribe_file(
                 &shared_data(&format!("timit_nltk_sample/audio/{id}.flac")),
@@ -114,7 +80,7 @@ fn timit_refeed_matches_faster_whisper_and_default_beats_it_on_labels() {
             )
             .unwrap();
         check_invariants(&t);
-        let ours = words_of(&t);
+        let ours = transcript_words(&t);
         let theirs = reference_words(&format!("tiny.en/fw-float32-beam1/timit/{id}.json"));
         ours_report.add(&labels, &ours);
         fw_report.add(&labels, &theirs);

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use whisk::{MelPadding, Model, TranscribeOptions, WordAlignment};
-use whisk_eval::timing::{match_words, ErrorStats, TimedWord, TimingReport};
+use whisk_eval::timing::{
+    match_words, read_labels, reference_words, transcript_words, ErrorStats, TimingReport,
+};
 use whisk_eval::{normalize_english, WerTotals};
 
 struct Args {
@@ -70,55 +72,6 @@ fn main() -> Result<()> {
         "words" => eval_words(&args),
         _ => eval_wer(&args),
     }
-}
-
-fn read_labels(path: &Path) -> Result<Vec<TimedWord>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            if f.len() < 3 {
-                bail!("{}: bad line `{l}`", path.display());
-            }
-            Ok(TimedWord {
-                start: f[0].parse()?,
-                end: f[1].parse()?,
-                word: f[2].to_string(),
-            })
-        })
-        .collect()
-}
-
-fn reference_words(path: &Path) -> Result<Vec<TimedWord>> {
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
-    )?;
-    let mut out = Vec::new();
-    for s in json["segments"].as_array().into_iter().flatten() {
-        for w in s["words"].as_array().into_iter().flatten() {
-            out.push(TimedWord {
-                start: w["start"].as_f64().unwrap_or(0.0),
-                end: w["end"].as_f64().unwrap_or(0.0),
-                word: w["word"].as_str().unwrap_or_default().to_string(),
-            });
-        }
-    }
-    Ok(out)
-}
-
-fn transcript_words(t: &whisk::Transcript) -> Vec<TimedWord> {
-    t.segments
-        .iter()
-        .flat_map(|s| s.words.iter().flatten())
-        .map(|w| TimedWord {
-            start: w.start,
-            end: w.end,
-            word: w.word.clone(),
-        })
-        .collect()
 }
 
 /// Word timing on the TIMIT sample against the hand labels, for whisk's alignment modes and

@@ -1,12 +1,68 @@
 //! Word timing against reference boundaries: match words by an edit-distance alignment of
 //! their normalised spellings, then measure start and end errors of the matched pairs.
 
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
 /// A timed word: start and end in seconds, and its text.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimedWord {
     pub start: f64,
     pub end: f64,
     pub word: String,
+}
+
+/// Hand labels: `start<TAB>end<TAB>word` per line (the shared data sets' word TSVs).
+pub fn read_labels(path: &Path) -> Result<Vec<TimedWord>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            if f.len() < 3 {
+                bail!("{}: bad line `{l}`", path.display());
+            }
+            Ok(TimedWord {
+                start: f[0].parse()?,
+                end: f[1].parse()?,
+                word: f[2].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Words of an openai-whisper-shaped JSON transcript (`segments[].words[]`).
+pub fn reference_words(path: &Path) -> Result<Vec<TimedWord>> {
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+    )?;
+    let mut out = Vec::new();
+    for s in json["segments"].as_array().into_iter().flatten() {
+        for w in s["words"].as_array().into_iter().flatten() {
+            out.push(TimedWord {
+                start: w["start"].as_f64().unwrap_or(0.0),
+                end: w["end"].as_f64().unwrap_or(0.0),
+                word: w["word"].as_str().unwrap_or_default().to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Words of a whisk transcript, across its segments.
+pub fn transcript_words(t: &whisk::Transcript) -> Vec<TimedWord> {
+    t.segments
+        .iter()
+        .flat_map(|s| s.words.iter().flatten())
+        .map(|w| TimedWord {
+            start: w.start,
+            end: w.end,
+            word: w.word.clone(),
+        })
+        .collect()
 }
 
 /// Lower case, letters, digits and apostrophes only: `" Don't,"` -> `"don't"`.
