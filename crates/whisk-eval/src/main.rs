@@ -74,6 +74,16 @@ fn main() -> Result<()> {
     }
 }
 
+/// Transcription with word timestamps in one alignment mode and padding.
+fn word_options(padding: MelPadding, mode: WordAlignment) -> TranscribeOptions {
+    TranscribeOptions {
+        mel_padding: padding,
+        word_timestamps: true,
+        word_alignment: mode,
+        ..Default::default()
+    }
+}
+
 /// Word timing on the TIMIT sample against the hand labels, for whisk's alignment modes and
 /// for faster-whisper's reference timings; plus whisk's distance from faster-whisper.
 fn eval_words(args: &Args) -> Result<()> {
@@ -107,12 +117,7 @@ fn eval_words(args: &Args) -> Result<()> {
     let mut deltas = Vec::new();
     for padding in &args.padding {
         for mode in [WordAlignment::SinglePass, WordAlignment::Refeed] {
-            let options = TranscribeOptions {
-                mel_padding: *padding,
-                word_timestamps: true,
-                word_alignment: mode,
-                ..Default::default()
-            };
+            let options = word_options(*padding, mode);
             let mut report = TimingReport::default();
             let (mut d_start, mut d_end) = (ErrorStats::default(), ErrorStats::default());
             let started = Instant::now();
@@ -158,12 +163,7 @@ fn eval_words(args: &Args) -> Result<()> {
     println!("| --- | --- | --- | --- |");
     for padding in &args.padding {
         for mode in [WordAlignment::SinglePass, WordAlignment::Refeed] {
-            let options = TranscribeOptions {
-                mel_padding: *padding,
-                word_timestamps: true,
-                word_alignment: mode,
-                ..Default::default()
-            };
+            let options = word_options(*padding, mode);
             let ours = transcript_words(&model.transcribe_file(&jfk, &options)?);
             let (mut s, mut e) = (ErrorStats::default(), ErrorStats::default());
             for (i, j) in match_words(&theirs, &ours) {

@@ -7,7 +7,9 @@ use whisk_backend::{Backend, DecodeStep, MelBatch};
 use whisk_decode::{build_prompt, greedy_pick, log_softmax_at};
 use whisk_types::N_FRAMES;
 
-use crate::window::{last_qk_row_of, text_probability, WindowRequest, WindowResult};
+use crate::window::{
+    last_qk_row_of, text_logsumexp, text_probability, WindowRequest, WindowResult,
+};
 use crate::Result;
 
 /// Encodes `mels` (each `[n_mels, N_FRAMES]`) in one batch.
@@ -82,7 +84,7 @@ pub fn decode_batch<B: Backend>(
                 continue;
             }
             let res = &mut results[r];
-            let raw = align.then(|| logits[r].clone());
+            let text_lse = align.then(|| text_logsumexp(&logits[r], special.eot));
             req.rules.apply(&res.tokens, &mut logits[r]);
             let (token, logprob) = greedy_pick(&logits[r]);
             res.sum_logprob += logprob as f64;
@@ -90,9 +92,9 @@ pub fn decode_batch<B: Backend>(
                 done[r] = true;
                 continue;
             }
-            if let Some(raw) = raw {
+            if let Some(lse) = text_lse {
                 res.token_probs
-                    .push(text_probability(&raw, token, special.eot));
+                    .push(text_probability(&logits[r], token, special.eot, lse));
             }
             res.tokens.push(token);
             if res.tokens.len() == limit {

@@ -45,13 +45,19 @@ pub struct WindowResult {
     pub token_probs: Vec<f32>,
 }
 
-/// Probability of `token` under a softmax over the text vocabulary (`logits[..eot]`).
-pub(crate) fn text_probability(logits: &[f32], token: u32, eot: u32) -> f32 {
-    let text = &logits[..eot as usize];
+/// Log of the softmax normaliser over the text vocabulary (`logits[..eot]`), taken before
+/// the rules mask anything: openai's word probability uses the unfiltered logits.
+pub(crate) fn text_logsumexp(logits: &[f32], eot: u32) -> f32 {
+    whisk_decode::logsumexp(&logits[..eot as usize])
+}
+
+/// Probability of a sampled `token` among text tokens, from `text_lse`. The rules only ever
+/// set logits to `-inf`, so a token that was sampled still holds its unfiltered logit.
+pub(crate) fn text_probability(logits: &[f32], token: u32, eot: u32, text_lse: f32) -> f32 {
     if token >= eot {
         return 0.0;
     }
-    (text[token as usize] - whisk_decode::logsumexp(text)).exp()
+    (logits[token as usize] - text_lse).exp()
 }
 
 /// Heads' attention of the last position of a step's output for row 0.
@@ -138,7 +144,7 @@ pub fn decode_window<B: Backend>(
     let mut sum_logprob = 0.0f64;
     let limit = req.sample_len.min(dims.n_text_ctx - prompt.len());
     for _ in 0..limit {
-        let raw = align.then(|| logits.clone());
+        let text_lse = align.then(|| text_logsumexp(&logits, req.special.eot));
         req.rules.apply(&tokens, &mut logits);
         let (token, logprob) = if temperature > 0.0 {
             sample_pick(&logits, temperature as f32, rng)
@@ -149,8 +155,8 @@ pub fn decode_window<B: Backend>(
         if token == req.special.eot {
             break;
         }
-        if let Some(raw) = raw {
-            token_probs.push(text_probability(&raw, token, req.special.eot));
+        if let Some(lse) = text_lse {
+            token_probs.push(text_probability(&logits, token, req.special.eot, lse));
         }
         tokens.push(token);
         if tokens.len() == limit {
