@@ -10,6 +10,7 @@ const INDEPENDENT: &[&str] = &[
     "whisk-decode",
     "whisk-backend",
     "whisk-weights",
+    "whisk-batch",
     "whisk-pipeline",
     "whisk-align",
 ];

@@ -45,34 +45,48 @@ impl CrossQk {
     }
 }
 
-/// One decoder step over a batch of rows that each feed the same number of tokens.
+/// What one cache slot is fed in a decoder step.
+#[derive(Debug, Clone, Copy)]
+pub struct RowStep<'a> {
+    /// The decoder slot (see [`Backend::new_decoder`]).
+    pub slot: usize,
+    /// Position in the slot's sequence of `tokens[0]`. Cached positions from here on are
+    /// overwritten; 0 starts the sequence afresh. At most the slot's current length.
+    pub position: usize,
+    /// Tokens fed, at least one. Rows of one step may feed different numbers of tokens.
+    pub tokens: &'a [u32],
+    /// Indices into `tokens` whose logits are returned (e.g. the last one, and the
+    /// `<|startoftranscript|>` position for the no-speech probability).
+    pub logits_at: &'a [usize],
+}
+
+/// One decoder step over some slots, each at its own position with its own tokens.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeStep<'a> {
-    /// `[rows, tokens_per_row]` row-major.
-    pub tokens: &'a [u32],
-    pub rows: usize,
-    /// Positions within this step's tokens whose logits are returned (e.g. the last one, and
-    /// the `<|startoftranscript|>` position for the no-speech probability).
-    pub logits_at: &'a [usize],
+    pub rows: &'a [RowStep<'a>],
     /// (layer, head) pairs whose cross-attention scores are returned; empty for none.
     pub cross_qk_heads: &'a [(usize, usize)],
 }
 
-/// What a decoder step returns.
+/// What a decoder step returns, one entry per row of the step, in order.
 #[derive(Debug, Clone, Default)]
 pub struct StepOutput {
-    /// `[rows, logits_at.len(), n_vocab]` row-major.
-    pub logits: Vec<f32>,
-    /// One entry per row when heads were asked for, else empty.
+    /// `[logits_at.len(), n_vocab]` row-major per row.
+    pub logits: Vec<Vec<f32>>,
+    /// Per row when heads were asked for (`tokens` = that row's fed tokens), else empty.
     pub cross_qk: Vec<CrossQk>,
 }
 
 /// Runs Whisper's forward passes. One loaded model serves many decodes: per-run state lives in
 /// [`Backend::Decoder`], never in the backend itself.
+///
+/// A decoder has a fixed number of slots. Each slot attends to one encoded window and keeps
+/// its own self-attention cache, so rows can join (attach a new window to a free slot), leave,
+/// and sit at different positions while they are stepped together.
 pub trait Backend {
     /// Encoder output of a batch of windows (`[windows, n_audio_ctx, n_audio_state]`).
     type Encoded;
-    /// Per-decode state: self-attention KV cache and the cross-attention K/V of its windows.
+    /// Per-decode state: cross-attention K/V and self-attention cache of every slot.
     type Decoder;
 
     fn dims(&self) -> &ModelDims;
@@ -83,11 +97,28 @@ pub trait Backend {
     /// Runs the encoder over a batch of mel windows.
     fn encode(&self, mel: MelBatch<'_>) -> Result<Self::Encoded>;
 
-    /// Starts decoding: row `r` attends to window `windows[r]` of `encoded`. Cross-attention
-    /// K/V are computed here once and reused by every step.
-    fn start_decoder(&self, encoded: &Self::Encoded, windows: &[usize]) -> Result<Self::Decoder>;
+    /// A decoder with `slots` empty slots.
+    fn new_decoder(&self, slots: usize) -> Result<Self::Decoder>;
 
-    /// Feeds tokens to every row, extends the KV cache, returns the asked-for logits and
-    /// cross-attention scores.
+    /// Points `slots[i]` at window `windows[i]` of `encoded`: computes that window's
+    /// cross-attention K/V once, for every later step of the slot, and empties its cache.
+    fn attach(
+        &self,
+        decoder: &mut Self::Decoder,
+        slots: &[usize],
+        encoded: &Self::Encoded,
+        windows: &[usize],
+    ) -> Result<()>;
+
+    /// Feeds every row its tokens, extends the rows' caches, returns the asked-for logits
+    /// and cross-attention scores.
     fn decode_step(&self, decoder: &mut Self::Decoder, step: DecodeStep<'_>) -> Result<StepOutput>;
+
+    /// A decoder whose slot `i` attends to window `windows[i]` of `encoded`.
+    fn start_decoder(&self, encoded: &Self::Encoded, windows: &[usize]) -> Result<Self::Decoder> {
+        let mut decoder = self.new_decoder(windows.len())?;
+        let slots: Vec<usize> = (0..windows.len()).collect();
+        self.attach(&mut decoder, &slots, encoded, windows)?;
+        Ok(decoder)
+    }
 }

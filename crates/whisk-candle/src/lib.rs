@@ -109,42 +109,84 @@ impl Backend for CandleBackend {
         self.model.encode(&x).map(Encoded).map_err(err)
     }
 
-    fn start_decoder(&self, encoded: &Encoded, windows: &[usize]) -> Result<Decoder> {
+    fn new_decoder(&self, slots: usize) -> Result<Decoder> {
+        if slots == 0 {
+            return Err(BackendError::InvalidRequest(
+                "a decoder needs at least one slot".into(),
+            ));
+        }
+        self.model
+            .new_decoder(slots, &self.device)
+            .map(Decoder)
+            .map_err(err)
+    }
+
+    fn attach(
+        &self,
+        decoder: &mut Decoder,
+        slots: &[usize],
+        encoded: &Encoded,
+        windows: &[usize],
+    ) -> Result<()> {
         let n = encoded.0.dim(0).map_err(err)?;
         if let Some(w) = windows.iter().find(|&&w| w >= n) {
             return Err(BackendError::InvalidRequest(format!(
                 "window {w} asked for, {n} encoded"
             )));
         }
+        if slots.len() != windows.len() {
+            return Err(BackendError::InvalidRequest(format!(
+                "{} slots for {} windows",
+                slots.len(),
+                windows.len()
+            )));
+        }
+        check_slots(slots.iter().copied(), decoder.0.slots())?;
         self.model
-            .start_decoder(&encoded.0, windows)
-            .map(Decoder)
+            .attach(&mut decoder.0, slots, &encoded.0, windows)
             .map_err(err)
     }
 
     fn decode_step(&self, decoder: &mut Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
         let d = &self.model.dims;
-        let per_row = step.tokens.len() / step.rows.max(1);
-        if step.rows != decoder.0.rows() || per_row * step.rows != step.tokens.len() || per_row == 0
-        {
-            return Err(BackendError::InvalidRequest(format!(
-                "{} tokens for {} rows (decoder has {} rows)",
-                step.tokens.len(),
-                step.rows,
-                decoder.0.rows()
-            )));
-        }
-        if decoder.0.offset() + per_row > d.n_text_ctx {
-            return Err(BackendError::InvalidRequest(format!(
-                "sequence of {} tokens exceeds the text context of {}",
-                decoder.0.offset() + per_row,
-                d.n_text_ctx
-            )));
-        }
-        if let Some(&p) = step.logits_at.iter().find(|&&p| p >= per_row) {
-            return Err(BackendError::InvalidRequest(format!(
-                "logits asked at position {p} of a {per_row}-token step"
-            )));
+        let state = &decoder.0;
+        check_slots(step.rows.iter().map(|r| r.slot), state.slots())?;
+        for row in step.rows {
+            let invalid = |why: String| {
+                Err(BackendError::InvalidRequest(format!(
+                    "slot {}: {why}",
+                    row.slot
+                )))
+            };
+            if !state.is_attached(row.slot) {
+                return invalid("no window attached".into());
+            }
+            if row.tokens.is_empty() {
+                return invalid("no tokens fed".into());
+            }
+            if row.position > state.length(row.slot) {
+                return invalid(format!(
+                    "position {} is past the {} cached tokens",
+                    row.position,
+                    state.length(row.slot)
+                ));
+            }
+            if row.position + row.tokens.len() > d.n_text_ctx {
+                return invalid(format!(
+                    "sequence of {} tokens exceeds the text context of {}",
+                    row.position + row.tokens.len(),
+                    d.n_text_ctx
+                ));
+            }
+            if let Some(&t) = row.tokens.iter().find(|&&t| t as usize >= d.n_vocab) {
+                return invalid(format!("token {t} is outside the vocabulary"));
+            }
+            if let Some(&p) = row.logits_at.iter().find(|&&p| p >= row.tokens.len()) {
+                return invalid(format!(
+                    "logits asked at position {p} of a {}-token step",
+                    row.tokens.len()
+                ));
+            }
         }
         if let Some(&(l, h)) = step
             .cross_qk_heads
@@ -156,8 +198,32 @@ impl Backend for CandleBackend {
                 d.n_text_layer, d.n_text_head
             )));
         }
+        if step.rows.is_empty() {
+            return Ok(StepOutput::default());
+        }
         self.model
             .decode_step(&mut decoder.0, step, &self.device)
             .map_err(err)
     }
+}
+
+/// Slots must exist and appear at most once.
+fn check_slots(slots: impl Iterator<Item = usize>, count: usize) -> Result<()> {
+    let mut seen = vec![false; count];
+    for slot in slots {
+        match seen.get_mut(slot) {
+            None => {
+                return Err(BackendError::InvalidRequest(format!(
+                    "slot {slot} asked for; the decoder has {count}"
+                )))
+            }
+            Some(true) => {
+                return Err(BackendError::InvalidRequest(format!(
+                    "slot {slot} appears twice in one request"
+                )))
+            }
+            Some(s) => *s = true,
+        }
+    }
+    Ok(())
 }

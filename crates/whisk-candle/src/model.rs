@@ -88,8 +88,7 @@ impl Attention {
         ))
     }
 
-    /// Attention of `x`'s queries over `k`/`v`. Returns the output and the pre-softmax scores
-    /// `[b, n_head, t_q, t_k]` (scaled by 1/√dh, as openai's `qk`).
+    /// Attention of `x`'s queries over `k`/`v`; returns the output and the pre-softmax scores.
     fn attend(
         &self,
         x: &Tensor,
@@ -98,15 +97,27 @@ impl Attention {
         mask: Option<&Tensor>,
     ) -> Result<(Tensor, Tensor)> {
         let q = split_heads(&self.query.forward(x)?, self.n_head)?;
-        let dh = q.dim(D::Minus1)?;
-        let mut qk = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
-        if let Some(mask) = mask {
-            qk = qk.broadcast_add(mask)?;
-        }
-        let w = candle_nn::ops::softmax_last_dim(&qk)?;
-        let out = merge_heads(&w.matmul(v)?)?;
+        let (out, qk) = attention(&q, k, v, mask)?;
         Ok((self.out.forward(&out)?, qk))
     }
+}
+
+/// Scaled dot-product attention of `q` `[b, h, t_q, dh]` over `k`/`v` `[b, h, t_k, dh]`.
+/// Returns the merged output `[b, t_q, h * dh]` and the pre-softmax scores `[b, h, t_q, t_k]`
+/// (scaled by 1/√dh, as openai's `qk`). `k` and `v` may be views into a larger cache.
+fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let dh = q.dim(D::Minus1)?;
+    let mut qk = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
+    if let Some(mask) = mask {
+        qk = qk.broadcast_add(mask)?;
+    }
+    let w = candle_nn::ops::softmax_last_dim(&qk)?;
+    Ok((merge_heads(&w.matmul(v)?)?, qk))
 }
 
 struct Mlp {
@@ -166,22 +177,46 @@ pub struct Whisper {
     ln: LayerNorm,
 }
 
-/// Per-decode state: cross-attention K/V of each row's window and the self-attention cache.
+/// Per-decode state. Every slot has its window's cross-attention K/V and a self-attention
+/// cache with room for the whole text context, so rows join and leave without moving others.
 pub struct DecoderState {
-    cross_kv: Vec<(Tensor, Tensor)>,
-    self_kv: Vec<Option<(Tensor, Tensor)>>,
-    rows: usize,
-    offset: usize,
+    /// Per layer: `[slots, n_head, n_audio_ctx, dh]` keys and values.
+    cross: Vec<(Tensor, Tensor)>,
+    /// Per layer: `[slots, n_head, n_text_ctx, dh]` keys and values.
+    cache: Vec<(Tensor, Tensor)>,
+    lengths: Vec<usize>,
+    attached: Vec<bool>,
 }
 
 impl DecoderState {
-    pub fn rows(&self) -> usize {
-        self.rows
+    pub fn slots(&self) -> usize {
+        self.lengths.len()
     }
 
-    /// Tokens already in the cache.
-    pub fn offset(&self) -> usize {
-        self.offset
+    /// Tokens cached in `slot`.
+    pub fn length(&self, slot: usize) -> usize {
+        self.lengths[slot]
+    }
+
+    pub fn is_attached(&self, slot: usize) -> bool {
+        self.attached[slot]
+    }
+}
+
+/// Which cache slots one step computes on: a contiguous range (rows not stepped ride along
+/// and are discarded), or a gathered copy of just the stepped slots when a range would waste
+/// more than it saves.
+enum Batch {
+    Range { first: usize, len: usize },
+    Gather(Tensor),
+}
+
+impl Batch {
+    fn select(&self, t: &Tensor) -> Result<Tensor> {
+        match self {
+            Batch::Range { first, len } => t.narrow(0, *first, *len),
+            Batch::Gather(idx) => t.index_select(idx, 0),
+        }
     }
 }
 
@@ -236,75 +271,142 @@ impl Whisper {
         self.ln_post.forward(&x)
     }
 
-    pub fn start_decoder(&self, encoded: &Tensor, windows: &[usize]) -> Result<DecoderState> {
-        let idx: Vec<u32> = windows.iter().map(|&w| w as u32).collect();
-        let idx = Tensor::new(idx.as_slice(), encoded.device())?;
-        let audio = encoded.index_select(&idx, 0)?;
-        let cross_kv = self
-            .dec_blocks
-            .iter()
-            .map(|b| {
-                b.cross
-                    .as_ref()
-                    .expect("decoder blocks have cross-attention")
-                    .1
-                    .kv(&audio)
-            })
-            .collect::<Result<_>>()?;
+    pub fn new_decoder(&self, slots: usize, device: &Device) -> Result<DecoderState> {
+        let d = &self.dims;
+        let dh = d.n_text_state / d.n_text_head;
+        let dtype = self.token_embedding.dtype();
+        let zeros = |len| Tensor::zeros((slots, d.n_text_head, len, dh), dtype, device);
+        let pair = |len| -> Result<(Tensor, Tensor)> { Ok((zeros(len)?, zeros(len)?)) };
         Ok(DecoderState {
-            cross_kv,
-            self_kv: vec![None; self.dec_blocks.len()],
-            rows: windows.len(),
-            offset: 0,
+            cross: (0..d.n_text_layer)
+                .map(|_| pair(d.n_audio_ctx))
+                .collect::<Result<_>>()?,
+            cache: (0..d.n_text_layer)
+                .map(|_| pair(d.n_text_ctx))
+                .collect::<Result<_>>()?,
+            lengths: vec![0; slots],
+            attached: vec![false; slots],
         })
     }
 
-    /// One decoder step (openai `TextDecoder.forward` with a kv-cache).
+    /// Computes the cross-attention K/V of `windows` of `encoded` into `slots`.
+    pub fn attach(
+        &self,
+        state: &mut DecoderState,
+        slots: &[usize],
+        encoded: &Tensor,
+        windows: &[usize],
+    ) -> Result<()> {
+        let idx: Vec<u32> = windows.iter().map(|&w| w as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), encoded.device())?;
+        let audio = encoded.index_select(&idx, 0)?;
+        for (block, (ck, cv)) in self.dec_blocks.iter().zip(&state.cross) {
+            let (k, v) = cross_attention(block).kv(&audio)?;
+            for (i, &slot) in slots.iter().enumerate() {
+                ck.slice_set(&k.narrow(0, i, 1)?, 0, slot)?;
+                cv.slice_set(&v.narrow(0, i, 1)?, 0, slot)?;
+            }
+        }
+        for &slot in slots {
+            state.lengths[slot] = 0;
+            state.attached[slot] = true;
+        }
+        Ok(())
+    }
+
+    /// One decoder step (openai `TextDecoder.forward` with a kv-cache) over ragged rows: each
+    /// row's tokens are padded to the longest, written into its slot's cache at its own
+    /// position, and masked so that every query sees only its own row's past.
     pub fn decode_step(
         &self,
         state: &mut DecoderState,
         step: DecodeStep<'_>,
         device: &Device,
     ) -> Result<StepOutput> {
+        let d = &self.dims;
         let rows = step.rows;
-        let n = step.tokens.len() / rows;
-        let tokens = Tensor::from_slice(step.tokens, (rows, n), device)?;
-        let emb = self
-            .token_embedding
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((rows, n, ()))?;
-        let mut x = emb.broadcast_add(&self.dec_pos.narrow(0, state.offset, n)?)?;
-
-        // New token i sees every cached position and new positions up to itself.
-        let mask = if n > 1 {
-            let past = state.offset;
-            let m: Vec<f32> = (0..n)
-                .flat_map(|i| {
-                    (0..past + n).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
-                })
-                .collect();
-            Some(Tensor::from_vec(m, (n, past + n), device)?.to_dtype(x.dtype())?)
+        let n = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(1);
+        let first = rows.iter().map(|r| r.slot).min().unwrap_or(0);
+        let last = rows.iter().map(|r| r.slot).max().unwrap_or(0);
+        let fed: usize = rows.iter().map(|r| r.tokens.len()).sum();
+        // `index[r]` is row r's place in the computed batch.
+        let (batch, index, size): (Batch, Vec<usize>, usize) = if (last + 1 - first) * n <= 2 * fed
+        {
+            let len = last + 1 - first;
+            let index = rows.iter().map(|r| r.slot - first).collect();
+            (Batch::Range { first, len }, index, len)
         } else {
-            None
+            let slots: Vec<u32> = rows.iter().map(|r| r.slot as u32).collect();
+            let idx = Tensor::new(slots.as_slice(), device)?;
+            (Batch::Gather(idx), (0..rows.len()).collect(), rows.len())
         };
+
+        let span = rows
+            .iter()
+            .map(|r| r.position + r.tokens.len())
+            .max()
+            .unwrap_or(1);
+        let mut tokens = vec![0u32; size * n];
+        let mut positions = vec![0u32; size * n];
+        // Rows not stepped see only position 0 (anything finite; their output is dropped).
+        let mut allowed = vec![1usize; size * n];
+        for (r, row) in rows.iter().enumerate() {
+            let b = index[r];
+            for i in 0..n {
+                let k = b * n + i;
+                let at = row.position + i.min(row.tokens.len() - 1);
+                tokens[k] = row.tokens.get(i).copied().unwrap_or(0);
+                positions[k] = (row.position + i).min(d.n_text_ctx - 1) as u32;
+                allowed[k] = at + 1;
+            }
+        }
+        let mask: Vec<f32> = allowed
+            .iter()
+            .flat_map(|&a| (0..span).map(move |j| if j < a { 0.0 } else { f32::NEG_INFINITY }))
+            .collect();
+        let dtype = self.token_embedding.dtype();
+        let mask = Tensor::from_vec(mask, (size, 1, n, span), device)?.to_dtype(dtype)?;
+        let tokens = Tensor::from_vec(tokens, size * n, device)?;
+        let positions = Tensor::from_vec(positions, size * n, device)?;
+        let mut x = (self.token_embedding.index_select(&tokens, 0)?
+            + self.dec_pos.index_select(&positions, 0)?)?
+        .reshape((size, n, ()))?;
 
         let mut qk_parts: Vec<Option<Tensor>> = vec![None; step.cross_qk_heads.len()];
         for (layer, block) in self.dec_blocks.iter().enumerate() {
+            let attn = &block.attn;
             let h = block.attn_ln.forward(&x)?;
-            let (k_new, v_new) = block.attn.kv(&h)?;
-            let (k, v) = match &state.self_kv[layer] {
-                Some((k, v)) => (Tensor::cat(&[k, &k_new], 2)?, Tensor::cat(&[v, &v_new], 2)?),
-                None => (k_new, v_new),
-            };
-            x = (x + block.attn.attend(&h, &k, &v, mask.as_ref())?.0)?;
-            state.self_kv[layer] = Some((k, v));
+            let q = split_heads(&attn.query.forward(&h)?, attn.n_head)?;
+            let (k_new, v_new) = attn.kv(&h)?;
+            let (k_cache, v_cache) = &state.cache[layer];
+            for (r, row) in rows.iter().enumerate() {
+                let len = row.tokens.len();
+                for (cache, new) in [(k_cache, &k_new), (v_cache, &v_new)] {
+                    let src = new
+                        .narrow(0, index[r], 1)?
+                        .narrow(2, 0, len)?
+                        .contiguous()?;
+                    cache
+                        .narrow(0, row.slot, 1)?
+                        .slice_set(&src, 2, row.position)?;
+                }
+            }
+            let k = batch.select(k_cache)?.narrow(2, 0, span)?;
+            let v = batch.select(v_cache)?.narrow(2, 0, span)?;
+            let (out, _) = attention(&q, &k, &v, Some(&mask))?;
+            x = (x + attn.out.forward(&out)?)?;
 
             let (cross_ln, cross) = block
                 .cross
                 .as_ref()
                 .expect("decoder blocks have cross-attention");
-            let (ck, cv) = &state.cross_kv[layer];
-            let (out, qk) = cross.attend(&cross_ln.forward(&x)?, ck, cv, None)?;
+            let (ck, cv) = &state.cross[layer];
+            let (out, qk) = cross.attend(
+                &cross_ln.forward(&x)?,
+                &batch.select(ck)?,
+                &batch.select(cv)?,
+                None,
+            )?;
             x = (x + out)?;
             for (i, &(l, head)) in step.cross_qk_heads.iter().enumerate() {
                 if l == layer {
@@ -313,43 +415,77 @@ impl Whisper {
             }
             x = (&x + block.mlp.forward(&x)?)?;
         }
-        state.offset += n;
+        for row in rows {
+            state.lengths[row.slot] = row.position + row.tokens.len();
+        }
 
-        let x = self.ln.forward(&x)?;
-        let logits = if step.logits_at.is_empty() {
-            Vec::new()
+        let x = self.ln.forward(&x)?.reshape((size * n, ()))?;
+        let picks: Vec<u32> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(r, row)| {
+                let base = index[r] * n;
+                row.logits_at.iter().map(move |&p| (base + p) as u32)
+            })
+            .collect();
+        let logits = if picks.is_empty() {
+            vec![Vec::new(); rows.len()]
         } else {
-            let pos: Vec<u32> = step.logits_at.iter().map(|&p| p as u32).collect();
-            let pos = Tensor::new(pos.as_slice(), device)?;
-            let picked = x.index_select(&pos, 1)?; // [rows, npos, d]
-            picked
-                .broadcast_matmul(&self.token_embedding.t()?)?
+            let picks = Tensor::new(picks.as_slice(), device)?;
+            let all = x
+                .index_select(&picks, 0)?
+                .matmul(&self.token_embedding.t()?)?
                 .to_dtype(DType::F32)?
                 .flatten_all()?
-                .to_vec1::<f32>()?
+                .to_vec1::<f32>()?;
+            let mut rest = all.as_slice();
+            rows.iter()
+                .map(|row| {
+                    let (mine, tail) = rest.split_at(row.logits_at.len() * d.n_vocab);
+                    rest = tail;
+                    mine.to_vec()
+                })
+                .collect()
         };
 
         let cross_qk = if qk_parts.is_empty() {
             Vec::new()
         } else {
-            // [heads, rows, n, frames] -> one CrossQk per row.
             let parts: Vec<Tensor> = qk_parts
                 .into_iter()
                 .map(|p| p.expect("every head's layer was visited"))
                 .collect();
-            let all = Tensor::stack(&parts, 0)?.transpose(0, 1)?.contiguous()?; // [rows, heads, n, frames]
+            let heads = parts.len();
+            // [heads, size, n, frames] -> [size, heads, n, frames]
+            let all = Tensor::stack(&parts, 0)?.transpose(0, 1)?.contiguous()?;
             let frames = all.dim(3)?;
-            (0..rows)
-                .map(|r| {
-                    Ok(CrossQk {
-                        heads: parts.len(),
-                        tokens: n,
+            let all = all.flatten_all()?.to_vec1::<f32>()?;
+            rows.iter()
+                .enumerate()
+                .map(|(r, row)| {
+                    let len = row.tokens.len();
+                    let mut data = Vec::with_capacity(heads * len * frames);
+                    for h in 0..heads {
+                        let start = ((index[r] * heads + h) * n) * frames;
+                        data.extend_from_slice(&all[start..start + len * frames]);
+                    }
+                    CrossQk {
+                        heads,
+                        tokens: len,
                         frames,
-                        data: all.i(r)?.flatten_all()?.to_vec1::<f32>()?,
-                    })
+                        data,
+                    }
                 })
-                .collect::<Result<_>>()?
+                .collect()
         };
         Ok(StepOutput { logits, cross_qk })
     }
+}
+
+fn cross_attention(block: &Block) -> &Attention {
+    &block
+        .cross
+        .as_ref()
+        .expect("decoder blocks have cross-attention")
+        .1
 }

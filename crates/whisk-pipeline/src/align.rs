@@ -2,11 +2,11 @@
 //! decode itself, or from a second pass over the text), then DTW and word grouping.
 
 use whisk_align::{alignment_matrix, dtw, word_timings, AlignedWord, HeadScores, WordTokens};
-use whisk_backend::{Backend, DecodeStep};
+use whisk_backend::{Backend, DecodeStep, RowStep};
 use whisk_types::SpecialTokens;
 
-use crate::window::WindowResult;
 use crate::Result;
+use whisk_batch::WindowResult;
 
 /// openai `find_alignment` defaults.
 const MEDFILT_WIDTH: usize = 7;
@@ -67,9 +67,12 @@ pub(crate) fn refeed_scores<B: Backend>(
     let out = backend.decode_step(
         &mut decoder,
         DecodeStep {
-            tokens: &tokens,
-            rows: 1,
-            logits_at: &positions,
+            rows: &[RowStep {
+                slot: 0,
+                position: 0,
+                tokens: &tokens,
+                logits_at: &positions,
+            }],
             cross_qk_heads: heads,
         },
     )?;
@@ -79,7 +82,7 @@ pub(crate) fn refeed_scores<B: Backend>(
         .iter()
         .enumerate()
         .map(|(i, &t)| {
-            let row = &out.logits[i * vocab..][..eot];
+            let row = &out.logits[0][i * vocab..][..eot];
             (row[t as usize] - whisk_decode::logsumexp(row)).exp()
         })
         .collect();

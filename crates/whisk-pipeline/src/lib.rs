@@ -5,7 +5,6 @@
 //! text before it unless that is switched off.
 
 mod align;
-mod batch;
 mod window;
 
 use rand::rngs::StdRng;
@@ -20,8 +19,8 @@ use whisk_types::{
     N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
-pub use batch::{decode_batch, encode_batch};
-pub use window::{decode_window, detect_language, encode_window, WindowRequest, WindowResult};
+pub use whisk_batch::{decode_window, WindowRequest, WindowResult};
+pub use window::{detect_language, encode_window};
 
 /// Why a transcription failed.
 #[derive(Debug, thiserror::Error)]
