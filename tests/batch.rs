@@ -54,10 +54,10 @@ fn batched_rows_equal_single_decodes() {
         &backend,
         SchedulerConfig {
             capacity: 3,
+            encoder_batch: 2,
             rules: &rules,
             special: &special,
             heads: &heads,
-            single_pass: true,
         },
     )
     .unwrap();
@@ -67,6 +67,7 @@ fn batched_rows_equal_single_decodes() {
             mel: mel.clone(),
             request: RowRequest {
                 refeed_sot: Some(sot.clone()),
+                keep_qk: true,
                 sample_len: 224,
                 ..RowRequest::greedy(&sot)
             },

@@ -6,7 +6,10 @@
 //! - `eval`: WER on the TIMIT sample beside faster-whisper's reference outputs.
 //! - `eval-words`: word timing on the TIMIT sample against the hand labels, beside
 //!   faster-whisper's, and whisk's distance from faster-whisper's word times.
+//! - `bench`: speed, memory and WER of whisk beside faster-whisper (from PyPI, in a venv) on
+//!   the same model and audio, interleaved in one run.
 
+mod bench;
 mod fetch;
 
 use std::path::PathBuf;
@@ -45,6 +48,10 @@ fn main() -> Result<()> {
                 .args(["test", "--release", "--workspace"])
                 .args(&args[1..]))
         }
+        Some("bench") => {
+            fetch::fetch_all(&root())?;
+            bench::bench(&root(), &args[1..])
+        }
         Some(cmd @ ("eval" | "eval-words")) => {
             fetch::fetch_all(&root())?;
             let what = if cmd == "eval" { "wer" } else { "words" };
@@ -62,7 +69,7 @@ fn main() -> Result<()> {
                 .args(&args[1..]))
         }
         _ => {
-            eprintln!("usage: cargo xtask <fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--model DIR]>");
+            eprintln!("usage: cargo xtask <fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
             std::process::exit(2);
         }
     }

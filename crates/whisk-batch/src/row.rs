@@ -30,6 +30,8 @@ pub struct RowRequest {
     /// 0 is greedy; above, tokens are drawn from the softened distribution with `rng`.
     pub temperature: f64,
     pub rng: StdRng,
+    /// Keep the alignment heads' attention of every sampling step (single-pass word timing).
+    pub keep_qk: bool,
     /// After sampling, feed `sot_sequence + <|notimestamps|> + text + <|endoftext|>` again
     /// (openai's alignment pass) with this SOT sequence, and keep its attention.
     pub refeed_sot: Option<Vec<u32>>,
@@ -43,6 +45,7 @@ impl RowRequest {
             sample_len: usize::MAX,
             temperature: 0.0,
             rng: StdRng::seed_from_u64(0),
+            keep_qk: false,
             refeed_sot: None,
         }
     }
@@ -91,8 +94,6 @@ pub(crate) struct Shared<'a> {
     pub rules: &'a LogitRules,
     pub special: &'a SpecialTokens,
     pub heads: &'a [(usize, usize)],
-    /// Keep the heads' attention of every sampling step (single-pass word timing).
-    pub single_pass: bool,
     pub n_vocab: usize,
     pub n_text_ctx: usize,
 }
@@ -118,6 +119,7 @@ pub(crate) struct Row {
     sot_index: usize,
     limit: usize,
     temperature: f64,
+    keep_qk: bool,
     refeed_sot: Option<Vec<u32>>,
     logits: Vec<f32>,
     result: WindowResult,
@@ -138,6 +140,7 @@ impl Row {
             sot_index,
             limit,
             temperature: req.temperature,
+            keep_qk: req.keep_qk && !shared.heads.is_empty(),
             refeed_sot: req.refeed_sot,
             logits: Vec::new(),
             result: WindowResult {
@@ -195,10 +198,10 @@ impl Row {
         self.refeed_sot.as_ref().map_or(0, |s| s.len())
     }
 
-    fn wants_qk(&self, shared: &Shared) -> bool {
+    fn wants_qk(&self) -> bool {
         match self.phase {
             Phase::Refeed(_) => true,
-            Phase::Prompt | Phase::Sample(_) => shared.single_pass,
+            Phase::Prompt | Phase::Sample(_) => self.keep_qk,
             Phase::Done => false,
         }
     }
@@ -217,14 +220,14 @@ impl Row {
                 self.result.no_speech_prob =
                     log_softmax_at(&logits[..vocab], no_speech).exp() as f64;
                 self.logits = logits[vocab..2 * vocab].to_vec();
-                if let Some(q) = qk.filter(|_| shared.single_pass) {
+                if let Some(q) = qk.filter(|_| self.keep_qk) {
                     self.result.qk_rows.push(last_qk_row(q));
                 }
                 self.sample(shared);
             }
             Phase::Sample(_) => {
                 self.logits = logits;
-                if let Some(q) = qk.filter(|_| shared.single_pass) {
+                if let Some(q) = qk.filter(|_| self.keep_qk) {
                     self.result.qk_rows.push(last_qk_row(q));
                 }
                 self.sample(shared);
@@ -271,8 +274,8 @@ impl Row {
         if res.tokens.len() >= self.limit {
             return self.finish(shared);
         }
-        let text_lse = shared
-            .single_pass
+        let text_lse = self
+            .keep_qk
             .then(|| logsumexp(&self.logits[..special.eot as usize]));
         shared.rules.apply(&res.tokens, &mut self.logits);
         let (token, logprob) = if self.temperature > 0.0 {
@@ -303,7 +306,7 @@ impl Row {
     fn finish(&mut self, shared: &Shared) {
         let res = &mut self.result;
         // Stopped at the length limit: the last token was never fed, so its row is missing.
-        while shared.single_pass && res.qk_rows.len() < res.tokens.len() + 1 {
+        while self.keep_qk && res.qk_rows.len() < res.tokens.len() + 1 {
             let last = res.qk_rows.last().cloned().unwrap_or_default();
             res.qk_rows.push(last);
         }
@@ -365,7 +368,7 @@ pub(crate) fn step_rows<B: Backend>(
                 }
             })
             .collect();
-        let want_qk = members.iter().any(|&i| rows[i].1.wants_qk(shared));
+        let want_qk = members.iter().any(|&i| rows[i].1.wants_qk());
         let out = backend.decode_step(
             decoder,
             DecodeStep {
@@ -394,7 +397,6 @@ pub fn decode_window<B: Backend>(
         rules: req.rules,
         special: req.special,
         heads: req.cross_qk_heads,
-        single_pass: !req.cross_qk_heads.is_empty(),
         n_vocab: dims.n_vocab,
         n_text_ctx: dims.n_text_ctx,
     };
@@ -403,6 +405,7 @@ pub fn decode_window<B: Backend>(
         sample_len: req.sample_len,
         temperature,
         rng: std::mem::replace(rng, StdRng::seed_from_u64(0)),
+        keep_qk: true,
         refeed_sot: None,
     };
     let mut decoder = backend.start_decoder(encoded, &[0])?;

@@ -23,12 +23,14 @@ pub struct Job<K> {
 pub struct SchedulerConfig<'a> {
     /// Most rows in flight.
     pub capacity: usize,
+    /// Most windows per encoder call. The encoder's attention over 1500 frames takes about
+    /// 54 MB per window and layer (tiny), so on a CPU, where batching the encoder gains
+    /// nothing, small encoder batches keep memory down; GPUs want them larger.
+    pub encoder_batch: usize,
     pub rules: &'a LogitRules,
     pub special: &'a SpecialTokens,
     /// Alignment heads, for single-pass attention and for alignment passes.
     pub heads: &'a [(usize, usize)],
-    /// Keep the heads' attention of every sampling step.
-    pub single_pass: bool,
 }
 
 /// Decodes submitted windows, `capacity` at a time.
@@ -36,6 +38,7 @@ pub struct Scheduler<'a, B: Backend, K> {
     backend: &'a B,
     shared: Shared<'a>,
     decoder: B::Decoder,
+    encoder_batch: usize,
     slots: Vec<Option<(K, Row)>>,
     waiting: VecDeque<Job<K>>,
 }
@@ -49,11 +52,11 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 rules: config.rules,
                 special: config.special,
                 heads: config.heads,
-                single_pass: config.single_pass && !config.heads.is_empty(),
                 n_vocab: dims.n_vocab,
                 n_text_ctx: dims.n_text_ctx,
             },
             decoder: backend.new_decoder(capacity)?,
+            encoder_batch: config.encoder_batch.max(1),
             slots: (0..capacity).map(|_| None).collect(),
             waiting: VecDeque::new(),
             backend,
@@ -116,25 +119,29 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
         let free: Vec<usize> = (0..self.slots.len())
             .filter(|&s| self.slots[s].is_none())
             .collect();
-        let count = free.len().min(self.waiting.len());
-        if count == 0 {
+        // Take jobs in order while slots are free and their windows fit one encoder batch;
+        // jobs sharing a window (best-of candidates) share its encoding.
+        let mut mels: Vec<Arc<[f32]>> = Vec::new();
+        let mut window_of: Vec<usize> = Vec::new();
+        let mut jobs: Vec<Job<K>> = Vec::new();
+        while jobs.len() < free.len() {
+            let Some(job) = self.waiting.front() else {
+                break;
+            };
+            let w = match mels.iter().position(|m| Arc::ptr_eq(m, &job.mel)) {
+                Some(w) => w,
+                None if mels.len() < self.encoder_batch => {
+                    mels.push(job.mel.clone());
+                    mels.len() - 1
+                }
+                None => break,
+            };
+            window_of.push(w);
+            jobs.push(self.waiting.pop_front().expect("checked above"));
+        }
+        if jobs.is_empty() {
             return Ok(());
         }
-        let jobs: Vec<Job<K>> = self.waiting.drain(..count).collect();
-        // Distinct mels in order; `window_of[j]` is job j's window in the encoded batch.
-        let mut mels: Vec<&Arc<[f32]>> = Vec::new();
-        let window_of: Vec<usize> = jobs
-            .iter()
-            .map(
-                |job| match mels.iter().position(|m| Arc::ptr_eq(m, &job.mel)) {
-                    Some(w) => w,
-                    None => {
-                        mels.push(&job.mel);
-                        mels.len() - 1
-                    }
-                },
-            )
-            .collect();
         let n_mels = self.backend.dims().n_mels;
         let data: Vec<f32> = mels.iter().flat_map(|m| m.iter().copied()).collect();
         let encoded = self.backend.encode(MelBatch {
@@ -143,7 +150,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
             n_mels,
             frames: N_FRAMES,
         })?;
-        let slots = &free[..count];
+        let slots = &free[..jobs.len()];
         self.backend
             .attach(&mut self.decoder, slots, &encoded, &window_of)?;
         for (job, &slot) in jobs.into_iter().zip(slots) {

@@ -90,6 +90,11 @@ struct TranscribeArgs {
     /// Subtitles: underline each word as it is spoken (needs word timestamps).
     #[arg(long)]
     highlight_words: bool,
+    /// Windows decoded together. Above 1, files are cut into 30 s windows (overlapping by
+    /// 4 s) decoded independently and stitched by word times, and all files share the batch;
+    /// 1 runs openai-whisper's sequential loop (each window prompted with the previous text).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    batch_size: u16,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -145,6 +150,7 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
             AlignmentArg::SinglePass => whisk::WordAlignment::SinglePass,
             AlignmentArg::Refeed => whisk::WordAlignment::Refeed,
         },
+        batch_size: args.batch_size as usize,
         ..Default::default()
     };
     std::fs::create_dir_all(&args.output_dir).with_context(|| {
@@ -154,9 +160,24 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
         )
     })?;
 
-    for file in &args.files {
-        let samples = whisk::load_audio(file)?;
-        let seconds = samples.len() as f64 / 16_000.0;
+    // Files are loaded (and checked) first, so that a bad one fails before any work.
+    let inputs: Vec<Vec<f32>> = args
+        .files
+        .iter()
+        .map(|f| whisk::load_audio(f).map_err(anyhow::Error::from))
+        .collect::<Result<_>>()?;
+    let groups: Vec<Vec<usize>> = if options.batch_size > 1 {
+        vec![(0..inputs.len()).collect()]
+    } else {
+        (0..inputs.len()).map(|i| vec![i]).collect()
+    };
+    for group in groups {
+        let samples: Vec<&[f32]> = group.iter().map(|&i| inputs[i].as_slice()).collect();
+        let seconds: f64 = samples.iter().map(|s| s.len() as f64 / 16_000.0).sum();
+        let name = match group.as_slice() {
+            [one] => args.files[*one].display().to_string(),
+            many => format!("{} files", many.len()),
+        };
         let bar = (!args.quiet && seconds > 30.0).then(|| {
             let bar = ProgressBar::new((seconds * 1000.0) as u64);
             bar.set_style(
@@ -166,36 +187,42 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
                 .expect("valid template")
                 .progress_chars("=> "),
             );
-            bar.set_message(file.display().to_string());
+            bar.set_message(name.clone());
             bar
         });
-        let transcript = model
-            .transcribe_with_progress(&samples, &options, &mut |p| {
+        let transcripts = model
+            .transcribe_many(&samples, &options, &mut |p| {
                 if let Some(bar) = &bar {
                     bar.set_position((p.done_seconds * 1000.0) as u64);
                 }
             })
-            .with_context(|| format!("transcribing {}", file.display()))?;
+            .with_context(|| format!("transcribing {name}"))?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }
-        if !args.quiet {
-            for s in &transcript.segments {
-                println!(
-                    "[{} --> {}] {}",
-                    format_timestamp(s.start, false, '.'),
-                    format_timestamp(s.end, false, '.'),
-                    s.text.trim()
-                );
+        for (&i, transcript) in group.iter().zip(&transcripts) {
+            let file = &args.files[i];
+            if !args.quiet {
+                if group.len() > 1 {
+                    println!("{}:", file.display());
+                }
+                for s in &transcript.segments {
+                    println!(
+                        "[{} --> {}] {}",
+                        format_timestamp(s.start, false, '.'),
+                        format_timestamp(s.end, false, '.'),
+                        s.text.trim()
+                    );
+                }
             }
+            write_outputs(
+                file,
+                &args.output_dir,
+                &formats,
+                transcript,
+                &output_options,
+            )?;
         }
-        write_outputs(
-            file,
-            &args.output_dir,
-            &formats,
-            &transcript,
-            &output_options,
-        )?;
     }
     Ok(())
 }

@@ -66,7 +66,40 @@ fn timit_utterances(shared: &Path) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
+/// `whisk-eval score REF HYP`: WER (percent) of the hypothesis lines against the reference
+/// lines, after the English normaliser. Used by `cargo xtask bench` for every system alike.
+fn score(reference: &Path, hypothesis: &Path) -> Result<()> {
+    let read = |p: &Path| -> Result<Vec<String>> {
+        Ok(std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read {}", p.display()))?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    };
+    let (r, h) = (read(reference)?, read(hypothesis)?);
+    if r.len() != h.len() {
+        bail!(
+            "{} reference lines but {} hypothesis lines",
+            r.len(),
+            h.len()
+        );
+    }
+    let mut totals = WerTotals::default();
+    for (r, h) in r.iter().zip(&h) {
+        totals.add(&normalize_english(r), &normalize_english(h));
+    }
+    println!("{:.2}", totals.wer() * 100.0);
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some("score") {
+        let [_, reference, hypothesis] = raw.as_slice() else {
+            bail!("usage: whisk-eval score REFERENCE HYPOTHESIS");
+        };
+        return score(Path::new(reference), Path::new(hypothesis));
+    }
     let args = parse_args()?;
     match args.command.as_str() {
         "words" => eval_words(&args),

@@ -5,6 +5,9 @@
 //! text before it unless that is switched off.
 
 mod align;
+mod batched;
+mod fallback;
+mod plan;
 mod window;
 
 use rand::rngs::StdRng;
@@ -19,6 +22,7 @@ use whisk_types::{
     N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
+pub use plan::{FixedWindows, WindowPlanner, WindowSpan};
 pub use whisk_batch::{decode_window, WindowRequest, WindowResult};
 pub use window::{detect_language, encode_window};
 
@@ -170,13 +174,7 @@ impl<B: Backend> Pipeline<B> {
             let encoded = encode_window(&self.backend, &window)?;
             let result = self.decode_with_fallback(&encoded, &request, options, &mut rng)?;
 
-            let skip = options.no_speech_threshold.is_some_and(|t| {
-                result.no_speech_prob > t
-                    && !options
-                        .logprob_threshold
-                        .is_some_and(|lp| result.avg_logprob > lp)
-            });
-            if skip {
+            if fallback::is_silent(&result, options) {
                 seek += segment_size;
                 progress(Progress {
                     done_seconds: (seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64,
@@ -401,47 +399,20 @@ impl<B: Backend> Pipeline<B> {
             for _ in 0..candidates {
                 let mut r = decode_window(&self.backend, encoded, request, t, rng)?;
                 r.compression_ratio = compression_ratio(&self.tokenizer.decode(&r.tokens)?);
-                // openai's MaximumLikelihoodRanker without a length penalty: logprob / length.
-                let score = |r: &WindowResult| r.sum_logprob / r.tokens.len().max(1) as f64;
-                if best.as_ref().is_none_or(|b| score(&r) > score(b)) {
+                if best
+                    .as_ref()
+                    .is_none_or(|b| fallback::score(&r) > fallback::score(b))
+                {
                     best = Some(r);
                 }
             }
             let result = best.expect("at least one candidate");
-            let too_repetitive = options
-                .compression_ratio_threshold
-                .is_some_and(|c| result.compression_ratio > c);
-            let too_unlikely = options
-                .logprob_threshold
-                .is_some_and(|lp| result.avg_logprob < lp);
-            let silent = options
-                .no_speech_threshold
-                .is_some_and(|ns| result.no_speech_prob > ns)
-                && too_unlikely;
-            if silent || (!too_repetitive && !too_unlikely) {
+            if fallback::passes(&result, options) {
                 return Ok(result);
             }
             tried.push(result);
         }
-        let not_repetitive = |r: &&WindowResult| {
-            options
-                .compression_ratio_threshold
-                .is_none_or(|c| r.compression_ratio <= c)
-        };
-        let pool: Vec<&WindowResult> = if tried.iter().any(|r| not_repetitive(&r)) {
-            tried.iter().filter(not_repetitive).collect()
-        } else {
-            tried.iter().collect()
-        };
-        let best = pool
-            .into_iter()
-            .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
-            .expect("at least one temperature was tried");
-        // Report the last temperature tried, so the caller resets the prompt after it.
-        Ok(WindowResult {
-            temperature: *temperatures.last().expect("non-empty"),
-            ..best.clone()
-        })
+        Ok(fallback::least_bad(tried, options))
     }
 
     /// Languages spoken in the first 30 s of `samples`, likeliest first, with probabilities.

@@ -13,7 +13,9 @@ mod tokens;
 
 pub use dims::ModelDims;
 pub use heads::{AlignmentHeads, HeadsSource};
-pub use options::{DecodeOptions, MelPadding, Task, TranscribeOptions, WordAlignment};
+pub use options::{
+    DecodeOptions, MelPadding, Task, TranscribeOptions, WordAlignment, WINDOW_OVERLAP_SECONDS,
+};
 pub use output::{Segment, Transcript, Word};
 pub use tokens::SpecialTokens;
 

@@ -109,7 +109,16 @@ pub struct TranscribeOptions {
     pub word_timestamps: bool,
     /// How word timestamps get their attention. Default [`WordAlignment::Refeed`].
     pub word_alignment: WordAlignment,
+    /// Windows decoded together. 1 (default) runs openai's sequential loop: each window starts
+    /// where the previous one's text ended and is prompted with it. Above 1, every input is
+    /// cut into 30 s windows up front, overlapping by [`WINDOW_OVERLAP_SECONDS`], decoded
+    /// independently this many at a time (inputs share the batch) and stitched by word times.
+    pub batch_size: usize,
 }
+
+/// Overlap of consecutive windows in batched long-form mode. Each side keeps the words of its
+/// half of the overlap, so a word cut by one window's edge is taken whole from the other.
+pub const WINDOW_OVERLAP_SECONDS: f64 = 4.0;
 
 impl Default for TranscribeOptions {
     fn default() -> Self {
@@ -126,6 +135,7 @@ impl Default for TranscribeOptions {
             seed: 0,
             word_timestamps: false,
             word_alignment: WordAlignment::Refeed,
+            batch_size: 1,
         }
     }
 }

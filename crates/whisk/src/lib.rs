@@ -226,16 +226,65 @@ impl Model {
         self.transcribe_with_progress(samples, options, &mut |_| {})
     }
 
-    /// Transcribes 16 kHz mono samples, reporting progress after each 30 s window.
+    /// Transcribes 16 kHz mono samples, reporting progress after each 30 s window. With
+    /// `options.batch_size` above 1 the windows are decoded in batches (see
+    /// [`TranscribeOptions::batch_size`]).
     pub fn transcribe_with_progress(
         &self,
         samples: &[f32],
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Transcript> {
+        if options.batch_size > 1 {
+            let mut all = self.transcribe_many(&[samples], options, progress)?;
+            return Ok(all.remove(0));
+        }
         match &self.engine {
             #[cfg(feature = "candle")]
             Engine::Candle(p) => Ok(p.transcribe(samples, options, progress)?),
+        }
+    }
+
+    /// Transcribes several inputs. With `options.batch_size` above 1 their windows share one
+    /// batch; otherwise each is transcribed in turn by the sequential loop. Progress counts
+    /// seconds over all inputs.
+    ///
+    /// ```no_run
+    /// # fn main() -> whisk::Result<()> {
+    /// let model = whisk::Model::builder("target/models/tiny.en").build()?;
+    /// let a = whisk::load_audio("a.flac".as_ref())?;
+    /// let b = whisk::load_audio("b.flac".as_ref())?;
+    /// let options = whisk::TranscribeOptions { batch_size: 8, ..Default::default() };
+    /// let transcripts = model.transcribe_many(&[&a, &b], &options, &mut |_| {})?;
+    /// assert_eq!(transcripts.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn transcribe_many(
+        &self,
+        inputs: &[&[f32]],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<Transcript>> {
+        match &self.engine {
+            #[cfg(feature = "candle")]
+            Engine::Candle(p) => {
+                if options.batch_size > 1 {
+                    return Ok(p.transcribe_many(inputs, options, progress)?);
+                }
+                let total: f64 = inputs.iter().map(|s| s.len() as f64 / 16_000.0).sum();
+                let mut before = 0.0;
+                let mut out = Vec::with_capacity(inputs.len());
+                for samples in inputs {
+                    out.push(p.transcribe(samples, options, &mut |pr| {
+                        progress(Progress {
+                            done_seconds: before + pr.done_seconds,
+                            total_seconds: total,
+                        })
+                    })?);
+                    before += samples.len() as f64 / 16_000.0;
+                }
+                Ok(out)
+            }
         }
     }
 

@@ -1,0 +1,693 @@
+//! Batched long-form transcription: every input is cut into windows up front, the windows of
+//! all inputs are decoded together by one [`Scheduler`], and each input's transcript is
+//! stitched from its windows' words.
+//!
+//! Windows do not depend on each other (no seek, no previous-text prompt), so any number can
+//! be in flight. A window whose decode fails the thresholds is queued again at the next
+//! temperature. Windows overlap; each keeps only the words whose middle lies in the stretch it
+//! owns, so a word cut at one window's edge is taken whole from its neighbour.
+
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use whisk_align::{add_word_timestamps, HeadScores, WordTokens};
+use whisk_audio::log_mel_spectrogram;
+use whisk_backend::Backend;
+use whisk_batch::{Job, RowRequest, Scheduler, SchedulerConfig, WindowResult};
+use whisk_decode::{build_prompt, compression_ratio, sot_sequence, LogitRules};
+use whisk_types::{
+    MelPadding, Segment, TranscribeOptions, Transcript, Word, WordAlignment, HOP_LENGTH, N_FRAMES,
+    N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
+};
+
+use crate::plan::{FixedWindows, WindowPlanner, WindowSpan};
+use crate::{align, fallback, round3, Pipeline, PipelineError, Progress, Result};
+
+/// Windows per encoder call (see [`SchedulerConfig::encoder_batch`]).
+const ENCODER_BATCH: usize = 2;
+
+/// A window whose final decode is not known yet.
+struct OpenWindow {
+    input: usize,
+    index: usize,
+    span: WindowSpan,
+    mel: Arc<[f32]>,
+    /// Mel frames holding audio (the rest is padding).
+    content_frames: usize,
+    sot: Vec<u32>,
+    /// Time the words (needed for stitching, or asked for).
+    align: bool,
+    temperature_index: usize,
+    outstanding: usize,
+    best: Option<WindowResult>,
+    tried: Vec<WindowResult>,
+}
+
+/// The windows of all inputs, in order, created one at a time so that memory stays bounded by
+/// the windows in flight rather than the length of the audio.
+struct WindowCursor {
+    plans: Vec<Vec<WindowSpan>>,
+    input: usize,
+    index: usize,
+}
+
+impl WindowCursor {
+    fn next(&mut self) -> Option<(usize, usize, WindowSpan)> {
+        while self.input < self.plans.len() {
+            if let Some(&span) = self.plans[self.input].get(self.index) {
+                self.index += 1;
+                return Some((self.input, self.index - 1, span));
+            }
+            self.input += 1;
+            self.index = 0;
+        }
+        None
+    }
+}
+
+/// Seed of one candidate's sampler: a function of the window and attempt only, so results do
+/// not depend on batch size or finishing order.
+fn candidate_seed(seed: u64, window: usize, temperature_index: usize, candidate: usize) -> u64 {
+    let mut x = seed
+        ^ (window as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ ((temperature_index as u64) << 48)
+        ^ ((candidate as u64) << 56);
+    // splitmix64 finaliser
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl<B: Backend> Pipeline<B> {
+    /// Transcribes many inputs (16 kHz mono samples) with batched decoding,
+    /// `options.batch_size` windows at a time; see [`TranscribeOptions::batch_size`].
+    /// `progress` is called after every window, with seconds summed over all inputs.
+    pub fn transcribe_many(
+        &self,
+        inputs: &[&[f32]],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<Transcript>> {
+        let dims = self.backend.dims();
+        let special = self.tokenizer.special().clone();
+        let multilingual = self.tokenizer.is_multilingual();
+        let given_language = self.given_language(options)?;
+        let rules = LogitRules::new(&special, &options.decode, &self.non_speech, &self.space);
+        let initial: Vec<u32> = match &options.initial_prompt {
+            Some(p) => self.tokenizer.encode(&format!(" {}", p.trim()))?,
+            None => Vec::new(),
+        };
+        let temperatures = if options.temperatures.is_empty() {
+            vec![0.0]
+        } else {
+            options.temperatures.clone()
+        };
+        let refeed = options.word_timestamps && options.word_alignment == WordAlignment::Refeed;
+        let planner = FixedWindows::default();
+        let plans: Vec<Vec<WindowSpan>> = inputs.iter().map(|s| planner.plan(s)).collect();
+        let total_seconds =
+            inputs.iter().map(|s| s.len()).sum::<usize>() as f64 / SAMPLE_RATE as f64;
+        let mut done_seconds = 0.0;
+        let mut languages: Vec<Option<usize>> = vec![given_language; inputs.len()];
+        let mut outputs: Vec<Vec<Vec<Segment>>> =
+            plans.iter().map(|p| vec![Vec::new(); p.len()]).collect();
+
+        let capacity = options.batch_size.max(1);
+        let mut scheduler = Scheduler::new(
+            &self.backend,
+            SchedulerConfig {
+                capacity,
+                encoder_batch: ENCODER_BATCH,
+                rules: &rules,
+                special: &special,
+                heads: &self.alignment_heads,
+            },
+        )?;
+        let mut cursor = WindowCursor {
+            plans: plans.clone(),
+            input: 0,
+            index: 0,
+        };
+        let mut open: Vec<Option<OpenWindow>> = Vec::new();
+        let submit = |scheduler: &mut Scheduler<'_, B, usize>, id: usize, w: &mut OpenWindow| {
+            let temperature = temperatures[w.temperature_index];
+            let candidates = if temperature > 0.0 {
+                options.best_of.max(1)
+            } else {
+                1
+            };
+            w.outstanding = candidates;
+            for c in 0..candidates {
+                let seed = candidate_seed(options.seed, id, w.temperature_index, c);
+                scheduler.submit(Job {
+                    key: id,
+                    mel: w.mel.clone(),
+                    request: RowRequest {
+                        prompt: build_prompt(&special, &initial, &w.sot, dims.n_text_ctx),
+                        sample_len: options.decode.sample_len.unwrap_or(dims.n_text_ctx / 2),
+                        temperature,
+                        rng: StdRng::seed_from_u64(seed),
+                        keep_qk: w.align && !refeed,
+                        refeed_sot: (w.align && refeed).then(|| w.sot.clone()),
+                    },
+                });
+            }
+        };
+
+        loop {
+            // Keep a batch's worth of windows waiting, so freed slots refill at once.
+            while scheduler.waiting() < capacity {
+                let Some((input, index, span)) = cursor.next() else {
+                    break;
+                };
+                let (mel, content_frames) = window_mel(
+                    &inputs[input][span.start..span.end],
+                    dims.n_mels,
+                    options.mel_padding,
+                );
+                if multilingual && languages[input].is_none() {
+                    languages[input] = self.detect_language_of(&mel)?.first().map(|l| l.0);
+                }
+                let sot = sot_sequence(
+                    &special,
+                    multilingual,
+                    languages[input],
+                    options.decode.task,
+                    options.decode.without_timestamps,
+                );
+                let mut window = OpenWindow {
+                    input,
+                    index,
+                    span,
+                    mel: mel.into(),
+                    content_frames,
+                    sot,
+                    align: options.word_timestamps || plans[input].len() > 1,
+                    temperature_index: 0,
+                    outstanding: 0,
+                    best: None,
+                    tried: Vec::new(),
+                };
+                submit(&mut scheduler, open.len(), &mut window);
+                open.push(Some(window));
+            }
+            if scheduler.is_idle() {
+                break;
+            }
+            for (id, mut result) in scheduler.step()? {
+                result.compression_ratio =
+                    compression_ratio(&self.tokenizer.decode(&result.tokens)?);
+                let w = open[id].as_mut().expect("results come for open windows");
+                w.outstanding -= 1;
+                if w.best
+                    .as_ref()
+                    .is_none_or(|b| fallback::score(&result) > fallback::score(b))
+                {
+                    w.best = Some(result);
+                }
+                if w.outstanding > 0 {
+                    continue;
+                }
+                let best = w.best.take().expect("a candidate finished");
+                let last = w.temperature_index + 1 == temperatures.len();
+                let chosen = if fallback::passes(&best, options) {
+                    best
+                } else if last {
+                    w.tried.push(best);
+                    fallback::least_bad(std::mem::take(&mut w.tried), options)
+                } else {
+                    w.tried.push(best);
+                    w.temperature_index += 1;
+                    submit(&mut scheduler, id, w);
+                    continue;
+                };
+                let w = open[id].take().expect("checked above");
+                let language =
+                    languages[w.input].map_or("en", |i| self.tokenizer.languages()[i].as_str());
+                outputs[w.input][w.index] = self.window_segments(&w, &chosen, language, options)?;
+                done_seconds += w.span.own_end - w.span.own_start;
+                progress(Progress {
+                    done_seconds,
+                    total_seconds,
+                });
+            }
+        }
+
+        outputs
+            .into_iter()
+            .zip(plans)
+            .zip(languages)
+            .map(|((windows, plan), language)| {
+                let segments: Vec<Segment> = self
+                    .stitch(windows, &plan, options)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(id, s)| Segment { id, ..s })
+                    .collect();
+                Ok(Transcript {
+                    text: segments.iter().map(|s| s.text.as_str()).collect(),
+                    language: match language {
+                        Some(i) => self.tokenizer.languages()[i].clone(),
+                        None => "en".to_string(),
+                    },
+                    segments,
+                })
+            })
+            .collect()
+    }
+
+    /// One input's segments from its windows' (timed, uncut) segments: each window keeps
+    /// the words between its cuts with its neighbours.
+    fn stitch(
+        &self,
+        windows: Vec<Vec<Segment>>,
+        plan: &[WindowSpan],
+        options: &TranscribeOptions,
+    ) -> Result<Vec<Segment>> {
+        let words: Vec<Vec<Word>> = windows
+            .iter()
+            .map(|segs| {
+                segs.iter()
+                    .flat_map(|s| s.words.iter().flatten().cloned())
+                    .collect()
+            })
+            .collect();
+        // keep[k] = range of window k's word indices it contributes.
+        let mut keep: Vec<std::ops::Range<usize>> = words.iter().map(|w| 0..w.len()).collect();
+        for k in 1..windows.len() {
+            let boundary = plan[k].own_start;
+            let overlap = (
+                plan[k].start as f64 / SAMPLE_RATE as f64,
+                plan[k - 1].end as f64 / SAMPLE_RATE as f64,
+            );
+            let (left_end, right_start) = cut(&words[k - 1], &words[k], overlap, boundary);
+            keep[k - 1].end = left_end.max(keep[k - 1].start);
+            keep[k].start = right_start;
+        }
+        let mut out = Vec::new();
+        for (k, segments) in windows.into_iter().enumerate() {
+            let mut index = 0;
+            for segment in segments {
+                let n = segment.words.as_ref().map_or(0, Vec::len);
+                let range = index..index + n;
+                index += n;
+                let kept = if n == 0 {
+                    // No words to cut by: the segment stays if its middle is owned.
+                    let mid = (segment.start + segment.end) / 2.0;
+                    (plan[k].own_start <= mid && mid < plan[k].own_end).then_some(segment)
+                } else {
+                    self.cut_segment(segment, range, &keep[k])?
+                };
+                if let Some(mut s) = kept {
+                    if !options.word_timestamps {
+                        s.words = None;
+                    }
+                    if s.start < s.end && !s.text.trim().is_empty() {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The language fixed by the options, if any (checked against the model).
+    pub(crate) fn given_language(&self, options: &TranscribeOptions) -> Result<Option<usize>> {
+        match &options.decode.language {
+            Some(code) if !self.tokenizer.is_multilingual() => {
+                if code != "en" {
+                    return Err(PipelineError::LanguageOnEnglishModel(code.clone()));
+                }
+                Ok(None)
+            }
+            Some(code) => Ok(Some(self.tokenizer.language_index(code)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A finished window's segments, with their words timed (when the window is aligned).
+    fn window_segments(
+        &self,
+        w: &OpenWindow,
+        result: &WindowResult,
+        language: &str,
+        options: &TranscribeOptions,
+    ) -> Result<Vec<Segment>> {
+        if fallback::is_silent(result, options) {
+            return Ok(Vec::new());
+        }
+        let special = self.tokenizer.special();
+        let time_offset = w.span.start as f64 / SAMPLE_RATE as f64;
+        let duration = (w.content_frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+        let tokens = &result.tokens;
+        let mut segments = Vec::new();
+        for (start, end, range) in split_segments(tokens, special, duration) {
+            let seg_tokens = tokens[range].to_vec();
+            segments.push(Segment {
+                id: 0,
+                seek: w.span.start / HOP_LENGTH,
+                start: round3(time_offset + start),
+                end: round3(time_offset + end),
+                compression_ratio: result.compression_ratio,
+                text: self.tokenizer.decode(&seg_tokens)?,
+                tokens: seg_tokens,
+                temperature: result.temperature,
+                avg_logprob: result.avg_logprob,
+                no_speech_prob: result.no_speech_prob,
+                words: None,
+            });
+        }
+        if w.align {
+            self.time_words(w, result, language, time_offset, &mut segments)?;
+        }
+        Ok(segments)
+    }
+
+    /// Times the words of a window's segments from its decode's attention.
+    fn time_words(
+        &self,
+        w: &OpenWindow,
+        result: &WindowResult,
+        language: &str,
+        time_offset: f64,
+        segments: &mut [Segment],
+    ) -> Result<()> {
+        let special = self.tokenizer.special();
+        let positions: Vec<usize> = (0..result.tokens.len())
+            .filter(|&j| special.is_text(result.tokens[j]))
+            .collect();
+        let text: Vec<u32> = positions.iter().map(|&j| result.tokens[j]).collect();
+        let (scores, probs) = match &result.refeed {
+            Some(r) => (
+                HeadScores {
+                    heads: r.qk.heads,
+                    rows: r.qk.tokens,
+                    frames: r.qk.frames,
+                    data: r.qk.data.clone(),
+                },
+                r.probs.clone(),
+            ),
+            None if !text.is_empty() && !result.qk_rows.is_empty() => (
+                align::single_pass_scores(result, &positions, self.alignment_heads.len()),
+                positions.iter().map(|&j| result.token_probs[j]).collect(),
+            ),
+            None => {
+                for s in segments.iter_mut() {
+                    s.words = Some(Vec::new());
+                }
+                return Ok(());
+            }
+        };
+        let mut with_eot = text;
+        with_eot.push(special.eot);
+        let words: Vec<WordTokens> = self
+            .tokenizer
+            .split_to_word_tokens(&with_eot, language)?
+            .into_iter()
+            .map(|(word, tokens)| WordTokens { word, tokens })
+            .collect();
+        let aligned = align::align(&scores, &words, &probs, w.content_frames);
+        let per_segment: Vec<usize> = segments
+            .iter()
+            .map(|s| s.tokens.iter().filter(|&&t| special.is_text(t)).count())
+            .collect();
+        let mut last_speech = time_offset;
+        add_word_timestamps(
+            aligned,
+            segments,
+            &per_segment,
+            time_offset,
+            &mut last_speech,
+        );
+        Ok(())
+    }
+
+    /// The part of `segment` (whose words are the window's words `range`) that falls in
+    /// the window's kept words `keep`; `None` if none does.
+    fn cut_segment(
+        &self,
+        mut segment: Segment,
+        range: std::ops::Range<usize>,
+        keep: &std::ops::Range<usize>,
+    ) -> Result<Option<Segment>> {
+        let words = segment.words.take().unwrap_or_default();
+        let from = keep.start.clamp(range.start, range.end) - range.start;
+        let to = keep.end.clamp(range.start, range.end) - range.start;
+        if from >= to {
+            return Ok(None);
+        }
+        let kept = words[from..to].to_vec();
+        if kept.len() < words.len() {
+            if from > 0 {
+                segment.start = kept[0].start;
+            }
+            if to < words.len() {
+                segment.end = kept[kept.len() - 1].end;
+            }
+            segment.text = kept.iter().map(|w| w.word.as_str()).collect();
+            // The cut segment's tokens are its text's; its timestamp tokens no longer apply.
+            segment.tokens = self.tokenizer.encode(&segment.text)?;
+        }
+        segment.words = Some(kept);
+        Ok(Some(segment))
+    }
+}
+
+/// Where two overlapping windows hand over: `(left_end, right_start)` such that the left
+/// window keeps its words `..left_end` and the right one its words `right_start..`.
+///
+/// The words both windows heard in the overlap are paired (same spelling, in order); the pair
+/// nearest the `boundary` is kept once, from the left, and every word is cut at it. Cutting at
+/// a shared word rather than at a time means a word timed a little differently by the two
+/// windows is neither lost nor doubled. Without a shared word, each side keeps the words whose
+/// middle is on its side of `boundary`.
+fn cut(left: &[Word], right: &[Word], overlap: (f64, f64), boundary: f64) -> (usize, usize) {
+    let mid = |w: &Word| (w.start + w.end) / 2.0;
+    let left_from = left
+        .iter()
+        .position(|w| mid(w) >= overlap.0)
+        .unwrap_or(left.len());
+    let right_to = right
+        .iter()
+        .position(|w| mid(w) >= overlap.1)
+        .unwrap_or(right.len());
+    let pairs = shared_words(&left[left_from..], &right[..right_to]);
+    let best = pairs.into_iter().min_by(|&(i, j), &(k, l)| {
+        let d = |i: usize, j: usize| {
+            ((mid(&left[left_from + i]) + mid(&right[j])) / 2.0 - boundary).abs()
+        };
+        d(i, j).total_cmp(&d(k, l))
+    });
+    match best {
+        Some((i, j)) => (left_from + i + 1, j + 1),
+        None => (
+            left.iter()
+                .position(|w| mid(w) >= boundary)
+                .unwrap_or(left.len()),
+            right
+                .iter()
+                .position(|w| mid(w) >= boundary)
+                .unwrap_or(right.len()),
+        ),
+    }
+}
+
+/// Pairs `(i, j)` of equal words (ignoring case and punctuation) on a longest common
+/// subsequence of `a` and `b`.
+fn shared_words(a: &[Word], b: &[Word]) -> Vec<(usize, usize)> {
+    let norm = |w: &Word| -> String {
+        w.word
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let (a, b): (Vec<String>, Vec<String>) =
+        (a.iter().map(norm).collect(), b.iter().map(norm).collect());
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] && !a[i].is_empty() {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut pairs = Vec::new();
+    while i < n && j < m {
+        if a[i] == b[j] && !a[i].is_empty() {
+            pairs.push((i, j));
+            i += 1;
+            j += 1;
+        } else if lcs[i + 1][j] >= lcs[i][j + 1] {
+            i += 1;
+        } else {
+            j += 1;
+        }
+    }
+    pairs
+}
+
+/// Log-mel of one window's samples, padded to 30 s as `padding` says, and the frames that
+/// hold audio.
+fn window_mel(samples: &[f32], n_mels: usize, padding: MelPadding) -> (Vec<f32>, usize) {
+    let (mel, content) = match padding {
+        MelPadding::Silence => {
+            let mel = log_mel_spectrogram(samples, n_mels, N_SAMPLES);
+            let content = mel.frames - N_FRAMES;
+            (mel, content)
+        }
+        MelPadding::ZeroFeatures => {
+            let mel = log_mel_spectrogram(samples, n_mels, HOP_LENGTH);
+            let content = mel.frames.saturating_sub(1);
+            (mel, content)
+        }
+    };
+    (mel.window(0, N_FRAMES), content.min(N_FRAMES))
+}
+
+/// Segments of one window's tokens: (start, end in seconds from the window start, token
+/// range). Unlike the sequential loop, which re-decodes from the last timestamp, the text
+/// after the last closed pair is kept as a segment running to the end of the audio.
+fn split_segments(
+    tokens: &[u32],
+    special: &whisk_types::SpecialTokens,
+    duration: f64,
+) -> Vec<(f64, f64, std::ops::Range<usize>)> {
+    let is_ts = |t: u32| special.is_timestamp(t);
+    let time = |t: u32| (t - special.timestamp_begin) as f64 * TIME_PRECISION;
+    let consecutive: Vec<usize> = (1..tokens.len())
+        .filter(|&i| is_ts(tokens[i - 1]) && is_ts(tokens[i]))
+        .collect();
+    let mut segments = Vec::new();
+    if consecutive.is_empty() {
+        let end = match tokens.iter().rev().find(|&&t| is_ts(t)) {
+            Some(&t) if t != special.timestamp_begin => time(t),
+            _ => duration,
+        };
+        segments.push((0.0, end, 0..tokens.len()));
+        return segments;
+    }
+    let mut last = 0;
+    for &cur in &consecutive {
+        let piece = &tokens[last..cur];
+        segments.push((time(piece[0]), time(piece[piece.len() - 1]), last..cur));
+        last = cur;
+    }
+    let tail = &tokens[last..];
+    if tail.iter().any(|&t| special.is_text(t)) {
+        let start = if is_ts(tail[0]) {
+            time(tail[0])
+        } else {
+            segments.last().map_or(0.0, |s| s.1)
+        };
+        let end = match tail.last() {
+            Some(&t) if is_ts(t) && tail.len() > 1 => time(t),
+            _ => duration,
+        };
+        segments.push((start, end.max(start), last..tokens.len()));
+    }
+    segments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tiny.en's layout.
+    fn special() -> whisk_types::SpecialTokens {
+        whisk_types::SpecialTokens {
+            eot: 50256,
+            sot: 50257,
+            language_begin: 50258,
+            num_languages: 0,
+            translate: 50357,
+            transcribe: 50358,
+            sot_lm: 50359,
+            sot_prev: 50360,
+            no_speech: 50361,
+            no_timestamps: 50362,
+            timestamp_begin: 50363,
+        }
+    }
+
+    fn words(spec: &[(&str, f64)]) -> Vec<Word> {
+        spec.iter()
+            .map(|&(w, t)| Word {
+                word: format!(" {w}"),
+                start: t,
+                end: t + 0.3,
+                probability: 1.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn overlapping_windows_hand_over_at_a_shared_word() {
+        // Overlap 26..30 s, boundary 28 s. "think" is timed 27.9 by the left window and 28.1
+        // by the right: a cut by time alone would drop it on both sides.
+        let left = words(&[
+            ("a", 20.0),
+            ("b", 26.5),
+            ("i", 27.2),
+            ("think", 27.9),
+            ("so", 29.5),
+        ]);
+        let right = words(&[
+            ("b", 26.6),
+            ("i", 27.4),
+            ("think", 28.1),
+            ("so", 29.4),
+            ("c", 31.0),
+        ]);
+        let (left_end, right_start) = cut(&left, &right, (26.0, 30.0), 28.0);
+        let kept: Vec<&str> = left[..left_end]
+            .iter()
+            .chain(&right[right_start..])
+            .map(|w| w.word.trim())
+            .collect();
+        assert_eq!(kept, ["a", "b", "i", "think", "so", "c"]);
+        // Nothing shared (a word heard differently): each side keeps its half by time.
+        let left = words(&[("lambswool", 27.5), ("x", 28.5)]);
+        let right = words(&[("lambs", 27.4), ("wool", 27.8), ("x2", 28.6)]);
+        let (left_end, right_start) = cut(&left, &right, (26.0, 30.0), 28.0);
+        assert_eq!((left_end, right_start), (1, 2));
+    }
+
+    #[test]
+    fn the_open_tail_is_kept() {
+        let s = special();
+        let ts = |k: u32| s.timestamp_begin + k;
+        // <0.00> a b <1.00><1.00> c d <2.00><2.00> e f   (cut off by the window end)
+        let tokens = [
+            ts(0),
+            10,
+            11,
+            ts(50),
+            ts(50),
+            12,
+            13,
+            ts(100),
+            ts(100),
+            14,
+            15,
+        ];
+        let segs = split_segments(&tokens, &s, 30.0);
+        let got: Vec<(f64, f64, std::ops::Range<usize>)> = segs;
+        assert_eq!(
+            got,
+            vec![(0.0, 1.0, 0..4), (1.0, 2.0, 4..8), (2.0, 30.0, 8..11)]
+        );
+        // A closed last segment (single timestamp ending) adds nothing open.
+        let tokens = [ts(0), 10, ts(50), ts(50), 12, ts(80)];
+        let segs = split_segments(&tokens, &s, 30.0);
+        assert_eq!(segs, vec![(0.0, 1.0, 0..3), (1.0, 1.6, 3..6)]);
+        // No pairs: one segment to the last timestamp.
+        let tokens = [ts(0), 10, 11, ts(75)];
+        assert_eq!(split_segments(&tokens, &s, 30.0), vec![(0.0, 1.5, 0..4)]);
+    }
+}

@@ -1,0 +1,144 @@
+//! Batched long-form mode on a long file made of TIMIT utterances: windows cut the audio at
+//! fixed places, and the stitched transcript must neither lose nor double words there.
+
+use whisk::{Model, TranscribeOptions};
+use whisk_eval::timing::{match_words, normalize_word, transcript_words, TimedWord};
+use whisk_pipeline::{FixedWindows, WindowPlanner};
+use whisk_tests::{check_invariants, model_dir, shared_data};
+
+/// The first `n` TIMIT utterances (in file-name order) joined into one input.
+fn long_input(n: usize) -> Vec<f32> {
+    let dir = shared_data("timit_nltk_sample/audio");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "flac"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .take(n)
+        .flat_map(|f| whisk::load_audio(f).unwrap())
+        .collect()
+}
+
+fn mid(w: &TimedWord) -> f64 {
+    (w.start + w.end) / 2.0
+}
+
+#[test]
+fn window_edges_lose_and_double_nothing() {
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    let samples = long_input(45);
+    let options = TranscribeOptions {
+        word_timestamps: true,
+        batch_size: 4,
+        ..Default::default()
+    };
+    let batched = model.transcribe(&samples, &options).unwrap();
+    check_invariants(&batched);
+    let stitched = transcript_words(&batched);
+
+    // Every window decoded on its own: the words each one hears, in file time.
+    let plan = FixedWindows::default().plan(&samples);
+    assert!(plan.len() >= 5, "{} windows", plan.len());
+    let raw: Vec<Vec<TimedWord>> = plan
+        .iter()
+        .map(|w| {
+            let t = model
+                .transcribe(&samples[w.start..w.end], &options)
+                .unwrap();
+            let offset = w.start as f64 / 16_000.0;
+            transcript_words(&t)
+                .into_iter()
+                .map(|x| TimedWord {
+                    start: x.start + offset,
+                    end: x.end + offset,
+                    word: x.word,
+                })
+                .collect()
+        })
+        .collect();
+
+    // Words outside the overlaps are the one window's that heard them, all of them.
+    let in_overlap = |t: f64| {
+        (1..plan.len())
+            .any(|k| plan[k].start as f64 / 16_000.0 <= t && t < plan[k - 1].end as f64 / 16_000.0)
+    };
+    let mut outside = 0;
+    for words in &raw {
+        for x in words.iter().filter(|x| !in_overlap(mid(x))) {
+            let found = stitched
+                .iter()
+                .filter(|y| {
+                    y.word == x.word
+                        && (y.start - x.start).abs() < 1e-3
+                        && (y.end - x.end).abs() < 1e-3
+                })
+                .count();
+            assert_eq!(found, 1, "{:?} at {:.2}s", x.word, x.start);
+            outside += 1;
+        }
+    }
+    let stitched_outside = stitched.iter().filter(|y| !in_overlap(mid(y))).count();
+    assert_eq!(stitched_outside, outside);
+
+    // Words heard by both windows of an overlap appear exactly once in the transcript.
+    let mut agreed = 0;
+    let mut disputed = 0;
+    for k in 0..plan.len() - 1 {
+        let (from, to) = (
+            plan[k + 1].start as f64 / 16_000.0,
+            plan[k].end as f64 / 16_000.0,
+        );
+        let left: Vec<TimedWord> = raw[k].iter().filter(|x| mid(x) >= from).cloned().collect();
+        let right: Vec<TimedWord> = raw[k + 1].iter().filter(|x| mid(x) < to).cloned().collect();
+        let pairs = match_words(&left, &right);
+        disputed += left.len() + right.len() - 2 * pairs.len();
+        for (i, j) in pairs {
+            let word = normalize_word(&left[i].word);
+            let copies = stitched
+                .iter()
+                .filter(|x| {
+                    normalize_word(&x.word) == word
+                        && x.start < left[i].end.max(right[j].end) + 0.2
+                        && x.end > left[i].start.min(right[j].start) - 0.2
+                })
+                .count();
+            assert_eq!(
+                copies, 1,
+                "{word:?} near {:.2}s appears {copies} times",
+                left[i].start
+            );
+            agreed += 1;
+        }
+    }
+    println!(
+        "{} windows; {} words; {agreed} words heard by both sides of an overlap, each kept once; {disputed} heard by one side only",
+        plan.len(),
+        stitched.len()
+    );
+    assert!(
+        agreed >= 20,
+        "overlaps too quiet to test: {agreed} shared words"
+    );
+
+    // And the transcript is the sequential one's, apart from what windowing changes.
+    let sequential = transcript_words(
+        &model
+            .transcribe(
+                &samples,
+                &TranscribeOptions {
+                    batch_size: 1,
+                    ..options.clone()
+                },
+            )
+            .unwrap(),
+    );
+    let same = match_words(&sequential, &stitched).len();
+    println!(
+        "sequential {} words, {same} of them matched",
+        sequential.len()
+    );
+    assert!(same as f64 >= 0.85 * sequential.len() as f64);
+}

@@ -1,0 +1,217 @@
+"""Side-by-side speed of whisk and faster-whisper on the same model and audio.
+
+Run by `cargo xtask bench` inside the venv it makes (faster-whisper from PyPI). Every
+configuration runs as its own process, interleaved, timed from start to exit (model loading
+included, as a user sees it), with the process's peak RSS from wait4. Decoding is greedy on
+both sides. Transcripts go to the work folder; WER is scored by `whisk-eval score` with the
+same English normaliser for everyone.
+
+faster-whisper worker mode: `bench.py fw MODEL COMPUTE BATCH WORDS OUT INPUT...`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+
+def fw_worker(model_dir, compute, batch, words, out, inputs):
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+    model = WhisperModel(model_dir, device="cpu", compute_type=compute, cpu_threads=os.cpu_count())
+    batch = int(batch)
+    words = words == "1"
+    results = []
+    for path in inputs:
+        if batch > 1:
+            # Its default: silero VAD cuts the audio into speech chunks of up to 30 s.
+            segments, _ = BatchedInferencePipeline(model).transcribe(
+                path, batch_size=batch, beam_size=1, word_timestamps=words, language="en"
+            )
+        else:
+            segments, _ = model.transcribe(
+                path, beam_size=1, word_timestamps=words, language="en"
+            )
+        results.append([{"start": s.start, "end": s.end, "text": s.text} for s in segments])
+    with open(out, "w") as f:
+        json.dump(results, f)
+
+
+def run(cmd):
+    """Wall seconds and peak RSS (MB) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"bench: {' '.join(cmd[:3])} ... failed ({proc.returncode}):\n{err[-2000:]}")
+    return wall, usage.ru_maxrss / 1024.0
+
+
+def segments_of_whisk(out_dir, inputs):
+    results = []
+    for path in inputs:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        with open(os.path.join(out_dir, stem + ".json")) as f:
+            results.append(json.load(f)["segments"])
+    return results
+
+
+def hypothesis(results, case):
+    """Text scored against the reference: for a long file, the segments inside its TIMIT part."""
+    if case["kind"] == "files":
+        return [" ".join(s["text"].strip() for s in r) for r in results]
+    limit = case["scored_seconds"]
+    return [" ".join(s["text"].strip() for s in results[0] if s["start"] < limit)]
+
+
+def wer(args, case, texts):
+    hyp_path = os.path.join(args["work"], "hyp.txt")
+    with open(hyp_path, "w") as f:
+        f.write("\n".join(t.replace("\n", " ") for t in texts) + "\n")
+    out = subprocess.run(
+        [args["whisk_eval"], "score", case["reference"], hyp_path],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return float(out.split()[0])
+
+
+def write_wav(path, samples):
+    import wave
+
+    import numpy as np
+
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+    with wave.open(path, "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(16000)
+        f.writeframes(pcm.tobytes())
+
+
+def prepare(args):
+    """The inputs: the 160 TIMIT utterances as files, and joined with the
+    whisper_timestamped clips into one long file (and that repeated to an hour)."""
+    import numpy as np
+    from faster_whisper.audio import decode_audio
+
+    data = os.path.join(args["shared"], "data")
+    timit_dir = os.path.join(data, "timit_nltk_sample")
+    texts = {}
+    with open(os.path.join(timit_dir, "transcript.tsv")) as f:
+        next(f)
+        for line in f:
+            utt, _, text = line.rstrip("\n").split("\t", 2)
+            texts[utt] = text
+    timit = sorted(texts)
+    timit_files = [os.path.join(timit_dir, "audio", u + ".flac") for u in timit]
+    clips_dir = os.path.join(data, "whisper_timestamped_clips", "audio16k")
+    clips = sorted(os.path.join(clips_dir, c) for c in os.listdir(clips_dir) if c.endswith(".flac"))
+    work = args["work"]
+    os.makedirs(work, exist_ok=True)
+    files_ref = os.path.join(work, "files.ref.txt")
+    with open(files_ref, "w") as f:
+        f.write("\n".join(texts[u] for u in timit) + "\n")
+    long_ref = os.path.join(work, "long.ref.txt")
+    with open(long_ref, "w") as f:
+        f.write(" ".join(texts[u] for u in timit) + "\n")
+    timit_audio = [decode_audio(p) for p in timit_files]
+    timit_seconds = sum(len(a) for a in timit_audio) / 16000.0
+    long = np.concatenate(timit_audio + [decode_audio(p) for p in clips])
+    long_path = os.path.join(work, "long.wav")
+    write_wav(long_path, long)
+    cases = {
+        "files": {"name": "160 files", "kind": "files", "inputs": timit_files,
+                  "seconds": timit_seconds, "reference": files_ref},
+        "long": {"name": "long file", "kind": "long", "inputs": [long_path],
+                 "seconds": len(long) / 16000.0, "reference": long_ref,
+                 "scored_seconds": timit_seconds},
+    }
+    if "hour" in args["cases"]:
+        repeats = int(np.ceil(3600 * 16000 / len(long)))
+        hour_path = os.path.join(work, "hour.wav")
+        write_wav(hour_path, np.tile(long, repeats))
+        cases["hour"] = {"name": "hour", "kind": "long", "inputs": [hour_path],
+                         "seconds": repeats * len(long) / 16000.0, "reference": long_ref,
+                         "scored_seconds": timit_seconds,
+                         "only": [["whisk", f"batch {args['fw_batch']}"],
+                                  ["faster-whisper", f"int8 batched {args['fw_batch']}"]],
+                         "words_only": True}
+    return [cases[c] for c in args["cases"]]
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "fw":
+        fw_worker(*sys.argv[2:7], sys.argv[7:])
+        return
+    args = json.load(open(sys.argv[1]))
+    rows = []
+    for case in prepare(args):
+        configs = []
+        for b in args["whisk_batches"]:
+            for words in (False, True):
+                configs.append(("whisk", f"batch {b}", b, words, None))
+        for compute in ("int8", "float32"):
+            for b in (1, args["fw_batch"]):
+                for words in (False, True):
+                    mode = "sequential" if b == 1 else f"batched {b}"
+                    configs.append(("faster-whisper", f"{compute} {mode}", b, words, compute))
+        if case.get("only"):
+            configs = [c for c in configs if [c[0], c[1]] in case["only"]]
+        if case.get("words_only"):
+            configs = [c for c in configs if c[3]]
+        # Interleave: whisk and faster-whisper alternate, so drift in machine load hits both.
+        whisk = [c for c in configs if c[0] == "whisk"]
+        fw = [c for c in configs if c[0] != "whisk"]
+        order = []
+        while whisk or fw:
+            if whisk:
+                order.append(whisk.pop(0))
+            if fw:
+                order.append(fw.pop(0))
+        for system, label, batch, words, compute in order:
+            out_dir = os.path.join(args["work"], "out")
+            os.makedirs(out_dir, exist_ok=True)
+            if system == "whisk":
+                cmd = [args["whisk"], "transcribe", *case["inputs"], "--model", args["model"],
+                       "--batch-size", str(batch), "--word-timestamps", str(words).lower(),
+                       "-f", "json", "-o", out_dir, "-q"]
+                wall, rss = run(cmd)
+                results = segments_of_whisk(out_dir, case["inputs"])
+            else:
+                out = os.path.join(out_dir, "fw.json")
+                cmd = [sys.executable, __file__, "fw", args["model"], compute, str(batch),
+                       "1" if words else "0", out, *case["inputs"]]
+                wall, rss = run(cmd)
+                results = json.load(open(out))
+            row = {
+                "case": case["name"], "system": system, "config": label,
+                "words": words, "audio": case["seconds"], "wall": wall, "rss": rss,
+                "wer": wer(args, case, hypothesis(results, case)),
+            }
+            rows.append(row)
+            print(f"  {row['case']:<10} {system:<15} {label:<18} words={'on ' if words else 'off'}"
+                  f" {wall:7.1f} s {rss:7.0f} MB  WER {row['wer']:.2f}%", file=sys.stderr, flush=True)
+    print_table(rows, args["fw_batch"])
+
+
+def print_table(rows, fw_batch):
+    print()
+    print("| case | system | config | word ts | audio s | wall s | × realtime | speed vs fw int8 batched | peak RSS MB | WER % |")
+    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        base = [b for b in rows if b["case"] == r["case"] and b["system"] == "faster-whisper"
+                and b["config"] == f"int8 batched {fw_batch}" and b["words"] == r["words"]]
+        ratio = f"{base[0]['wall'] / r['wall']:.2f}" if base else "-"
+        print(f"| {r['case']} | {r['system']} | {r['config']} | {'on' if r['words'] else 'off'} |"
+              f" {r['audio']:.0f} | {r['wall']:.1f} | {r['audio'] / r['wall']:.1f} | {ratio} |"
+              f" {r['rss']:.0f} | {r['wer']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+//! `cargo xtask bench`: whisk against faster-whisper on the same model and audio, in one
+//! interleaved run. Builds whisk, installs faster-whisper from PyPI into a venv under
+//! `target/bench/`, and hands the runs to `xtask/bench.py` (which times every configuration as
+//! its own process and prints the table).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::run;
+
+/// The faster-whisper release the reference outputs in `../shared/reference` came from.
+const FASTER_WHISPER: &str = "faster-whisper==1.2.1";
+
+const USAGE: &str = "usage: cargo xtask bench [--cases long,files,hour] [--whisk-batches 1,4,8,16] [--fw-batch 8] [--model DIR]";
+
+pub fn bench(root: &Path, args: &[String]) -> Result<()> {
+    let mut cases = "long,files".to_string();
+    let mut whisk_batches = "1,4,8,16".to_string();
+    let mut fw_batch = "8".to_string();
+    let mut model = root.join("target/models/tiny.en");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .with_context(|| format!("{a} needs a value\n{USAGE}"))
+        };
+        match a.as_str() {
+            "--cases" => cases = value()?.clone(),
+            "--whisk-batches" => whisk_batches = value()?.clone(),
+            "--fw-batch" => fw_batch = value()?.clone(),
+            "--model" => model = value()?.into(),
+            other => bail!("unknown argument {other}\n{USAGE}"),
+        }
+    }
+    let numbers = |s: &str| -> Result<Vec<usize>> {
+        s.split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .with_context(|| format!("not a number: {n}"))
+            })
+            .collect()
+    };
+    let cases: Vec<&str> = cases.split(',').map(str::trim).collect();
+    if let Some(c) = cases
+        .iter()
+        .find(|c| !["long", "files", "hour"].contains(c))
+    {
+        bail!("unknown case {c}\n{USAGE}");
+    }
+
+    run(Command::new(env!("CARGO")).current_dir(root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "whisk-cli",
+        "-p",
+        "whisk-eval",
+    ]))?;
+    let work = root.join("target/bench");
+    let python = venv_with_faster_whisper(&work)?;
+    let shared = std::env::var_os("WHISK_SHARED_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| root.join("..").join("shared"));
+    let config = serde_json::json!({
+        "work": work,
+        "shared": shared,
+        "model": model,
+        "whisk": root.join("target/release/whisk"),
+        "whisk_eval": root.join("target/release/whisk-eval"),
+        "whisk_batches": numbers(&whisk_batches)?,
+        "fw_batch": numbers(&fw_batch)?.first().copied().unwrap_or(8),
+        "cases": cases,
+    });
+    let config_path = work.join("config.json");
+    std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
+    run(Command::new(&python)
+        .arg(root.join("xtask/bench.py"))
+        .arg(&config_path))
+}
+
+/// `target/bench/venv` with faster-whisper installed (once).
+fn venv_with_faster_whisper(work: &Path) -> Result<std::path::PathBuf> {
+    let venv = work.join("venv");
+    let python = venv.join("bin/python");
+    let ready = python.is_file()
+        && Command::new(&python)
+            .args(["-c", "import faster_whisper"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ready {
+        std::fs::create_dir_all(work)?;
+        eprintln!("xtask: installing {FASTER_WHISPER} into {}", venv.display());
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .context("cannot make a venv (on Debian/Ubuntu: apt-get install python3-venv)")?;
+        run(Command::new(&python).args(["-m", "pip", "install", "--quiet", FASTER_WHISPER]))?;
+    }
+    Ok(python)
+}
