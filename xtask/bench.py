@@ -156,6 +156,10 @@ def main():
         for b in args["whisk_batches"]:
             for words in (False, True):
                 configs.append(("whisk", f"batch {b}", b, words, None))
+        # faster-whisper's batched mode decodes each chunk once (no temperature fallback):
+        # the same work for whisk.
+        for words in (False, True):
+            configs.append(("whisk", f"batch {args['fw_batch']} no fallback", args["fw_batch"], words, None))
         for compute in ("int8", "float32"):
             for b in (1, args["fw_batch"]):
                 for words in (False, True):
@@ -181,6 +185,8 @@ def main():
                 cmd = [args["whisk"], "transcribe", *case["inputs"], "--model", args["model"],
                        "--batch-size", str(batch), "--word-timestamps", str(words).lower(),
                        "-f", "json", "-o", out_dir, "-q"]
+                if "no fallback" in label:
+                    cmd += ["--temperature-increment-on-fallback", "0"]
                 wall, rss = run(cmd)
                 results = segments_of_whisk(out_dir, case["inputs"])
             else:

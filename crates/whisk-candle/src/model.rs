@@ -432,9 +432,12 @@ impl Whisper {
             vec![Vec::new(); rows.len()]
         } else {
             let picks = Tensor::new(picks.as_slice(), device)?;
-            let all = x
-                .index_select(&picks, 0)?
-                .matmul(&self.token_embedding.t()?)?
+            // `E · xᵀ` rather than `x · Eᵀ`: with the vocabulary as the long side of the
+            // product, candle's gemm runs 2-2.5x faster for a handful of rows.
+            let all = self
+                .token_embedding
+                .matmul(&x.index_select(&picks, 0)?.t()?)?
+                .t()?
                 .to_dtype(DType::F32)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;

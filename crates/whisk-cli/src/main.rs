@@ -90,6 +90,13 @@ struct TranscribeArgs {
     /// Subtitles: underline each word as it is spoken (needs word timestamps).
     #[arg(long)]
     highlight_words: bool,
+    /// Step between the temperatures tried when a window's decode looks wrong (repetitive or
+    /// unlikely): 0, this, twice this, ... up to 1. 0 turns the fallback off.
+    #[arg(long, default_value_t = 0.2)]
+    temperature_increment_on_fallback: f64,
+    /// Candidates sampled at each fallback temperature; the likeliest is kept.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
+    best_of: u16,
     /// Windows decoded together. Above 1, files are cut into 30 s windows (overlapping by
     /// 4 s) decoded independently and stitched by word times, and all files share the batch;
     /// 1 runs openai-whisper's sequential loop (each window prompted with the previous text).
@@ -151,6 +158,8 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
             AlignmentArg::Refeed => whisk::WordAlignment::Refeed,
         },
         batch_size: args.batch_size as usize,
+        temperatures: fallback_temperatures(args.temperature_increment_on_fallback)?,
+        best_of: args.best_of as usize,
         ..Default::default()
     };
     std::fs::create_dir_all(&args.output_dir).with_context(|| {
@@ -225,6 +234,20 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `0, step, 2 step, ... <= 1` (openai's `--temperature_increment_on_fallback`).
+fn fallback_temperatures(step: f64) -> Result<Vec<f64>> {
+    if !(0.0..=1.0).contains(&step) {
+        bail!("--temperature-increment-on-fallback must be between 0 and 1, not {step}");
+    }
+    if step == 0.0 {
+        return Ok(vec![0.0]);
+    }
+    let count = (1.0 / step + 1e-6).floor() as usize;
+    Ok((0..=count)
+        .map(|i| (i as f64 * step * 1e6).round() / 1e6)
+        .collect())
 }
 
 fn write_outputs(
