@@ -2,6 +2,7 @@
 //! and waiting windows take their slots.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use whisk_backend::{Backend, MelBatch};
@@ -33,12 +34,18 @@ pub struct SchedulerConfig<'a> {
     pub heads: &'a [(usize, usize)],
 }
 
+/// A window's mel, the encoder batch it went through, and its index there.
+type EncodedWindow<B> = (Arc<[f32]>, Rc<<B as Backend>::Encoded>, usize);
+
 /// Decodes submitted windows, `capacity` at a time.
 pub struct Scheduler<'a, B: Backend, K> {
     backend: &'a B,
     shared: Shared<'a>,
     decoder: B::Decoder,
     encoder_batch: usize,
+    /// Recently encoded windows (mel, encoder batch, index in it), newest last: a window
+    /// queued again (temperature fallback) is not encoded twice.
+    encoded: VecDeque<EncodedWindow<B>>,
     slots: Vec<Option<(K, Row)>>,
     waiting: VecDeque<Job<K>>,
 }
@@ -57,6 +64,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
             },
             decoder: backend.new_decoder(capacity)?,
             encoder_batch: config.encoder_batch.max(1),
+            encoded: VecDeque::new(),
             slots: (0..capacity).map(|_| None).collect(),
             waiting: VecDeque::new(),
             backend,
@@ -114,47 +122,59 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
         Ok(all)
     }
 
-    /// Moves waiting jobs into free slots, encoding their windows in one batch.
+    /// Moves waiting jobs into free slots, encoding the windows not encoded recently in one
+    /// batch.
     fn admit(&mut self) -> whisk_backend::Result<()> {
         let free: Vec<usize> = (0..self.slots.len())
             .filter(|&s| self.slots[s].is_none())
             .collect();
-        // Take jobs in order while slots are free and their windows fit one encoder batch;
-        // jobs sharing a window (best-of candidates) share its encoding.
-        let mut mels: Vec<Arc<[f32]>> = Vec::new();
-        let mut window_of: Vec<usize> = Vec::new();
+        let cached = |mel: &Arc<[f32]>, cache: &VecDeque<EncodedWindow<B>>| {
+            cache.iter().position(|(m, _, _)| Arc::ptr_eq(m, mel))
+        };
+        // Take jobs in order while slots are free and their new windows fit one encoder
+        // batch; jobs sharing a window (best-of candidates) share its encoding.
+        let mut fresh: Vec<Arc<[f32]>> = Vec::new();
         let mut jobs: Vec<Job<K>> = Vec::new();
         while jobs.len() < free.len() {
             let Some(job) = self.waiting.front() else {
                 break;
             };
-            let w = match mels.iter().position(|m| Arc::ptr_eq(m, &job.mel)) {
-                Some(w) => w,
-                None if mels.len() < self.encoder_batch => {
-                    mels.push(job.mel.clone());
-                    mels.len() - 1
+            let known = cached(&job.mel, &self.encoded).is_some()
+                || fresh.iter().any(|m| Arc::ptr_eq(m, &job.mel));
+            if !known {
+                if fresh.len() == self.encoder_batch {
+                    break;
                 }
-                None => break,
-            };
-            window_of.push(w);
+                fresh.push(job.mel.clone());
+            }
             jobs.push(self.waiting.pop_front().expect("checked above"));
         }
         if jobs.is_empty() {
             return Ok(());
         }
-        let n_mels = self.backend.dims().n_mels;
-        let data: Vec<f32> = mels.iter().flat_map(|m| m.iter().copied()).collect();
-        let encoded = self.backend.encode(MelBatch {
-            data: &data,
-            windows: mels.len(),
-            n_mels,
-            frames: N_FRAMES,
-        })?;
-        let slots = &free[..jobs.len()];
-        self.backend
-            .attach(&mut self.decoder, slots, &encoded, &window_of)?;
-        for (job, &slot) in jobs.into_iter().zip(slots) {
+        if !fresh.is_empty() {
+            let n_mels = self.backend.dims().n_mels;
+            let data: Vec<f32> = fresh.iter().flat_map(|m| m.iter().copied()).collect();
+            let encoded = Rc::new(self.backend.encode(MelBatch {
+                data: &data,
+                windows: fresh.len(),
+                n_mels,
+                frames: N_FRAMES,
+            })?);
+            for (w, mel) in fresh.into_iter().enumerate() {
+                self.encoded.push_back((mel, encoded.clone(), w));
+            }
+        }
+        for (job, &slot) in jobs.into_iter().zip(&free) {
+            let i = cached(&job.mel, &self.encoded).expect("encoded above or before");
+            let (_, encoded, window) = &self.encoded[i];
+            self.backend
+                .attach(&mut self.decoder, &[slot], encoded, &[*window])?;
             self.slots[slot] = Some((job.key, Row::new(job.request, &self.shared)));
+        }
+        // Keep room for a batch of windows that may come back for a fallback.
+        while self.encoded.len() > 2 * self.slots.len() + self.encoder_batch {
+            self.encoded.pop_front();
         }
         Ok(())
     }
