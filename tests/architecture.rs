@@ -112,3 +112,38 @@ fn the_candle_backend_does_depend_on_candle() {
         .expect("cargo tree runs");
     assert!(String::from_utf8_lossy(&out.stdout).contains("candle-core"));
 }
+
+/// The README's first command must run a binary cargo can pick: `cargo run` in this workspace
+/// needs `--bin` (whisk and whisk-eval are both binaries), and the named one must exist.
+#[test]
+fn readme_quickstart_runs_an_existing_binary() {
+    let readme = std::fs::read_to_string(whisk_tests::root().join("README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.contains("cargo run"))
+        .expect("the README gives a `cargo run` command");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let bin = words
+        .windows(2)
+        .find(|w| w[0] == "--bin")
+        .map(|w| w[1])
+        .expect("the `cargo run` command names its binary with --bin");
+    let out = Command::new(env!("CARGO"))
+        .current_dir(whisk_tests::root())
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .output()
+        .expect("cargo metadata runs");
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let binaries: Vec<&str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap())
+        .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        binaries.contains(&bin),
+        "--bin {bin} is not one of {binaries:?}"
+    );
+}
