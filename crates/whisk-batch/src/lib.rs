@@ -10,8 +10,10 @@
 //! Every row's result equals that of decoding its window alone: rules and picks act per row,
 //! and the backend masks each row to its own cache.
 
+mod alignment_pass;
 mod row;
 mod scheduler;
 
-pub use row::{decode_window, Refeed, RowRequest, WindowRequest, WindowResult};
+pub use alignment_pass::{alignment_pass_input, read_alignment_pass, Refeed};
+pub use row::{decode_window, RowRequest, WindowRequest, WindowResult};
 pub use scheduler::{Job, Scheduler, SchedulerConfig};

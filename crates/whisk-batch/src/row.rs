@@ -4,6 +4,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use whisk_backend::{Backend, CrossQk, DecodeStep, RowStep};
 use whisk_decode::{build_prompt, greedy_pick, log_softmax_at, logsumexp, sample_pick, LogitRules};
+
+use crate::alignment_pass::{alignment_pass_input, read_alignment_pass, Refeed};
 use whisk_types::SpecialTokens;
 
 /// What to decode in one window, borrowed from the caller (the sequential pipeline's form).
@@ -51,18 +53,6 @@ impl RowRequest {
     }
 }
 
-/// The alignment pass over a row's text (see [`RowRequest::refeed_sot`]).
-#[derive(Debug, Clone, Default)]
-pub struct Refeed {
-    /// The text tokens fed (the row's sampled tokens without timestamps).
-    pub text: Vec<u32>,
-    /// Attention of the rows from `<|notimestamps|>` to the last text token: `text.len() + 1`
-    /// token rows, the first predicting `text[0]`.
-    pub qk: CrossQk,
-    /// Probability of each text token among text tokens.
-    pub probs: Vec<f32>,
-}
-
 /// The outcome of one window's decode.
 #[derive(Debug, Clone)]
 pub struct WindowResult {
@@ -108,7 +98,11 @@ struct Feed {
 enum Phase {
     Prompt,
     Sample(u32),
-    Refeed(Vec<u32>),
+    /// The alignment pass: its tokens and where its logits are read.
+    Refeed {
+        tokens: Vec<u32>,
+        logits_at: Vec<usize>,
+    },
     Done,
 }
 
@@ -180,27 +174,18 @@ impl Row {
                 tokens: vec![*token],
                 logits_at: vec![0],
             }),
-            Phase::Refeed(tokens) => {
-                let first = self.refeed_first();
-                let text = tokens.len() - first - 2;
-                Some(Feed {
-                    position: 0,
-                    tokens: tokens.clone(),
-                    logits_at: (first..first + text).collect(),
-                })
-            }
+            Phase::Refeed { tokens, logits_at } => Some(Feed {
+                position: 0,
+                tokens: tokens.clone(),
+                logits_at: logits_at.clone(),
+            }),
             Phase::Done => None,
         }
     }
 
-    /// Index of `<|notimestamps|>` in the alignment pass.
-    fn refeed_first(&self) -> usize {
-        self.refeed_sot.as_ref().map_or(0, |s| s.len())
-    }
-
     fn wants_qk(&self) -> bool {
         match self.phase {
-            Phase::Refeed(_) => true,
+            Phase::Refeed { .. } => true,
             Phase::Prompt | Phase::Sample(_) => self.keep_qk,
             Phase::Done => false,
         }
@@ -232,36 +217,18 @@ impl Row {
                 }
                 self.sample(shared);
             }
-            Phase::Refeed(tokens) => {
-                let first = self.refeed_first();
-                let text = tokens[first + 1..tokens.len() - 1].to_vec();
-                let eot = shared.special.eot as usize;
-                let probs = text
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &t)| {
-                        let row = &logits[i * vocab..][..eot];
-                        (row[t as usize] - logsumexp(row)).exp()
-                    })
-                    .collect();
+            Phase::Refeed { tokens, .. } => {
+                let sot_len = self.refeed_sot.as_ref().map_or(0, Vec::len);
+                let text = tokens[sot_len + 1..tokens.len() - 1].to_vec();
                 let q = qk.expect("the alignment pass asks for attention");
-                let rows = text.len() + 1;
-                let mut data = Vec::with_capacity(q.heads * rows * q.frames);
-                for h in 0..q.heads {
-                    for r in first..first + rows {
-                        data.extend_from_slice(q.row(h, r));
-                    }
-                }
-                self.result.refeed = Some(Refeed {
+                self.result.refeed = Some(read_alignment_pass(
+                    sot_len,
                     text,
-                    qk: CrossQk {
-                        heads: q.heads,
-                        tokens: rows,
-                        frames: q.frames,
-                        data,
-                    },
-                    probs,
-                });
+                    &logits,
+                    q,
+                    vocab,
+                    shared.special,
+                ));
             }
             Phase::Done => {}
         }
@@ -321,12 +288,9 @@ impl Row {
             .collect();
         self.phase = match &self.refeed_sot {
             Some(sot) if !text.is_empty() => {
-                let mut tokens = sot.clone();
-                tokens.push(special.no_timestamps);
-                tokens.extend_from_slice(&text);
-                tokens.push(special.eot);
+                let (tokens, logits_at) = alignment_pass_input(sot, &text, special);
                 if tokens.len() <= shared.n_text_ctx {
-                    Phase::Refeed(tokens)
+                    Phase::Refeed { tokens, logits_at }
                 } else {
                     Phase::Done
                 }

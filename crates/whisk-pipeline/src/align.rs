@@ -6,7 +6,7 @@ use whisk_backend::{Backend, DecodeStep, RowStep};
 use whisk_types::SpecialTokens;
 
 use crate::Result;
-use whisk_batch::WindowResult;
+use whisk_batch::{alignment_pass_input, read_alignment_pass, Refeed, WindowResult};
 
 /// openai `find_alignment` defaults.
 const MEDFILT_WIDTH: usize = 7;
@@ -46,24 +46,17 @@ fn stack_rows(rows: &[&[f32]], heads: usize) -> HeadScores {
     }
 }
 
-/// openai's second pass: `sot_sequence, <|notimestamps|>, text, <|endoftext|>` through the
-/// decoder, keeping the attention of the rows from `<|notimestamps|>` to the last text token
-/// and the text-vocabulary probability of each text token.
-pub(crate) fn refeed_scores<B: Backend>(
+/// openai's second pass over `text` of an encoded window, alone.
+pub(crate) fn refeed<B: Backend>(
     backend: &B,
     encoded: &B::Encoded,
     sot_sequence: &[u32],
     special: &SpecialTokens,
     text: &[u32],
     heads: &[(usize, usize)],
-) -> Result<(HeadScores, Vec<f32>)> {
-    let mut tokens = sot_sequence.to_vec();
-    tokens.push(special.no_timestamps);
-    let first = tokens.len() - 1;
-    tokens.extend_from_slice(text);
-    tokens.push(special.eot);
+) -> Result<Refeed> {
+    let (tokens, logits_at) = alignment_pass_input(sot_sequence, text, special);
     let mut decoder = backend.start_decoder(encoded, &[0])?;
-    let positions: Vec<usize> = (first..first + text.len()).collect();
     let out = backend.decode_step(
         &mut decoder,
         DecodeStep {
@@ -71,38 +64,33 @@ pub(crate) fn refeed_scores<B: Backend>(
                 slot: 0,
                 position: 0,
                 tokens: &tokens,
-                logits_at: &positions,
+                logits_at: &logits_at,
             }],
             cross_qk_heads: heads,
         },
     )?;
-    let vocab = backend.dims().n_vocab;
-    let eot = special.eot as usize;
-    let probs = text
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let row = &out.logits[0][i * vocab..][..eot];
-            (row[t as usize] - whisk_decode::logsumexp(row)).exp()
-        })
-        .collect();
-    let qk = &out.cross_qk[0];
-    let rows = text.len() + 1;
-    let mut data = Vec::with_capacity(qk.heads * rows * qk.frames);
-    for h in 0..qk.heads {
-        for r in first..first + rows {
-            data.extend_from_slice(qk.row(h, r));
-        }
-    }
-    Ok((
+    Ok(read_alignment_pass(
+        sot_sequence.len(),
+        text.to_vec(),
+        &out.logits[0],
+        &out.cross_qk[0],
+        backend.dims().n_vocab,
+        special,
+    ))
+}
+
+/// An alignment pass's attention and probabilities, ready for [`align`].
+pub(crate) fn refeed_scores(refeed: Refeed) -> (HeadScores, Vec<f32>) {
+    let qk = refeed.qk;
+    (
         HeadScores {
             heads: qk.heads,
-            rows,
+            rows: qk.tokens,
             frames: qk.frames,
-            data,
+            data: qk.data,
         },
-        probs,
-    ))
+        refeed.probs,
+    )
 }
 
 /// Words of `text` timed from the attention `scores` over the first `mel_frames` of the window

@@ -11,18 +11,16 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use whisk_align::{add_word_timestamps, HeadScores, WordTokens};
-use whisk_audio::log_mel_spectrogram;
 use whisk_backend::Backend;
 use whisk_batch::{Job, RowRequest, Scheduler, SchedulerConfig, WindowResult};
 use whisk_decode::{build_prompt, compression_ratio, sot_sequence, LogitRules};
 use whisk_types::{
     MelPadding, Segment, TranscribeOptions, Transcript, Word, WordAlignment, HOP_LENGTH, N_FRAMES,
-    N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
+    SAMPLE_RATE, TIME_PRECISION,
 };
 
 use crate::plan::{FixedWindows, WindowPlanner, WindowSpan};
-use crate::{align, fallback, round3, Pipeline, PipelineError, Progress, Result};
+use crate::{align, fallback, padded_mel, Pipeline, PipelineError, Progress, Result};
 
 /// Windows per encoder call (see [`SchedulerConfig::encoder_batch`]).
 const ENCODER_BATCH: usize = 2;
@@ -225,7 +223,7 @@ impl<B: Backend> Pipeline<B> {
                 let w = open[id].take().expect("checked above");
                 let language =
                     languages[w.input].map_or("en", |i| self.tokenizer.languages()[i].as_str());
-                outputs[w.input][w.index] = self.window_segments(&w, &chosen, language, options)?;
+                outputs[w.input][w.index] = self.window_segments(&w, chosen, language, options)?;
                 done_seconds += w.span.own_end - w.span.own_start;
                 progress(Progress {
                     done_seconds,
@@ -330,36 +328,26 @@ impl<B: Backend> Pipeline<B> {
     fn window_segments(
         &self,
         w: &OpenWindow,
-        result: &WindowResult,
+        mut result: WindowResult,
         language: &str,
         options: &TranscribeOptions,
     ) -> Result<Vec<Segment>> {
-        if fallback::is_silent(result, options) {
+        if fallback::is_silent(&result, options) {
             return Ok(Vec::new());
         }
         let special = self.tokenizer.special();
         let time_offset = w.span.start as f64 / SAMPLE_RATE as f64;
         let duration = (w.content_frames * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
-        let tokens = &result.tokens;
-        let mut segments = Vec::new();
-        for (start, end, range) in split_segments(tokens, special, duration) {
-            let seg_tokens = tokens[range].to_vec();
-            segments.push(Segment {
-                id: 0,
-                seek: w.span.start / HOP_LENGTH,
-                start: round3(time_offset + start),
-                end: round3(time_offset + end),
-                compression_ratio: result.compression_ratio,
-                text: self.tokenizer.decode(&seg_tokens)?,
-                tokens: seg_tokens,
-                temperature: result.temperature,
-                avg_logprob: result.avg_logprob,
-                no_speech_prob: result.no_speech_prob,
-                words: None,
-            });
-        }
+        let mut segments: Vec<Segment> = split_segments(&result.tokens, special, duration)
+            .into_iter()
+            .map(|(start, end, range)| {
+                let tokens = result.tokens[range].to_vec();
+                let times = (time_offset + start, time_offset + end);
+                self.segment(&result, tokens, times, w.span.start / HOP_LENGTH)
+            })
+            .collect::<Result<_>>()?;
         if w.align {
-            self.time_words(w, result, language, time_offset, &mut segments)?;
+            self.time_words(w, &mut result, language, time_offset, &mut segments)?;
         }
         Ok(segments)
     }
@@ -368,7 +356,7 @@ impl<B: Backend> Pipeline<B> {
     fn time_words(
         &self,
         w: &OpenWindow,
-        result: &WindowResult,
+        result: &mut WindowResult,
         language: &str,
         time_offset: f64,
         segments: &mut [Segment],
@@ -378,16 +366,8 @@ impl<B: Backend> Pipeline<B> {
             .filter(|&j| special.is_text(result.tokens[j]))
             .collect();
         let text: Vec<u32> = positions.iter().map(|&j| result.tokens[j]).collect();
-        let (scores, probs) = match &result.refeed {
-            Some(r) => (
-                HeadScores {
-                    heads: r.qk.heads,
-                    rows: r.qk.tokens,
-                    frames: r.qk.frames,
-                    data: r.qk.data.clone(),
-                },
-                r.probs.clone(),
-            ),
+        let (scores, probs) = match result.refeed.take() {
+            Some(r) => align::refeed_scores(r),
             None if !text.is_empty() && !result.qk_rows.is_empty() => (
                 align::single_pass_scores(result, &positions, self.alignment_heads.len()),
                 positions.iter().map(|&j| result.token_probs[j]).collect(),
@@ -399,28 +379,17 @@ impl<B: Backend> Pipeline<B> {
                 return Ok(());
             }
         };
-        let mut with_eot = text;
-        with_eot.push(special.eot);
-        let words: Vec<WordTokens> = self
-            .tokenizer
-            .split_to_word_tokens(&with_eot, language)?
-            .into_iter()
-            .map(|(word, tokens)| WordTokens { word, tokens })
-            .collect();
-        let aligned = align::align(&scores, &words, &probs, w.content_frames);
-        let per_segment: Vec<usize> = segments
-            .iter()
-            .map(|s| s.tokens.iter().filter(|&&t| special.is_text(t)).count())
-            .collect();
         let mut last_speech = time_offset;
-        add_word_timestamps(
-            aligned,
-            segments,
-            &per_segment,
+        self.place_words(
+            &scores,
+            &probs,
+            text,
+            language,
+            w.content_frames,
             time_offset,
+            segments,
             &mut last_speech,
-        );
-        Ok(())
+        )
     }
 
     /// The part of `segment` (whose words are the window's words `range`) that falls in
@@ -535,18 +504,7 @@ fn shared_words(a: &[Word], b: &[Word]) -> Vec<(usize, usize)> {
 /// Log-mel of one window's samples, padded to 30 s as `padding` says, and the frames that
 /// hold audio.
 fn window_mel(samples: &[f32], n_mels: usize, padding: MelPadding) -> (Vec<f32>, usize) {
-    let (mel, content) = match padding {
-        MelPadding::Silence => {
-            let mel = log_mel_spectrogram(samples, n_mels, N_SAMPLES);
-            let content = mel.frames - N_FRAMES;
-            (mel, content)
-        }
-        MelPadding::ZeroFeatures => {
-            let mel = log_mel_spectrogram(samples, n_mels, HOP_LENGTH);
-            let content = mel.frames.saturating_sub(1);
-            (mel, content)
-        }
-    };
+    let (mel, content) = padded_mel(samples, n_mels, padding);
     (mel.window(0, N_FRAMES), content.min(N_FRAMES))
 }
 

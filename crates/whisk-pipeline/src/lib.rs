@@ -12,8 +12,8 @@ mod window;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use whisk_align::{add_word_timestamps, WordTokens};
-use whisk_audio::log_mel_spectrogram;
+use whisk_align::{add_word_timestamps, HeadScores, WordTokens};
+use whisk_audio::{log_mel_spectrogram, Mel};
 use whisk_backend::{Backend, BackendError};
 use whisk_decode::{compression_ratio, sot_sequence, LogitRules};
 use whisk_text::{TextError, Tokenizer};
@@ -97,30 +97,10 @@ impl<B: Backend> Pipeline<B> {
         let dims = self.backend.dims();
         let special = self.tokenizer.special().clone();
         let multilingual = self.tokenizer.is_multilingual();
-        let (mel, content_frames) = match options.mel_padding {
-            MelPadding::Silence => {
-                let mel = log_mel_spectrogram(samples, dims.n_mels, N_SAMPLES);
-                let content = mel.frames - N_FRAMES;
-                (mel, content)
-            }
-            MelPadding::ZeroFeatures => {
-                let mel = log_mel_spectrogram(samples, dims.n_mels, HOP_LENGTH);
-                let content = mel.frames.saturating_sub(1);
-                (mel, content)
-            }
-        };
+        let (mel, content_frames) = padded_mel(samples, dims.n_mels, options.mel_padding);
         let total_seconds = samples.len() as f64 / SAMPLE_RATE as f64;
 
-        let mut language = match &options.decode.language {
-            Some(code) if !multilingual => {
-                if code != "en" {
-                    return Err(PipelineError::LanguageOnEnglishModel(code.clone()));
-                }
-                None
-            }
-            Some(code) => Some(self.tokenizer.language_index(code)?),
-            None => None,
-        };
+        let mut language = self.given_language(options)?;
         if multilingual && language.is_none() {
             // openai detects once, on the first window, and keeps that language throughout.
             language = self
@@ -224,23 +204,13 @@ impl<B: Backend> Pipeline<B> {
                 seek += segment_size;
             }
 
-            let mut window_segments = Vec::with_capacity(new_segments.len());
-            for (start, end, range) in &new_segments {
-                let seg_tokens = tokens[range.clone()].to_vec();
-                window_segments.push(Segment {
-                    id: 0,
-                    seek: window_seek,
-                    start: round3(*start),
-                    end: round3(*end),
-                    compression_ratio: result.compression_ratio,
-                    text: self.tokenizer.decode(&seg_tokens)?,
-                    tokens: seg_tokens,
-                    temperature: result.temperature,
-                    avg_logprob: result.avg_logprob,
-                    no_speech_prob: result.no_speech_prob,
-                    words: None,
-                });
-            }
+            let mut window_segments: Vec<Segment> = new_segments
+                .iter()
+                .map(|(start, end, range)| {
+                    let seg_tokens = tokens[range.clone()].to_vec();
+                    self.segment(&result, seg_tokens, (*start, *end), window_seek)
+                })
+                .collect::<Result<_>>()?;
             if options.word_timestamps {
                 let positions: Vec<usize> = new_segments
                     .iter()
@@ -324,10 +294,6 @@ impl<B: Backend> Pipeline<B> {
     ) -> Result<()> {
         let special = self.tokenizer.special();
         let text: Vec<u32> = positions.iter().map(|&j| result.tokens[j]).collect();
-        let per_segment: Vec<usize> = segments
-            .iter()
-            .map(|s| s.tokens.iter().filter(|&&t| special.is_text(t)).count())
-            .collect();
         if text.is_empty() {
             for s in segments.iter_mut() {
                 s.words = Some(Vec::new());
@@ -339,24 +305,54 @@ impl<B: Backend> Pipeline<B> {
                 align::single_pass_scores(result, positions, self.alignment_heads.len()),
                 positions.iter().map(|&j| result.token_probs[j]).collect(),
             ),
-            WordAlignment::Refeed => align::refeed_scores(
+            WordAlignment::Refeed => align::refeed_scores(align::refeed(
                 &self.backend,
                 encoded,
                 sot,
                 special,
                 &text,
                 &self.alignment_heads,
-            )?,
+            )?),
         };
-        let mut with_eot = text.clone();
-        with_eot.push(special.eot);
+        self.place_words(
+            &scores,
+            &probs,
+            text,
+            language,
+            mel_frames,
+            time_offset,
+            segments,
+            last_speech_timestamp,
+        )
+    }
+
+    /// Times the words of `text` (a window's text tokens, spread over `segments`) from the
+    /// attention `scores`, and stores them in the segments.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn place_words(
+        &self,
+        scores: &HeadScores,
+        probs: &[f32],
+        mut text: Vec<u32>,
+        language: &str,
+        mel_frames: usize,
+        time_offset: f64,
+        segments: &mut [Segment],
+        last_speech_timestamp: &mut f64,
+    ) -> Result<()> {
+        let special = self.tokenizer.special();
+        let per_segment: Vec<usize> = segments
+            .iter()
+            .map(|s| s.tokens.iter().filter(|&&t| special.is_text(t)).count())
+            .collect();
+        text.push(special.eot);
         let words: Vec<WordTokens> = self
             .tokenizer
-            .split_to_word_tokens(&with_eot, language)?
+            .split_to_word_tokens(&text, language)?
             .into_iter()
             .map(|(word, tokens)| WordTokens { word, tokens })
             .collect();
-        let aligned = align::align(&scores, &words, &probs, mel_frames);
+        let aligned = align::align(scores, &words, probs, mel_frames);
         add_word_timestamps(
             aligned,
             segments,
@@ -365,6 +361,29 @@ impl<B: Backend> Pipeline<B> {
             last_speech_timestamp,
         );
         Ok(())
+    }
+
+    /// A segment of `tokens` from a window's decode, `start`/`end` in seconds of the input.
+    pub(crate) fn segment(
+        &self,
+        result: &WindowResult,
+        tokens: Vec<u32>,
+        (start, end): (f64, f64),
+        seek: usize,
+    ) -> Result<Segment> {
+        Ok(Segment {
+            id: 0,
+            seek,
+            start: round3(start),
+            end: round3(end),
+            compression_ratio: result.compression_ratio,
+            text: self.tokenizer.decode(&tokens)?,
+            tokens,
+            temperature: result.temperature,
+            avg_logprob: result.avg_logprob,
+            no_speech_prob: result.no_speech_prob,
+            words: None,
+        })
     }
 
     /// Languages of a window, likeliest first, as (index into the tokenizer's languages,
@@ -428,6 +447,22 @@ impl<B: Backend> Pipeline<B> {
             .into_iter()
             .map(|(i, p)| (langs[i].clone(), p))
             .collect())
+    }
+}
+
+/// The log-mel of `samples` padded as `padding` says, and how many of its frames hold audio.
+pub(crate) fn padded_mel(samples: &[f32], n_mels: usize, padding: MelPadding) -> (Mel, usize) {
+    match padding {
+        MelPadding::Silence => {
+            let mel = log_mel_spectrogram(samples, n_mels, N_SAMPLES);
+            let content = mel.frames - N_FRAMES;
+            (mel, content)
+        }
+        MelPadding::ZeroFeatures => {
+            let mel = log_mel_spectrogram(samples, n_mels, HOP_LENGTH);
+            let content = mel.frames.saturating_sub(1);
+            (mel, content)
+        }
     }
 }
 

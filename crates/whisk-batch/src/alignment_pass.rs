@@ -1,0 +1,71 @@
+//! openai's alignment pass: `sot_sequence, <|notimestamps|>, text, <|endoftext|>` fed through
+//! the decoder at once, keeping the alignment heads' attention and each text token's
+//! probability. Batched rows and the sequential pipeline both build and read it here.
+
+use whisk_backend::CrossQk;
+use whisk_decode::logsumexp;
+use whisk_types::SpecialTokens;
+
+/// What an alignment pass yields for word timing.
+#[derive(Debug, Clone, Default)]
+pub struct Refeed {
+    /// The text tokens fed (the row's sampled tokens without timestamps).
+    pub text: Vec<u32>,
+    /// Attention of the rows from `<|notimestamps|>` to the last text token: `text.len() + 1`
+    /// token rows, the first predicting `text[0]`.
+    pub qk: CrossQk,
+    /// Probability of each text token among text tokens.
+    pub probs: Vec<f32>,
+}
+
+/// The pass's tokens, and the positions whose logits give the text tokens' probabilities.
+pub fn alignment_pass_input(
+    sot_sequence: &[u32],
+    text: &[u32],
+    special: &SpecialTokens,
+) -> (Vec<u32>, Vec<usize>) {
+    let mut tokens = sot_sequence.to_vec();
+    tokens.push(special.no_timestamps);
+    let first = tokens.len() - 1;
+    tokens.extend_from_slice(text);
+    tokens.push(special.eot);
+    (tokens, (first..first + text.len()).collect())
+}
+
+/// Reads the pass's output: `logits` at the positions [`alignment_pass_input`] gave,
+/// `qk` over every fed token; `sot_len` is the SOT sequence's length.
+pub fn read_alignment_pass(
+    sot_len: usize,
+    text: Vec<u32>,
+    logits: &[f32],
+    qk: &CrossQk,
+    n_vocab: usize,
+    special: &SpecialTokens,
+) -> Refeed {
+    let eot = special.eot as usize;
+    let probs = text
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| {
+            let row = &logits[i * n_vocab..][..eot];
+            (row[t as usize] - logsumexp(row)).exp()
+        })
+        .collect();
+    let rows = text.len() + 1;
+    let mut data = Vec::with_capacity(qk.heads * rows * qk.frames);
+    for h in 0..qk.heads {
+        for r in sot_len..sot_len + rows {
+            data.extend_from_slice(qk.row(h, r));
+        }
+    }
+    Refeed {
+        text,
+        qk: CrossQk {
+            heads: qk.heads,
+            tokens: rows,
+            frames: qk.frames,
+            data,
+        },
+        probs,
+    }
+}
