@@ -8,9 +8,10 @@ use rand::SeedableRng;
 use whisk_backend::{Backend, DecodeStep, RowStep};
 use whisk_batch::{decode_window, Job, RowRequest, Scheduler, SchedulerConfig, WindowRequest};
 use whisk_candle::{CandleBackend, CandleDevice};
+use whisk_decode::{log_softmax_at, BeamOptions};
 use whisk_decode::{sot_sequence, LogitRules};
 use whisk_tests::{model_dir, shared_data};
-use whisk_types::{DecodeOptions, Task, HOP_LENGTH, N_FRAMES};
+use whisk_types::{DecodeOptions, SpecialTokens, Task, HOP_LENGTH, N_FRAMES};
 
 const FILES: [&str; 5] = [
     "whisper_test_clips/audio16k/jfk.flac",
@@ -24,32 +25,63 @@ fn worst_diff<'a>(a: impl Iterator<Item = &'a f32>, b: impl Iterator<Item = &'a 
     a.zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
 }
 
+struct Setup {
+    backend: CandleBackend,
+    special: SpecialTokens,
+    rules: LogitRules,
+    sot: Vec<u32>,
+    heads: Vec<(usize, usize)>,
+    /// The first window of each of [`FILES`].
+    mels: Vec<Arc<[f32]>>,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = model_dir("tiny.en");
+        let weights = whisk_weights::WhisperWeights::from_dir(&dir).unwrap();
+        let backend = CandleBackend::new(&weights, CandleDevice::Cpu).unwrap();
+        let tokenizer =
+            whisk_text::Tokenizer::from_file(&dir.join("tokenizer.json"), &weights.dims).unwrap();
+        let special = tokenizer.special().clone();
+        let rules = LogitRules::new(
+            &special,
+            &DecodeOptions::default(),
+            &tokenizer.non_speech_tokens().unwrap(),
+            &tokenizer.encode(" ").unwrap(),
+        );
+        let sot = sot_sequence(&special, false, None, Task::Transcribe, false);
+        let heads = weights.alignment_heads.clone().unwrap();
+
+        let mels: Vec<Arc<[f32]>> = FILES
+            .iter()
+            .map(|f| {
+                let audio = whisk_audio::load_audio(&shared_data(f)).unwrap();
+                whisk_audio::log_mel_spectrogram(&audio, 80, HOP_LENGTH)
+                    .window(0, N_FRAMES)
+                    .into()
+            })
+            .collect();
+        Self {
+            backend,
+            special,
+            rules,
+            sot,
+            heads,
+            mels,
+        }
+    }
+}
+
 #[test]
 fn batched_rows_equal_single_decodes() {
-    let dir = model_dir("tiny.en");
-    let weights = whisk_weights::WhisperWeights::from_dir(&dir).unwrap();
-    let backend = CandleBackend::new(&weights, CandleDevice::Cpu).unwrap();
-    let tokenizer =
-        whisk_text::Tokenizer::from_file(&dir.join("tokenizer.json"), &weights.dims).unwrap();
-    let special = tokenizer.special().clone();
-    let rules = LogitRules::new(
-        &special,
-        &DecodeOptions::default(),
-        &tokenizer.non_speech_tokens().unwrap(),
-        &tokenizer.encode(" ").unwrap(),
-    );
-    let sot = sot_sequence(&special, false, None, Task::Transcribe, false);
-    let heads = weights.alignment_heads.clone().unwrap();
-
-    let mels: Vec<Arc<[f32]>> = FILES
-        .iter()
-        .map(|f| {
-            let audio = whisk_audio::load_audio(&shared_data(f)).unwrap();
-            whisk_audio::log_mel_spectrogram(&audio, 80, HOP_LENGTH)
-                .window(0, N_FRAMES)
-                .into()
-        })
-        .collect();
+    let Setup {
+        backend,
+        special,
+        rules,
+        sot,
+        heads,
+        mels,
+    } = Setup::new();
     let mut scheduler = Scheduler::new(
         &backend,
         SchedulerConfig {
@@ -93,6 +125,7 @@ fn batched_rows_equal_single_decodes() {
         special: &special,
         sample_len: 224,
         cross_qk_heads: &heads,
+        beam: None,
     };
     let mut lengths = Vec::new();
     for (r, mel) in mels.iter().enumerate() {
@@ -155,4 +188,140 @@ fn batched_rows_equal_single_decodes() {
     lengths.sort();
     lengths.dedup();
     assert!(lengths.len() >= 3, "{lengths:?}");
+}
+
+/// Beam searches share the batch with each other and with a greedy row: every hypothesis
+/// stays in its own row's slots (a batched beam search elsewhere once read row 0's
+/// distribution for every beam), so each window gets what its search gives alone, attention
+/// rows included (they follow the hypotheses through every reorder).
+#[test]
+fn batched_beam_searches_equal_single_searches() {
+    let Setup {
+        backend,
+        special,
+        rules,
+        sot,
+        heads,
+        mels,
+    } = Setup::new();
+    let beam = BeamOptions {
+        beam_size: 5,
+        patience: 1.0,
+        length_penalty: None,
+    };
+    // Room for two searches and one greedy row: the fourth window waits for a search to end.
+    let mut scheduler = Scheduler::new(
+        &backend,
+        SchedulerConfig {
+            capacity: 11,
+            encoder_batch: 2,
+            rules: &rules,
+            special: &special,
+            heads: &heads,
+        },
+    )
+    .unwrap();
+    let searched = [true, true, false, true, true];
+    for (i, mel) in mels.iter().enumerate() {
+        scheduler.submit(Job {
+            key: i,
+            mel: mel.clone(),
+            request: RowRequest {
+                keep_qk: true,
+                sample_len: 224,
+                beam: searched[i].then_some(beam),
+                ..RowRequest::greedy(&sot)
+            },
+        });
+    }
+    let mut batched = vec![None; FILES.len()];
+    let mut max_in_flight = 0;
+    while !scheduler.is_idle() {
+        let done = scheduler.step().unwrap();
+        max_in_flight = max_in_flight.max(scheduler.in_flight() + done.len());
+        for (key, result) in done {
+            batched[key] = Some(result);
+        }
+    }
+    assert_eq!(max_in_flight, 3);
+
+    let mut differs_from_greedy = 0;
+    for (r, mel) in mels.iter().enumerate() {
+        let batched = batched[r].as_ref().expect("every job finished");
+        let encoded = whisk_pipeline::encode_window(&backend, mel).unwrap();
+        let request = |beam| WindowRequest {
+            previous: &[],
+            sot_sequence: &sot,
+            rules: &rules,
+            special: &special,
+            sample_len: 224,
+            cross_qk_heads: &heads,
+            beam,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let alone = decode_window(
+            &backend,
+            &encoded,
+            &request(searched[r].then_some(beam)),
+            0.0,
+            &mut rng,
+        )
+        .unwrap();
+        assert_eq!(batched.tokens, alone.tokens, "{}", FILES[r]);
+        assert!((batched.sum_logprob - alone.sum_logprob).abs() < 1e-2);
+        assert_eq!(batched.qk_rows.len(), alone.tokens.len() + 1);
+        assert_eq!(batched.token_probs.len(), alone.tokens.len());
+        let worst = worst_diff(
+            batched.qk_rows.iter().flatten(),
+            alone.qk_rows.iter().flatten(),
+        );
+        assert!(worst < 1e-2, "{}: qk differs by {worst}", FILES[r]);
+        let worst = worst_diff(batched.token_probs.iter(), alone.token_probs.iter());
+        assert!(
+            worst < 1e-3,
+            "{}: word probabilities differ by {worst}",
+            FILES[r]
+        );
+        if searched[r] {
+            // Rescored by one plain forward pass over its tokens, the chosen hypothesis has
+            // the log-probability the search reported: every step read its own history
+            // from the slot it was moved to.
+            let mut fed = sot.clone();
+            fed.extend_from_slice(&alone.tokens);
+            let logits_at: Vec<usize> = (sot.len() - 1..fed.len()).collect();
+            let mut decoder = backend.start_decoder(&encoded, &[0]).unwrap();
+            let out = backend
+                .decode_step(
+                    &mut decoder,
+                    DecodeStep {
+                        rows: &[RowStep {
+                            slot: 0,
+                            position: 0,
+                            tokens: &fed,
+                            logits_at: &logits_at,
+                        }],
+                        cross_qk_heads: &[],
+                    },
+                )
+                .unwrap();
+            let vocab = backend.dims().n_vocab;
+            let mut rescored = 0.0f64;
+            for (k, row) in out.logits[0].chunks(vocab).enumerate() {
+                let mut row = row.to_vec();
+                rules.apply(&alone.tokens[..k], &mut row);
+                let next = alone.tokens.get(k).copied().unwrap_or(special.eot);
+                rescored += log_softmax_at(&row, next as usize) as f64;
+            }
+            assert!(
+                (rescored - alone.sum_logprob).abs() < 1e-2,
+                "{}: search says {}, rescoring {rescored}",
+                FILES[r],
+                alone.sum_logprob
+            );
+            let greedy = decode_window(&backend, &encoded, &request(None), 0.0, &mut rng).unwrap();
+            differs_from_greedy += usize::from(greedy.tokens != alone.tokens);
+        }
+    }
+    // The search is not greedy decoding in disguise: it changes some windows' tokens.
+    assert!(differs_from_greedy >= 1);
 }

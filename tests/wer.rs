@@ -1,48 +1,84 @@
-//! Word error rate on the 160 TIMIT utterances, against faster-whisper on the same weights.
+//! Word error rate on the 160 TIMIT utterances, against faster-whisper on the same weights:
+//! greedy against its greedy outputs, beam search against its beam-5 outputs.
 
-use whisk::{Model, TranscribeOptions};
+use whisk::{DecodeOptions, Model, TranscribeOptions};
 use whisk_eval::{normalize_english, WerTotals};
 use whisk_tests::{model_dir, shared_data, shared_reference};
 
-#[test]
-fn timit_wer_within_one_point_of_faster_whisper() {
+/// (utterance id, normalised reference text) of the TIMIT sample.
+fn utterances() -> Vec<(String, String)> {
     let transcript =
         std::fs::read_to_string(shared_data("timit_nltk_sample/transcript.tsv")).unwrap();
-    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
-    let options = TranscribeOptions::default();
-    let (mut ours, mut theirs) = (WerTotals::default(), WerTotals::default());
-    let mut utterances = 0;
-    for line in transcript.lines().skip(1) {
-        let fields: Vec<&str> = line.splitn(3, '\t').collect();
-        let (id, text) = (fields[0], normalize_english(fields[2]));
+    transcript
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let fields: Vec<&str> = line.splitn(3, '\t').collect();
+            (fields[0].to_string(), normalize_english(fields[2]))
+        })
+        .collect()
+}
+
+fn whisk_wer(model: &Model, utts: &[(String, String)], beam_size: usize) -> WerTotals {
+    let options = TranscribeOptions {
+        decode: DecodeOptions {
+            beam_size: Some(beam_size),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let mut totals = WerTotals::default();
+    for (id, text) in utts {
         let audio = shared_data(&format!("timit_nltk_sample/audio/{id}.flac"));
-        ours.add(
-            &text,
-            &normalize_english(&model.transcribe_file(&audio, &options).unwrap().text),
-        );
-        let reference: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(shared_reference(&format!(
-                "tiny.en/fw-float32-beam1/timit/{id}.json"
-            )))
-            .unwrap(),
-        )
-        .unwrap();
-        theirs.add(
-            &text,
-            &normalize_english(reference["text"].as_str().unwrap()),
-        );
-        utterances += 1;
+        let t = model.transcribe_file(&audio, &options).unwrap();
+        totals.add(text, &normalize_english(&t.text));
     }
-    assert_eq!(utterances, 160);
+    totals
+}
+
+fn reference_wer(utts: &[(String, String)], setting: &str) -> WerTotals {
+    let mut totals = WerTotals::default();
+    for (id, text) in utts {
+        let path = shared_reference(&format!("tiny.en/{setting}/timit/{id}.json"));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        totals.add(text, &normalize_english(json["text"].as_str().unwrap()));
+    }
+    totals
+}
+
+#[test]
+fn timit_wer_within_one_point_of_faster_whisper() {
+    let utts = utterances();
+    assert_eq!(utts.len(), 160);
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    let greedy = whisk_wer(&model, &utts, 1).wer();
+    let beam = whisk_wer(&model, &utts, 5).wer();
+    let fw_greedy = reference_wer(&utts, "fw-float32-beam1").wer();
+    let fw_beam = reference_wer(&utts, "fw-float32-beam5").wer();
     println!(
-        "TIMIT WER: whisk {:.2}%, faster-whisper {:.2}%",
-        100.0 * ours.wer(),
-        100.0 * theirs.wer()
+        "TIMIT WER: whisk greedy {:.2}%, beam 5 {:.2}%; faster-whisper greedy {:.2}%, beam 5 {:.2}%",
+        100.0 * greedy,
+        100.0 * beam,
+        100.0 * fw_greedy,
+        100.0 * fw_beam
     );
     assert!(
-        ours.wer() <= theirs.wer() + 0.01,
-        "whisk WER {:.2}% is more than 1 point above faster-whisper's {:.2}%",
-        100.0 * ours.wer(),
-        100.0 * theirs.wer()
+        greedy <= fw_greedy + 0.01,
+        "greedy WER {:.2}% is more than 1 point above faster-whisper's {:.2}%",
+        100.0 * greedy,
+        100.0 * fw_greedy
+    );
+    assert!(
+        beam <= fw_beam + 0.01,
+        "beam-5 WER {:.2}% is more than 1 point above faster-whisper's {:.2}%",
+        100.0 * beam,
+        100.0 * fw_beam
+    );
+    assert!(
+        beam <= greedy,
+        "beam-5 WER {:.2}% is worse than greedy {:.2}%",
+        100.0 * beam,
+        100.0 * greedy
     );
 }

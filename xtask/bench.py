@@ -184,7 +184,7 @@ def main():
             if system == "whisk":
                 cmd = [args["whisk"], "transcribe", *case["inputs"], "--model", args["model"],
                        "--batch-size", str(batch), "--word-timestamps", str(words).lower(),
-                       "-f", "json", "-o", out_dir, "-q"]
+                       "--beam-size", "1", "-f", "json", "-o", out_dir, "-q"]
                 if "no fallback" in label:
                     cmd += ["--temperature-increment-on-fallback", "0"]
                 wall, rss = run(cmd)

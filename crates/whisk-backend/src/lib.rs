@@ -110,6 +110,12 @@ pub trait Backend {
         windows: &[usize],
     ) -> Result<()>;
 
+    /// Makes slot `to` a copy of slot `from` for each `(from, to)`: the window it attends to
+    /// and its cached tokens. Beam search forks and reorders hypotheses this way. All sources are
+    /// read before any destination is written (a permutation is fine); destinations are
+    /// distinct.
+    fn copy_slots(&self, decoder: &mut Self::Decoder, moves: &[(usize, usize)]) -> Result<()>;
+
     /// Feeds every row its tokens, extends the rows' caches, returns the asked-for logits
     /// and cross-attention scores.
     fn decode_step(&self, decoder: &mut Self::Decoder, step: DecodeStep<'_>) -> Result<StepOutput>;

@@ -1,9 +1,14 @@
 //! One row: a window being decoded, as a small state machine driven by decoder steps.
 
+use std::rc::Rc;
+
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use whisk_backend::{Backend, CrossQk, DecodeStep, RowStep};
-use whisk_decode::{build_prompt, greedy_pick, log_softmax_at, logsumexp, sample_pick, LogitRules};
+use whisk_decode::{
+    beam_step, best_hypothesis, build_prompt, greedy_pick, log_softmax_at, logsumexp, sample_pick,
+    BeamOptions, LogitRules,
+};
 
 use crate::alignment_pass::{alignment_pass_input, read_alignment_pass, Refeed};
 use whisk_types::SpecialTokens;
@@ -20,6 +25,8 @@ pub struct WindowRequest<'a> {
     /// Alignment heads whose cross-attention is kept for word timing in the same pass; empty
     /// for none.
     pub cross_qk_heads: &'a [(usize, usize)],
+    /// Beam search at temperature 0; `None` decodes greedily.
+    pub beam: Option<BeamOptions>,
 }
 
 /// One row's own part of a request; what all rows share is in the [`Shared`] context.
@@ -37,6 +44,8 @@ pub struct RowRequest {
     /// After sampling, feed `sot_sequence + <|notimestamps|> + text + <|endoftext|>` again
     /// (openai's alignment pass) with this SOT sequence, and keep its attention.
     pub refeed_sot: Option<Vec<u32>>,
+    /// Beam search when `temperature` is 0; `None` decodes greedily.
+    pub beam: Option<BeamOptions>,
 }
 
 impl RowRequest {
@@ -49,7 +58,19 @@ impl RowRequest {
             rng: StdRng::seed_from_u64(0),
             keep_qk: false,
             refeed_sot: None,
+            beam: None,
         }
+    }
+
+    /// The beam search this request runs, if any: only at temperature 0, as openai.
+    fn beam_search(&self) -> Option<BeamOptions> {
+        self.beam
+            .filter(|b| b.beam_size > 1 && self.temperature == 0.0)
+    }
+
+    /// Decoder slots the row needs: one per beam hypothesis.
+    pub fn lanes(&self) -> usize {
+        self.beam_search().map_or(1, |b| b.beam_size)
     }
 }
 
@@ -95,9 +116,52 @@ struct Feed {
     logits_at: Vec<usize>,
 }
 
+/// A step's output for one feed: its logits, and the attention when asked.
+type FeedOutput = (Vec<f32>, Option<CrossQk>);
+
+/// Attention rows of one hypothesis, newest last, shared with the hypotheses it forked from:
+/// a beam reorder then costs a pointer copy, not a copy of every row.
+#[derive(Clone, Default)]
+struct Trail(Option<Rc<(Vec<f32>, Trail)>>);
+
+impl Trail {
+    fn push(&self, row: Vec<f32>) -> Trail {
+        Trail(Some(Rc::new((row, self.clone()))))
+    }
+
+    fn rows(&self) -> Vec<Vec<f32>> {
+        let mut rows = Vec::new();
+        let mut at = &self.0;
+        while let Some(node) = at {
+            rows.push(node.0.clone());
+            at = &node.1 .0;
+        }
+        rows.reverse();
+        rows
+    }
+}
+
+/// One beam-search hypothesis.
+#[derive(Clone)]
+struct Hypothesis {
+    tokens: Vec<u32>,
+    sum_logprob: f64,
+    token_probs: Vec<f32>,
+    qk: Trail,
+    /// Which of the row's slots holds its cache.
+    lane: usize,
+}
+
+struct Beams {
+    options: BeamOptions,
+    live: Vec<Hypothesis>,
+    finished: Vec<Hypothesis>,
+}
+
 enum Phase {
     Prompt,
     Sample(u32),
+    Beam(Beams),
     /// The alignment pass: its tokens and where its logits are read.
     Refeed {
         tokens: Vec<u32>,
@@ -106,13 +170,15 @@ enum Phase {
     Done,
 }
 
-/// A window being decoded.
+/// A window being decoded, in one decoder slot, or one per hypothesis for a beam search.
 pub(crate) struct Row {
     phase: Phase,
+    slots: Vec<usize>,
     prompt: Vec<u32>,
     sot_index: usize,
     limit: usize,
     temperature: f64,
+    beam: Option<BeamOptions>,
     keep_qk: bool,
     refeed_sot: Option<Vec<u32>>,
     logits: Vec<f32>,
@@ -120,7 +186,9 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    pub fn new(req: RowRequest, shared: &Shared) -> Self {
+    /// A row in `slots` (`req.lanes()` of them; the first has the window attached).
+    pub fn new(req: RowRequest, slots: Vec<usize>, shared: &Shared) -> Self {
+        debug_assert_eq!(slots.len(), req.lanes());
         let sot_index = req
             .prompt
             .iter()
@@ -129,11 +197,14 @@ impl Row {
         let limit = req
             .sample_len
             .min(shared.n_text_ctx.saturating_sub(req.prompt.len()));
+        let beam = req.beam_search();
         Self {
             phase: Phase::Prompt,
+            slots,
             sot_index,
             limit,
             temperature: req.temperature,
+            beam,
             keep_qk: req.keep_qk && !shared.heads.is_empty(),
             refeed_sot: req.refeed_sot,
             logits: Vec::new(),
@@ -157,67 +228,127 @@ impl Row {
         matches!(self.phase, Phase::Done)
     }
 
+    /// The decoder slots this row holds.
+    pub fn slots(&self) -> &[usize] {
+        &self.slots
+    }
+
     pub fn into_result(self) -> WindowResult {
         self.result
     }
 
-    /// What this row feeds next.
-    fn feed(&self) -> Option<Feed> {
+    /// What this row feeds next, and into which slot.
+    fn feeds(&self) -> Vec<(usize, Feed)> {
+        let first = self.slots[0];
         match &self.phase {
-            Phase::Prompt => Some(Feed {
-                position: 0,
-                tokens: self.prompt.clone(),
-                logits_at: vec![self.sot_index, self.prompt.len() - 1],
-            }),
-            Phase::Sample(token) => Some(Feed {
-                position: self.prompt.len() + self.result.tokens.len() - 1,
-                tokens: vec![*token],
-                logits_at: vec![0],
-            }),
-            Phase::Refeed { tokens, logits_at } => Some(Feed {
-                position: 0,
-                tokens: tokens.clone(),
-                logits_at: logits_at.clone(),
-            }),
-            Phase::Done => None,
+            Phase::Prompt => vec![(
+                first,
+                Feed {
+                    position: 0,
+                    tokens: self.prompt.clone(),
+                    logits_at: vec![self.sot_index, self.prompt.len() - 1],
+                },
+            )],
+            Phase::Sample(token) => vec![(
+                first,
+                Feed {
+                    position: self.prompt.len() + self.result.tokens.len() - 1,
+                    tokens: vec![*token],
+                    logits_at: vec![0],
+                },
+            )],
+            Phase::Beam(beams) => beams
+                .live
+                .iter()
+                .map(|h| {
+                    (
+                        self.slots[h.lane],
+                        Feed {
+                            position: self.prompt.len() + h.tokens.len() - 1,
+                            tokens: vec![*h.tokens.last().expect("live hypotheses have a token")],
+                            logits_at: vec![0],
+                        },
+                    )
+                })
+                .collect(),
+            Phase::Refeed { tokens, logits_at } => vec![(
+                first,
+                Feed {
+                    position: 0,
+                    tokens: tokens.clone(),
+                    logits_at: logits_at.clone(),
+                },
+            )],
+            Phase::Done => Vec::new(),
         }
     }
 
     fn wants_qk(&self) -> bool {
         match self.phase {
             Phase::Refeed { .. } => true,
-            Phase::Prompt | Phase::Sample(_) => self.keep_qk,
+            Phase::Prompt | Phase::Sample(_) | Phase::Beam(_) => self.keep_qk,
             Phase::Done => false,
         }
     }
 
-    /// Takes a step's output for this row and moves on.
-    fn absorb(&mut self, logits: Vec<f32>, qk: Option<&CrossQk>, shared: &Shared) {
+    /// Takes a step's output for each of this row's feeds and moves on. Returns the slot
+    /// copies (from, to) a beam search needs before the next step.
+    fn absorb(&mut self, outputs: Vec<FeedOutput>, shared: &Shared) -> Vec<(usize, usize)> {
         let vocab = shared.n_vocab;
-        let last_qk_row = |q: &CrossQk| -> Vec<f32> {
-            (0..q.heads)
-                .flat_map(|h| q.row(h, q.tokens - 1).iter().copied())
-                .collect()
+        let keep_qk = self.keep_qk;
+        // The heads' attention at the last fed position, `[heads][frames]`.
+        let last_qk_row = |q: Option<&CrossQk>| -> Option<Vec<f32>> {
+            q.filter(|_| keep_qk).map(|q| {
+                (0..q.heads)
+                    .flat_map(|h| q.row(h, q.tokens - 1).iter().copied())
+                    .collect()
+            })
         };
         match std::mem::replace(&mut self.phase, Phase::Done) {
             Phase::Prompt => {
+                let (logits, qk) = outputs.into_iter().next().expect("one prompt feed");
                 let no_speech = shared.special.no_speech as usize;
                 self.result.no_speech_prob =
                     log_softmax_at(&logits[..vocab], no_speech).exp() as f64;
-                self.logits = logits[vocab..2 * vocab].to_vec();
-                if let Some(q) = qk.filter(|_| self.keep_qk) {
-                    self.result.qk_rows.push(last_qk_row(q));
+                let next = logits[vocab..2 * vocab].to_vec();
+                let qk_row = last_qk_row(qk.as_ref());
+                if let Some(options) = self.beam {
+                    let start = Hypothesis {
+                        tokens: Vec::new(),
+                        sum_logprob: 0.0,
+                        token_probs: Vec::new(),
+                        qk: Trail::default(),
+                        lane: 0,
+                    };
+                    let beams = Beams {
+                        options,
+                        live: vec![start],
+                        finished: Vec::new(),
+                    };
+                    return self.advance_beams(beams, vec![(next, qk_row)], shared);
                 }
+                self.logits = next;
+                self.result.qk_rows.extend(qk_row);
                 self.sample(shared);
             }
             Phase::Sample(_) => {
+                let (logits, qk) = outputs.into_iter().next().expect("one sample feed");
+                self.result.qk_rows.extend(last_qk_row(qk.as_ref()));
                 self.logits = logits;
-                if let Some(q) = qk.filter(|_| self.keep_qk) {
-                    self.result.qk_rows.push(last_qk_row(q));
-                }
                 self.sample(shared);
             }
+            Phase::Beam(beams) => {
+                let steps = outputs
+                    .into_iter()
+                    .map(|(logits, qk)| {
+                        let row = last_qk_row(qk.as_ref());
+                        (logits, row)
+                    })
+                    .collect();
+                return self.advance_beams(beams, steps, shared);
+            }
             Phase::Refeed { tokens, .. } => {
+                let (logits, qk) = outputs.into_iter().next().expect("one refeed feed");
                 let sot_len = self.refeed_sot.as_ref().map_or(0, Vec::len);
                 let text = tokens[sot_len + 1..tokens.len() - 1].to_vec();
                 let q = qk.expect("the alignment pass asks for attention");
@@ -225,13 +356,14 @@ impl Row {
                     sot_len,
                     text,
                     &logits,
-                    q,
+                    &q,
                     vocab,
                     shared.special,
                 ));
             }
             Phase::Done => {}
         }
+        Vec::new()
     }
 
     /// Picks the next token from `self.logits`, or ends the row.
@@ -255,19 +387,136 @@ impl Row {
             return self.finish(shared);
         }
         if let Some(lse) = text_lse {
-            // The rules only ever set logits to -inf, so a sampled token keeps its own.
-            let p = if token < special.eot {
-                (self.logits[token as usize] - lse).exp()
-            } else {
-                0.0
-            };
-            res.token_probs.push(p);
+            res.token_probs
+                .push(text_probability(&self.logits, token, lse, special.eot));
         }
         res.tokens.push(token);
         if res.tokens.len() == self.limit {
             return self.finish(shared);
         }
         self.phase = Phase::Sample(token);
+    }
+
+    /// One beam-search step from each live hypothesis's logits (and attention row); returns
+    /// the slot copies that put every surviving hypothesis's cache in its lane.
+    fn advance_beams(
+        &mut self,
+        mut beams: Beams,
+        steps: Vec<(Vec<f32>, Option<Vec<f32>>)>,
+        shared: &Shared,
+    ) -> Vec<(usize, usize)> {
+        let eot = shared.special.eot;
+        if beams
+            .live
+            .first()
+            .is_some_and(|h| h.tokens.len() >= self.limit)
+        {
+            self.finish_beams(beams, shared);
+            return Vec::new();
+        }
+        let mut rows = Vec::with_capacity(steps.len());
+        let mut trails = Vec::with_capacity(steps.len());
+        let mut text_lse = Vec::with_capacity(steps.len());
+        for (h, (mut logits, qk_row)) in beams.live.iter().zip(steps) {
+            text_lse.push(logsumexp(&logits[..eot as usize]));
+            shared.rules.apply(&h.tokens, &mut logits);
+            rows.push(logits);
+            trails.push(match qk_row {
+                Some(row) => h.qk.push(row),
+                None => h.qk.clone(),
+            });
+        }
+        let sums: Vec<f64> = beams.live.iter().map(|h| h.sum_logprob).collect();
+        let row_refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        let step = beam_step(&sums, &row_refs, beams.options.beam_size, eot);
+
+        let max_candidates = beams.options.max_candidates();
+        for c in &step.finished {
+            if beams.finished.len() >= max_candidates {
+                break;
+            }
+            let source = &beams.live[c.source];
+            beams.finished.push(Hypothesis {
+                sum_logprob: c.sum_logprob,
+                qk: trails[c.source].clone(),
+                ..source.clone()
+            });
+        }
+
+        // A hypothesis's first continuation stays in its lane; others take lanes freed by
+        // hypotheses that died, copying the cache there.
+        let mut claimed = vec![false; self.slots.len()];
+        let mut lanes: Vec<Option<usize>> = vec![None; step.live.len()];
+        for (j, c) in step.live.iter().enumerate() {
+            let lane = beams.live[c.source].lane;
+            if !claimed[lane] {
+                claimed[lane] = true;
+                lanes[j] = Some(lane);
+            }
+        }
+        let mut moves = Vec::new();
+        for (j, c) in step.live.iter().enumerate() {
+            if lanes[j].is_none() {
+                let lane = (0..claimed.len())
+                    .find(|&l| !claimed[l])
+                    .expect("no more hypotheses than lanes");
+                claimed[lane] = true;
+                lanes[j] = Some(lane);
+                moves.push((self.slots[beams.live[c.source].lane], self.slots[lane]));
+            }
+        }
+        let live: Vec<Hypothesis> = step
+            .live
+            .iter()
+            .zip(lanes)
+            .map(|(c, lane)| {
+                let source = &beams.live[c.source];
+                let mut tokens = source.tokens.clone();
+                tokens.push(c.token);
+                let mut token_probs = source.token_probs.clone();
+                if self.keep_qk {
+                    let lse = text_lse[c.source];
+                    token_probs.push(text_probability(&rows[c.source], c.token, lse, eot));
+                }
+                Hypothesis {
+                    tokens,
+                    sum_logprob: c.sum_logprob,
+                    token_probs,
+                    qk: trails[c.source].clone(),
+                    lane: lane.expect("every continuation got a lane"),
+                }
+            })
+            .collect();
+        beams.live = live;
+        let done = beams.finished.len() >= max_candidates
+            || beams.live.is_empty()
+            || beams.live[0].tokens.len() >= self.limit;
+        if done {
+            self.finish_beams(beams, shared);
+            return Vec::new();
+        }
+        self.phase = Phase::Beam(beams);
+        moves
+    }
+
+    /// Ends a beam search: tops the finished hypotheses up with the likeliest live ones (as
+    /// openai's `finalize`) and keeps the best by the length-normalised score.
+    fn finish_beams(&mut self, mut beams: Beams, shared: &Shared) {
+        let room = beams.options.beam_size.saturating_sub(beams.finished.len());
+        beams.finished.extend(beams.live.drain(..).take(room));
+        let scored: Vec<(f64, usize)> = beams
+            .finished
+            .iter()
+            .map(|h| (h.sum_logprob, h.tokens.len()))
+            .collect();
+        if let Some(best) = best_hypothesis(&beams.options, &scored) {
+            let h = beams.finished.swap_remove(best);
+            self.result.qk_rows = h.qk.rows();
+            self.result.tokens = h.tokens;
+            self.result.sum_logprob = h.sum_logprob;
+            self.result.token_probs = h.token_probs;
+        }
+        self.finish(shared);
     }
 
     fn finish(&mut self, shared: &Shared) {
@@ -300,21 +549,40 @@ impl Row {
     }
 }
 
-/// Feeds every unfinished row of `rows` (slot, row) once. Rows feeding one token share one
-/// backend call, rows feeding more share another, so a long prompt does not pad every row.
+/// Probability of `token` among text tokens, from logits whose text part is untouched where
+/// the rules allow a token (they only ever set logits to -inf), given the text log-sum-exp
+/// taken before the rules: openai's word probability.
+fn text_probability(logits: &[f32], token: u32, text_lse: f32, eot: u32) -> f32 {
+    if token < eot {
+        (logits[token as usize] - text_lse).exp()
+    } else {
+        0.0
+    }
+}
+
+/// Feeds every unfinished row once. Feeds of one token share one backend call, longer
+/// feeds another, so a long prompt does not pad every row. Beam searches then move their
+/// hypotheses' caches between their slots.
 pub(crate) fn step_rows<B: Backend>(
     backend: &B,
     decoder: &mut B::Decoder,
-    rows: &mut [(usize, &mut Row)],
+    rows: &mut [&mut Row],
     shared: &Shared,
 ) -> whisk_backend::Result<()> {
-    let feeds: Vec<Option<Feed>> = rows.iter().map(|(_, row)| row.feed()).collect();
+    let feeds: Vec<Vec<(usize, Feed)>> = rows.iter().map(|row| row.feeds()).collect();
+    let mut outputs: Vec<Vec<Option<FeedOutput>>> = feeds
+        .iter()
+        .map(|f| f.iter().map(|_| None).collect())
+        .collect();
     for single in [true, false] {
-        let members: Vec<usize> = (0..rows.len())
-            .filter(|&i| {
-                feeds[i]
-                    .as_ref()
-                    .is_some_and(|f| (f.tokens.len() == 1) == single)
+        let members: Vec<(usize, usize)> = feeds
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| {
+                f.iter()
+                    .enumerate()
+                    .filter(move |(_, (_, feed))| (feed.tokens.len() == 1) == single)
+                    .map(move |(k, _)| (i, k))
             })
             .collect();
         if members.is_empty() {
@@ -322,17 +590,17 @@ pub(crate) fn step_rows<B: Backend>(
         }
         let steps: Vec<RowStep> = members
             .iter()
-            .map(|&i| {
-                let feed = feeds[i].as_ref().expect("a member feeds");
+            .map(|&(i, k)| {
+                let (slot, feed) = &feeds[i][k];
                 RowStep {
-                    slot: rows[i].0,
+                    slot: *slot,
                     position: feed.position,
                     tokens: &feed.tokens,
                     logits_at: &feed.logits_at,
                 }
             })
             .collect();
-        let want_qk = members.iter().any(|&i| rows[i].1.wants_qk());
+        let want_qk = members.iter().any(|&(i, _)| rows[i].wants_qk());
         let out = backend.decode_step(
             decoder,
             DecodeStep {
@@ -340,15 +608,31 @@ pub(crate) fn step_rows<B: Backend>(
                 cross_qk_heads: if want_qk { shared.heads } else { &[] },
             },
         )?;
-        for (k, (&i, logits)) in members.iter().zip(out.logits).enumerate() {
-            rows[i].1.absorb(logits, out.cross_qk.get(k), shared);
+        let mut qk = out.cross_qk.into_iter();
+        for (&(i, k), logits) in members.iter().zip(out.logits) {
+            outputs[i][k] = Some((logits, qk.next()));
         }
+    }
+    let mut moves = Vec::new();
+    for (row, outs) in rows.iter_mut().zip(outputs) {
+        if outs.is_empty() {
+            continue;
+        }
+        let outs = outs
+            .into_iter()
+            .map(|o| o.expect("every feed was stepped"))
+            .collect();
+        moves.extend(row.absorb(outs, shared));
+    }
+    if !moves.is_empty() {
+        backend.copy_slots(decoder, &moves)?;
     }
     Ok(())
 }
 
-/// Decodes one encoded window alone: a batch of one row. `temperature == 0` is greedy; above
-/// it, tokens are drawn with `rng`, which continues where the row left it.
+/// Decodes one encoded window alone: a batch of one row (in one slot per beam hypothesis).
+/// `temperature == 0` is greedy or, with `req.beam`, a beam search; above it, tokens are
+/// drawn with `rng`, which continues where the row left it.
 pub fn decode_window<B: Backend>(
     backend: &B,
     encoded: &B::Encoded,
@@ -371,11 +655,14 @@ pub fn decode_window<B: Backend>(
         rng: std::mem::replace(rng, StdRng::seed_from_u64(0)),
         keep_qk: true,
         refeed_sot: None,
+        beam: req.beam,
     };
-    let mut decoder = backend.start_decoder(encoded, &[0])?;
-    let mut row = Row::new(request, &shared);
+    let lanes = request.lanes();
+    let mut decoder = backend.new_decoder(lanes)?;
+    backend.attach(&mut decoder, &[0], encoded, &[0])?;
+    let mut row = Row::new(request, (0..lanes).collect(), &shared);
     while !row.is_done() {
-        step_rows(backend, &mut decoder, &mut [(0, &mut row)], &shared)?;
+        step_rows(backend, &mut decoder, &mut [&mut row], &shared)?;
     }
     let result = row.into_result();
     *rng = result.rng.clone();

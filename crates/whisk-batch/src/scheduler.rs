@@ -1,11 +1,11 @@
-//! Continuous batching: up to `capacity` rows in flight in one decoder; finished rows leave
-//! and waiting windows take their slots.
+//! Continuous batching: rows in flight in the slots of one decoder (one slot each, one per
+//! hypothesis for a beam search); finished rows leave and waiting windows take their slots.
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use whisk_backend::{Backend, MelBatch};
+use whisk_backend::{Backend, BackendError, MelBatch};
 use whisk_decode::LogitRules;
 use whisk_types::{SpecialTokens, N_FRAMES};
 
@@ -22,7 +22,7 @@ pub struct Job<K> {
 
 /// What all rows of a scheduler share.
 pub struct SchedulerConfig<'a> {
-    /// Most rows in flight.
+    /// Decoder slots: rows in flight, a beam-search row taking one slot per beam.
     pub capacity: usize,
     /// Most windows per encoder call. The encoder's attention over 1500 frames takes about
     /// 54 MB per window and layer (tiny), so on a CPU, where batching the encoder gains
@@ -46,7 +46,10 @@ pub struct Scheduler<'a, B: Backend, K> {
     /// Recently encoded windows (mel, encoder batch, index in it), newest last: a window
     /// queued again (temperature fallback) is not encoded twice.
     encoded: VecDeque<EncodedWindow<B>>,
-    slots: Vec<Option<(K, Row)>>,
+    /// Rows in flight, in order of admission.
+    rows: Vec<(K, Row)>,
+    /// Whether each decoder slot is free.
+    free: Vec<bool>,
     waiting: VecDeque<Job<K>>,
 }
 
@@ -65,7 +68,8 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
             decoder: backend.new_decoder(capacity)?,
             encoder_batch: config.encoder_batch.max(1),
             encoded: VecDeque::new(),
-            slots: (0..capacity).map(|_| None).collect(),
+            rows: Vec::new(),
+            free: vec![true; capacity],
             waiting: VecDeque::new(),
             backend,
         })
@@ -78,7 +82,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
 
     /// Rows being decoded now.
     pub fn in_flight(&self) -> usize {
-        self.slots.iter().filter(|s| s.is_some()).count()
+        self.rows.len()
     }
 
     /// Windows queued but not yet admitted.
@@ -94,20 +98,21 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
     /// that finished, whose slots are free again.
     pub fn step(&mut self) -> whisk_backend::Result<Vec<(K, WindowResult)>> {
         self.admit()?;
-        let mut rows: Vec<(usize, &mut Row)> = self
-            .slots
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(slot, s)| s.as_mut().map(|(_, row)| (slot, row)))
-            .collect();
+        let mut rows: Vec<&mut Row> = self.rows.iter_mut().map(|(_, row)| row).collect();
         if !rows.is_empty() {
             step_rows(self.backend, &mut self.decoder, &mut rows, &self.shared)?;
         }
         let mut finished = Vec::new();
-        for slot in &mut self.slots {
-            if slot.as_ref().is_some_and(|(_, row)| row.is_done()) {
-                let (key, row) = slot.take().expect("checked above");
+        let mut i = 0;
+        while i < self.rows.len() {
+            if self.rows[i].1.is_done() {
+                let (key, row) = self.rows.remove(i);
+                for &slot in row.slots() {
+                    self.free[slot] = true;
+                }
                 finished.push((key, row.into_result()));
+            } else {
+                i += 1;
             }
         }
         Ok(finished)
@@ -122,23 +127,28 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
         Ok(all)
     }
 
-    /// Moves waiting jobs into free slots, encoding the windows not encoded recently in one
-    /// batch.
+    /// Moves waiting jobs into free slots (lowest first, so rows sit close together),
+    /// encoding the windows not encoded recently in one batch.
     fn admit(&mut self) -> whisk_backend::Result<()> {
-        let free: Vec<usize> = (0..self.slots.len())
-            .filter(|&s| self.slots[s].is_none())
-            .collect();
+        let mut free: VecDeque<usize> = (0..self.free.len()).filter(|&s| self.free[s]).collect();
         let cached = |mel: &Arc<[f32]>, cache: &VecDeque<EncodedWindow<B>>| {
             cache.iter().position(|(m, _, _)| Arc::ptr_eq(m, mel))
         };
         // Take jobs in order while slots are free and their new windows fit one encoder
         // batch; jobs sharing a window (best-of candidates) share its encoding.
         let mut fresh: Vec<Arc<[f32]>> = Vec::new();
-        let mut jobs: Vec<Job<K>> = Vec::new();
-        while jobs.len() < free.len() {
-            let Some(job) = self.waiting.front() else {
+        let mut jobs: Vec<(Job<K>, Vec<usize>)> = Vec::new();
+        while let Some(job) = self.waiting.front() {
+            let lanes = job.request.lanes();
+            if lanes > self.free.len() {
+                return Err(BackendError::InvalidRequest(format!(
+                    "a window needs {lanes} decoder slots (one per beam); the batch has {}",
+                    self.free.len()
+                )));
+            }
+            if lanes > free.len() {
                 break;
-            };
+            }
             let known = cached(&job.mel, &self.encoded).is_some()
                 || fresh.iter().any(|m| Arc::ptr_eq(m, &job.mel));
             if !known {
@@ -147,7 +157,8 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 }
                 fresh.push(job.mel.clone());
             }
-            jobs.push(self.waiting.pop_front().expect("checked above"));
+            let slots: Vec<usize> = free.drain(..lanes).collect();
+            jobs.push((self.waiting.pop_front().expect("checked above"), slots));
         }
         if jobs.is_empty() {
             return Ok(());
@@ -165,15 +176,20 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 self.encoded.push_back((mel, encoded.clone(), w));
             }
         }
-        for (job, &slot) in jobs.into_iter().zip(&free) {
+        for (job, slots) in jobs {
             let i = cached(&job.mel, &self.encoded).expect("encoded above or before");
             let (_, encoded, window) = &self.encoded[i];
+            // Other hypotheses' slots get the window when the search forks into them.
             self.backend
-                .attach(&mut self.decoder, &[slot], encoded, &[*window])?;
-            self.slots[slot] = Some((job.key, Row::new(job.request, &self.shared)));
+                .attach(&mut self.decoder, &slots[..1], encoded, &[*window])?;
+            for &slot in &slots {
+                self.free[slot] = false;
+            }
+            let row = Row::new(job.request, slots, &self.shared);
+            self.rows.push((job.key, row));
         }
         // Keep room for a batch of windows that may come back for a fallback.
-        while self.encoded.len() > 2 * self.slots.len() + self.encoder_batch {
+        while self.encoded.len() > 2 * self.free.len() + self.encoder_batch {
             self.encoded.pop_front();
         }
         Ok(())

@@ -147,6 +147,24 @@ impl Backend for CandleBackend {
             .map_err(err)
     }
 
+    fn copy_slots(&self, decoder: &mut Decoder, moves: &[(usize, usize)]) -> Result<()> {
+        let state = &decoder.0;
+        check_slots(moves.iter().map(|m| m.1), state.slots())?;
+        // A source may feed several destinations; it only has to exist.
+        if let Some(&(from, _)) = moves.iter().find(|m| m.0 >= state.slots()) {
+            return Err(BackendError::InvalidRequest(format!(
+                "slot {from} asked for; the decoder has {}",
+                state.slots()
+            )));
+        }
+        if let Some(&(from, _)) = moves.iter().find(|m| !state.is_attached(m.0)) {
+            return Err(BackendError::InvalidRequest(format!(
+                "slot {from}: no window attached to copy"
+            )));
+        }
+        self.model.copy_slots(&mut decoder.0, moves).map_err(err)
+    }
+
     fn decode_step(&self, decoder: &mut Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
         let d = &self.model.dims;
         let state = &decoder.0;

@@ -186,6 +186,10 @@ pub struct DecoderState {
     cache: Vec<(Tensor, Tensor)>,
     lengths: Vec<usize>,
     attached: Vec<bool>,
+    /// Which attach filled each slot's cross K/V: slots with equal ids hold the same
+    /// window, so copying between them skips the cross-attention tensors.
+    window_ids: Vec<u64>,
+    next_window_id: u64,
 }
 
 impl DecoderState {
@@ -286,6 +290,8 @@ impl Whisper {
                 .collect::<Result<_>>()?,
             lengths: vec![0; slots],
             attached: vec![false; slots],
+            window_ids: vec![0; slots],
+            next_window_id: 1,
         })
     }
 
@@ -310,6 +316,59 @@ impl Whisper {
         for &slot in slots {
             state.lengths[slot] = 0;
             state.attached[slot] = true;
+            state.window_ids[slot] = state.next_window_id;
+            state.next_window_id += 1;
+        }
+        Ok(())
+    }
+
+    /// Copies slot `from` into slot `to` for each move: cached tokens, and the cross K/V
+    /// when the two slots attend to different windows.
+    pub fn copy_slots(&self, state: &mut DecoderState, moves: &[(usize, usize)]) -> Result<()> {
+        let same_window = |&(from, to): &(usize, usize)| {
+            state.window_ids[from] == state.window_ids[to] && state.attached[to]
+        };
+        let cross_moves: Vec<(usize, usize)> =
+            moves.iter().copied().filter(|m| !same_window(m)).collect();
+        let snapshot = |t: &Tensor, from: usize, len: usize| -> Result<Tensor> {
+            t.narrow(0, from, 1)?.narrow(2, 0, len)?.force_contiguous()
+        };
+        for (k, v) in &state.cache {
+            for t in [k, v] {
+                let sources: Vec<Option<Tensor>> = moves
+                    .iter()
+                    .map(|&(from, _)| {
+                        let len = state.lengths[from];
+                        (len > 0).then(|| snapshot(t, from, len)).transpose()
+                    })
+                    .collect::<Result<_>>()?;
+                for (src, &(_, to)) in sources.iter().zip(moves) {
+                    if let Some(src) = src {
+                        t.narrow(0, to, 1)?.slice_set(src, 2, 0)?;
+                    }
+                }
+            }
+        }
+        for (k, v) in &state.cross {
+            for t in [k, v] {
+                let sources: Vec<Tensor> = cross_moves
+                    .iter()
+                    .map(|&(from, _)| t.narrow(0, from, 1)?.force_contiguous())
+                    .collect::<Result<_>>()?;
+                for (src, &(_, to)) in sources.iter().zip(&cross_moves) {
+                    t.slice_set(src, 0, to)?;
+                }
+            }
+        }
+        let before = (
+            state.lengths.clone(),
+            state.attached.clone(),
+            state.window_ids.clone(),
+        );
+        for &(from, to) in moves {
+            state.lengths[to] = before.0[from];
+            state.attached[to] = before.1[from];
+            state.window_ids[to] = before.2[from];
         }
         Ok(())
     }

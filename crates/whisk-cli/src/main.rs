@@ -94,6 +94,27 @@ struct TranscribeArgs {
     /// unlikely): 0, this, twice this, ... up to 1. 0 turns the fallback off.
     #[arg(long, default_value_t = 0.2)]
     temperature_increment_on_fallback: f64,
+    /// Token ids never to emit, comma-separated; -1 stands for openai's set of non-speech
+    /// symbols, an empty string for none.
+    #[arg(long, default_value = "-1", value_parser = token_list, allow_hyphen_values = true)]
+    suppress_tokens: TokenList,
+    /// Sample text only, no timestamp tokens (segments then span whole windows).
+    #[arg(long)]
+    without_timestamps: bool,
+    /// Latest time, in seconds, the first timestamp of a window may take.
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
+    max_initial_timestamp: f64,
+    /// Hypotheses kept by the beam search at temperature 0; 1 decodes greedily.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=32))]
+    beam_size: u16,
+    /// Beam search: finished hypotheses to collect before stopping, as a multiple of the
+    /// beam size.
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    patience: f64,
+    /// Beam search ranking: omitted divides log-probability by length; a value in [0, 1]
+    /// divides it by ((5 + length) / 6)^value.
+    #[arg(long, value_parser = unit_interval)]
+    length_penalty: Option<f64>,
     /// Candidates sampled at each fallback temperature; the likeliest is kept.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
     best_of: u16,
@@ -105,6 +126,45 @@ struct TranscribeArgs {
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
+}
+
+/// Token ids from the command line (a newtype: clap reads a bare `Vec` as repeated values).
+#[derive(Debug, Clone)]
+struct TokenList(Vec<i64>);
+
+fn token_list(s: &str) -> std::result::Result<TokenList, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<i64>()
+                .ok()
+                .filter(|&id| id >= -1)
+                .ok_or_else(|| format!("expected token ids (or -1), got {t:?}"))
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map(TokenList)
+}
+
+fn non_negative(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("expected a number from 0 up, got {s:?}")),
+    }
+}
+
+fn positive(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err(format!("expected a positive number, got {s:?}")),
+    }
+}
+
+fn unit_interval(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        _ => Err(format!("expected a number from 0 to 1, got {s:?}")),
+    }
 }
 
 fn formats(spec: &str) -> Result<Vec<Format>> {
@@ -144,6 +204,12 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
                 TaskArg::Transcribe => Task::Transcribe,
                 TaskArg::Translate => Task::Translate,
             },
+            suppress_tokens: args.suppress_tokens.0.clone(),
+            without_timestamps: args.without_timestamps,
+            max_initial_timestamp: Some(args.max_initial_timestamp),
+            beam_size: Some(args.beam_size as usize),
+            patience: Some(args.patience),
+            length_penalty: args.length_penalty,
             ..Default::default()
         },
         initial_prompt: args.initial_prompt.clone(),

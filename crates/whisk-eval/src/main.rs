@@ -17,6 +17,8 @@ struct Args {
     shared: PathBuf,
     reference_setting: String,
     padding: Vec<MelPadding>,
+    /// Beam widths to measure WER with (1 = greedy).
+    beams: Vec<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -26,6 +28,7 @@ fn parse_args() -> Result<Args> {
         shared: PathBuf::from("../shared"),
         reference_setting: "fw-float32-beam1".into(),
         padding: vec![MelPadding::Silence, MelPadding::ZeroFeatures],
+        beams: vec![1, 5],
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -41,6 +44,15 @@ fn parse_args() -> Result<Args> {
                     "both" => vec![MelPadding::Silence, MelPadding::ZeroFeatures],
                     other => bail!("--padding takes openai, faster-whisper or both, not {other}"),
                 }
+            }
+            "--beam-size" => {
+                args.beams = value()?
+                    .split(',')
+                    .map(|b| match b.trim().parse::<usize>() {
+                        Ok(b) if b >= 1 => Ok(b),
+                        _ => bail!("--beam-size takes widths from 1 up, like 1,5; not {b}"),
+                    })
+                    .collect::<Result<_>>()?
             }
             "wer" | "words" => args.command = a.clone(),
             other => bail!("unknown argument {other}; see the source of whisk-eval"),
@@ -253,31 +265,41 @@ fn eval_wer(args: &Args) -> Result<()> {
         );
     }
 
-    for padding in &args.padding {
-        let options = TranscribeOptions {
-            mel_padding: *padding,
-            ..Default::default()
-        };
-        let mut totals = WerTotals::default();
-        let start = Instant::now();
-        for (id, text) in &utts {
-            let audio = args
-                .shared
-                .join(format!("data/timit_nltk_sample/audio/{id}.flac"));
-            let t = model.transcribe_file(&audio, &options)?;
-            totals.add(&normalize_english(text), &normalize_english(&t.text));
+    for &beam in &args.beams {
+        for padding in &args.padding {
+            let options = TranscribeOptions {
+                mel_padding: *padding,
+                decode: whisk::DecodeOptions {
+                    beam_size: Some(beam),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let mut totals = WerTotals::default();
+            let start = Instant::now();
+            for (id, text) in &utts {
+                let audio = args
+                    .shared
+                    .join(format!("data/timit_nltk_sample/audio/{id}.flac"));
+                let t = model.transcribe_file(&audio, &options)?;
+                totals.add(&normalize_english(text), &normalize_english(&t.text));
+            }
+            let search = match beam {
+                1 => "greedy".to_string(),
+                b => format!("beam {b}"),
+            };
+            let padding = match padding {
+                MelPadding::Silence => "openai padding",
+                MelPadding::ZeroFeatures => "faster-whisper padding (default)",
+            };
+            println!(
+                "| whisk {search}, {padding} | {:.2}% | {} / {} | {:.1} |",
+                100.0 * totals.wer(),
+                totals.errors,
+                totals.reference_words,
+                start.elapsed().as_secs_f64()
+            );
         }
-        let name = match padding {
-            MelPadding::Silence => "whisk greedy, openai padding (default)",
-            MelPadding::ZeroFeatures => "whisk greedy, faster-whisper padding",
-        };
-        println!(
-            "| {name} | {:.2}% | {} / {} | {:.1} |",
-            100.0 * totals.wer(),
-            totals.errors,
-            totals.reference_words,
-            start.elapsed().as_secs_f64()
-        );
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use whisk_backend::Backend;
 use whisk_batch::{Job, RowRequest, Scheduler, SchedulerConfig, WindowResult};
-use whisk_decode::{build_prompt, compression_ratio, sot_sequence, LogitRules};
+use whisk_decode::{build_prompt, compression_ratio, sot_sequence, BeamOptions, LogitRules};
 use whisk_types::{
     MelPadding, Segment, TranscribeOptions, Transcript, Word, WordAlignment, HOP_LENGTH, N_FRAMES,
     SAMPLE_RATE, TIME_PRECISION,
@@ -112,10 +112,13 @@ impl<B: Backend> Pipeline<B> {
             plans.iter().map(|p| vec![Vec::new(); p.len()]).collect();
 
         let capacity = options.batch_size.max(1);
+        let beam = BeamOptions::from_decode(&options.decode);
+        // `batch_size` counts windows; a beam search decodes each in one slot per hypothesis.
+        let lanes = beam.map_or(1, |b| b.beam_size);
         let mut scheduler = Scheduler::new(
             &self.backend,
             SchedulerConfig {
-                capacity,
+                capacity: capacity * lanes,
                 encoder_batch: ENCODER_BATCH,
                 rules: &rules,
                 special: &special,
@@ -148,6 +151,7 @@ impl<B: Backend> Pipeline<B> {
                         rng: StdRng::seed_from_u64(seed),
                         keep_qk: w.align && !refeed,
                         refeed_sot: (w.align && refeed).then(|| w.sot.clone()),
+                        beam,
                     },
                 });
             }

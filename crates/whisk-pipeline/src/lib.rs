@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use whisk_align::{add_word_timestamps, HeadScores, WordTokens};
 use whisk_audio::{log_mel_spectrogram, Mel};
 use whisk_backend::{Backend, BackendError};
-use whisk_decode::{compression_ratio, sot_sequence, LogitRules};
+use whisk_decode::{compression_ratio, sot_sequence, BeamOptions, LogitRules};
 use whisk_text::{TextError, Tokenizer};
 use whisk_types::{
     MelPadding, Segment, TranscribeOptions, Transcript, WordAlignment, HOP_LENGTH, INPUT_STRIDE,
@@ -150,6 +150,7 @@ impl<B: Backend> Pipeline<B> {
                 special: &special,
                 sample_len: options.decode.sample_len.unwrap_or(dims.n_text_ctx / 2),
                 cross_qk_heads: qk_heads,
+                beam: BeamOptions::from_decode(&options.decode),
             };
             let encoded = encode_window(&self.backend, &window)?;
             let result = self.decode_with_fallback(&encoded, &request, options, &mut rng)?;

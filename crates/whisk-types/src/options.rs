@@ -63,6 +63,15 @@ pub struct DecodeOptions {
     pub suppress_tokens: Vec<i64>,
     /// Most tokens sampled per window; `None` means half the text context (224).
     pub sample_len: Option<usize>,
+    /// Beam width at temperature 0; `None` (or 1) decodes greedily. Default `None`, as
+    /// openai's `DecodingOptions` (its CLI and faster-whisper use 5).
+    pub beam_size: Option<usize>,
+    /// Finished hypotheses a beam search collects, as a multiple of `beam_size`.
+    /// Default `None` (1.0).
+    pub patience: Option<f64>,
+    /// `None` ranks beam hypotheses by log-probability over length; `Some(a)` divides by
+    /// `((5 + length) / 6)^a`. Default `None`.
+    pub length_penalty: Option<f64>,
 }
 
 impl Default for DecodeOptions {
@@ -75,6 +84,9 @@ impl Default for DecodeOptions {
             suppress_blank: true,
             suppress_tokens: vec![-1],
             sample_len: None,
+            beam_size: None,
+            patience: None,
+            length_penalty: None,
         }
     }
 }

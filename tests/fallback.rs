@@ -1,0 +1,206 @@
+//! Temperature fallback and the no-speech skip, driven by a scripted backend: the decoder's
+//! logits come from a script, not a model, so each rule is triggered on purpose.
+
+use std::cell::Cell;
+
+use whisk_backend::{Backend, DecodeStep, MelBatch, Result, StepOutput};
+use whisk_pipeline::Pipeline;
+use whisk_tests::model_dir;
+use whisk_text::Tokenizer;
+use whisk_types::{DecodeOptions, ModelDims, SpecialTokens, TranscribeOptions};
+
+/// tiny.en's shape, so the real tokenizer fits.
+fn dims() -> ModelDims {
+    ModelDims {
+        n_mels: 80,
+        n_audio_ctx: 1500,
+        n_audio_state: 384,
+        n_audio_head: 6,
+        n_audio_layer: 4,
+        n_vocab: 51864,
+        n_text_ctx: 448,
+        n_text_state: 384,
+        n_text_head: 6,
+        n_text_layer: 4,
+    }
+}
+
+/// Proposes `script` token by token after the SOT sequence, then end-of-text, with the
+/// proposed token `confidence` logits above every other; `<|nospeech|>` gets `no_speech`
+/// logits at the `<|startoftranscript|>` position. Counts the decodes it is asked for.
+struct Scripted {
+    dims: ModelDims,
+    special: SpecialTokens,
+    script: Vec<u32>,
+    confidence: f32,
+    no_speech: f32,
+    decodes: Cell<usize>,
+}
+
+impl Scripted {
+    fn next_logits(&self, history: &[u32]) -> Vec<f32> {
+        let mut logits = vec![0.0f32; self.dims.n_vocab];
+        let last = *history.last().expect("fed at least one token");
+        if last == self.special.sot {
+            logits[self.special.no_speech as usize] = self.no_speech;
+        }
+        let begin = history
+            .iter()
+            .rposition(|&t| t == self.special.no_timestamps)
+            .map_or(history.len(), |i| i + 1);
+        let sampled = history.len() - begin;
+        let next = self
+            .script
+            .get(sampled)
+            .copied()
+            .unwrap_or(self.special.eot);
+        logits[next as usize] = self.confidence;
+        logits
+    }
+}
+
+impl Backend for Scripted {
+    type Encoded = usize;
+    /// Each slot's fed tokens.
+    type Decoder = Vec<Vec<u32>>;
+
+    fn dims(&self) -> &ModelDims {
+        &self.dims
+    }
+
+    fn device_name(&self) -> String {
+        "scripted".into()
+    }
+
+    fn encode(&self, mel: MelBatch<'_>) -> Result<usize> {
+        Ok(mel.windows)
+    }
+
+    fn new_decoder(&self, slots: usize) -> Result<Self::Decoder> {
+        Ok(vec![Vec::new(); slots])
+    }
+
+    fn attach(
+        &self,
+        decoder: &mut Self::Decoder,
+        slots: &[usize],
+        _: &usize,
+        _: &[usize],
+    ) -> Result<()> {
+        for &s in slots {
+            decoder[s].clear();
+        }
+        Ok(())
+    }
+
+    fn copy_slots(&self, decoder: &mut Self::Decoder, moves: &[(usize, usize)]) -> Result<()> {
+        let before = decoder.clone();
+        for &(from, to) in moves {
+            decoder[to] = before[from].clone();
+        }
+        Ok(())
+    }
+
+    fn decode_step(&self, decoder: &mut Self::Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
+        let mut out = StepOutput::default();
+        for row in step.rows {
+            let history = &mut decoder[row.slot];
+            if row.position == 0 && row.tokens.len() > 1 {
+                self.decodes.set(self.decodes.get() + 1);
+            }
+            history.truncate(row.position);
+            history.extend_from_slice(row.tokens);
+            let mut logits = Vec::new();
+            for &at in row.logits_at {
+                logits.extend(self.next_logits(&history[..row.position + at + 1]));
+            }
+            out.logits.push(logits);
+        }
+        Ok(out)
+    }
+}
+
+fn pipeline(script_text: &str, confidence: f32, no_speech: f32) -> Pipeline<Scripted> {
+    let dir = model_dir("tiny.en");
+    let tokenizer = Tokenizer::from_file(&dir.join("tokenizer.json"), &dims()).unwrap();
+    let backend = Scripted {
+        dims: dims(),
+        special: tokenizer.special().clone(),
+        script: tokenizer.encode(script_text).unwrap(),
+        confidence,
+        no_speech,
+        decodes: Cell::new(0),
+    };
+    Pipeline::new(backend, tokenizer, vec![(2, 0)]).unwrap()
+}
+
+/// Text without timestamps keeps the script free of timestamp rules; 5 s of (ignored) audio.
+fn options() -> TranscribeOptions {
+    TranscribeOptions {
+        decode: DecodeOptions {
+            without_timestamps: true,
+            beam_size: Some(5),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn transcribe(p: &Pipeline<Scripted>, options: &TranscribeOptions) -> whisk_types::Transcript {
+    p.transcribe(&vec![0.01f32; 80_000], options, &mut |_| {})
+        .unwrap()
+}
+
+#[test]
+fn repetitive_text_falls_back_through_every_temperature() {
+    let p = pipeline(&" the cat sat on the mat.".repeat(12), 30.0, 0.0);
+    let t = transcribe(&p, &options());
+    // Temperature 0 (one beam search), then five samples at each of 0.2 ... 1.0.
+    assert_eq!(p.backend().decodes.get(), 1 + 5 * 5);
+    let segment = &t.segments[0];
+    assert!(
+        segment.compression_ratio > 2.4,
+        "{}",
+        segment.compression_ratio
+    );
+    assert_eq!(segment.temperature, 1.0);
+
+    // Without the compression rule, the first decode stands.
+    let p = pipeline(&" the cat sat on the mat.".repeat(12), 30.0, 0.0);
+    let lenient = TranscribeOptions {
+        compression_ratio_threshold: None,
+        ..options()
+    };
+    let t = transcribe(&p, &lenient);
+    assert_eq!(p.backend().decodes.get(), 1);
+    assert_eq!(t.segments[0].temperature, 0.0);
+}
+
+#[test]
+fn unlikely_text_falls_back_and_likely_text_does_not() {
+    // Proposed tokens 8 logits above 51863 others: about 5% each, log-probability < -1.
+    let p = pipeline(" a quiet sentence.", 8.0, 0.0);
+    let t = transcribe(&p, &options());
+    assert_eq!(p.backend().decodes.get(), 1 + 5 * 5);
+    assert!(t.segments.iter().all(|s| s.avg_logprob < -1.0));
+
+    let p = pipeline(" a quiet sentence.", 30.0, 0.0);
+    let t = transcribe(&p, &options());
+    assert_eq!(p.backend().decodes.get(), 1);
+    assert_eq!(t.text.trim(), "a quiet sentence.");
+}
+
+#[test]
+fn no_speech_with_unlikely_text_is_skipped() {
+    // `<|nospeech|>` dominates at the SOT position and the text is unlikely: silence.
+    let p = pipeline(" thanks for watching.", 8.0, 40.0);
+    let t = transcribe(&p, &options());
+    assert!(t.segments.is_empty(), "{:?}", t.text);
+    assert_eq!(t.text, "");
+
+    // The same no-speech probability with confident text is kept (openai's rule needs both).
+    let p = pipeline(" thanks for watching.", 30.0, 40.0);
+    let t = transcribe(&p, &options());
+    assert_eq!(t.text.trim(), "thanks for watching.");
+    assert!(t.segments[0].no_speech_prob > 0.6);
+}
