@@ -97,3 +97,110 @@ fn base_transcribes_german_when_told() {
         "not German: {text}"
     );
 }
+
+/// Words of the transcript with their start times.
+fn timed_words(t: &whisk::Transcript) -> Vec<(String, f64, f64)> {
+    t.segments
+        .iter()
+        .flat_map(|s| s.words.iter().flatten())
+        .map(|w| (w.word.trim().to_string(), w.start, w.end))
+        .collect()
+}
+
+#[test]
+fn clip_timestamps_transcribe_only_the_clips() {
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    let audio = whisk::load_audio(&shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();
+    let with_clips = |clips: Vec<f64>| {
+        let options = TranscribeOptions {
+            word_timestamps: true,
+            clip_timestamps: clips,
+            ..Default::default()
+        };
+        let t = model.transcribe(&audio, &options).unwrap();
+        check_invariants(&t);
+        t
+    };
+    let whole = timed_words(&with_clips(Vec::new()));
+    // "And so my fellow Americans" ends by 3.3 s; "ask not ..." comes after 3.4 s.
+    let head = timed_words(&with_clips(vec![0.0, 3.3]));
+    assert!(!head.is_empty());
+    assert!(head.iter().all(|w| w.2 <= 3.3 + 0.02), "{head:?}");
+    assert_eq!(head[0].0, "And");
+    assert!(head.len() < whole.len());
+
+    // A lone start runs to the end of the file.
+    let tail = timed_words(&with_clips(vec![7.0]));
+    assert!(tail.iter().all(|w| w.1 >= 7.0), "{tail:?}");
+    assert_eq!(tail.last().unwrap().0.trim_end_matches('.'), "country");
+    assert!(tail.len() < whole.len());
+    assert!(!tail.iter().any(|w| w.0.starts_with("Americans")));
+
+    let invalid = TranscribeOptions {
+        clip_timestamps: vec![-1.0],
+        ..Default::default()
+    };
+    let err = model.transcribe(&audio, &invalid).unwrap_err().to_string();
+    assert!(err.contains("clip timestamp"), "{err}");
+}
+
+#[test]
+fn hallucination_screening_keeps_clean_speech() {
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    let audio = whisk::load_audio(&shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();
+    let plain = TranscribeOptions {
+        word_timestamps: true,
+        ..Default::default()
+    };
+    let screened = TranscribeOptions {
+        hallucination_silence_threshold: Some(2.0),
+        ..plain.clone()
+    };
+    let a = model.transcribe(&audio, &plain).unwrap();
+    let b = model.transcribe(&audio, &screened).unwrap();
+    check_invariants(&b);
+    assert_eq!(a.text, b.text);
+    let batched = TranscribeOptions {
+        batch_size: 4,
+        ..screened
+    };
+    let err = model.transcribe(&audio, &batched).unwrap_err().to_string();
+    assert!(err.contains("batch size 1"), "{err}");
+}
+
+/// Speech, 12 s of silence, laughter, 12 s of silence: with a beam of 5, tiny.en writes
+/// "Thank you very much." into the last silence (faster-whisper hallucinates on this
+/// laughter too). The screening drops the improbable text between silences and keeps the
+/// speech.
+#[test]
+fn hallucination_screening_drops_text_between_silences() {
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    let jfk = whisk::load_audio(&shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();
+    let laugh = whisk::load_audio(&shared_data(
+        "whisper_timestamped_clips/audio16k/laugh1.flac",
+    ))
+    .unwrap();
+    let silence = vec![0.0f32; 16_000 * 12];
+    let audio: Vec<f32> = [&jfk[..], &silence, &laugh, &silence].concat();
+    let laugh_start = (jfk.len() + silence.len()) as f64 / 16_000.0;
+    let plain = TranscribeOptions {
+        word_timestamps: true,
+        decode: whisk::DecodeOptions {
+            beam_size: Some(5),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let screened = TranscribeOptions {
+        hallucination_silence_threshold: Some(2.0),
+        ..plain.clone()
+    };
+    let a = timed_words(&model.transcribe(&audio, &plain).unwrap());
+    let t = model.transcribe(&audio, &screened).unwrap();
+    check_invariants(&t);
+    let b = timed_words(&t);
+    let after = |w: &[(String, f64, f64)]| w.iter().filter(|w| w.1 >= laugh_start - 1.0).count();
+    assert!(after(&a) > 0, "no text on the laughter to screen: {a:?}");
+    assert_eq!(after(&b), 0, "{b:?}");
+    assert!(b.iter().any(|w| w.0.starts_with("country")));
+}

@@ -69,7 +69,7 @@ fn main() -> Result<()> {
                 .args(&args[1..]))
         }
         _ => {
-            eprintln!("usage: cargo xtask <fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
+            eprintln!("usage: cargo xtask <fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
             std::process::exit(2);
         }
     }

@@ -118,11 +118,21 @@ struct TranscribeArgs {
     /// Candidates sampled at each fallback temperature; the likeliest is kept.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
     best_of: u16,
-    /// Windows decoded together. Above 1, files are cut into 30 s windows (overlapping by
-    /// 4 s) decoded independently and stitched by word times, and all files share the batch;
-    /// 1 runs openai-whisper's sequential loop (each window prompted with the previous text).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
-    batch_size: u16,
+    /// Windows decoded together (default 8; 1 with --clip-timestamps or
+    /// --hallucination-silence-threshold, which follow the sequential loop). Above 1, files
+    /// are cut into 30 s windows (overlapping by 4 s) decoded independently and stitched by
+    /// word times, and all files share the batch; 1 runs openai-whisper's sequential loop
+    /// (each window prompted with the previous text).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    batch_size: Option<u16>,
+    /// Parts of each file to transcribe, in seconds: start,end,start,end,... (a missing last
+    /// end is the end of the file).
+    #[arg(long, value_parser = clip_list)]
+    clip_timestamps: Option<ClipList>,
+    /// Skip silent stretches longer than this (seconds) around suspected hallucinations
+    /// (needs word timestamps, which it turns on).
+    #[arg(long, value_parser = positive)]
+    hallucination_silence_threshold: Option<f64>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -144,6 +154,17 @@ fn token_list(s: &str) -> std::result::Result<TokenList, String> {
         })
         .collect::<std::result::Result<_, _>>()
         .map(TokenList)
+}
+
+/// Clip boundaries in seconds from the command line.
+#[derive(Debug, Clone)]
+struct ClipList(Vec<f64>);
+
+fn clip_list(s: &str) -> std::result::Result<ClipList, String> {
+    s.split(',')
+        .map(|t| non_negative(t.trim()))
+        .collect::<std::result::Result<_, _>>()
+        .map(ClipList)
 }
 
 fn non_negative(s: &str) -> std::result::Result<f64, String> {
@@ -182,9 +203,21 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
     let model_dir = whisk::resolve_model(&args.model)?;
     let model = Model::builder(model_dir).device(device).build()?;
     let subtitle_words = args.max_words_per_line.is_some() || args.highlight_words;
-    let word_timestamps = args
-        .word_timestamps
-        .unwrap_or(formats.contains(&Format::Json) || subtitle_words);
+    let sequential_only =
+        args.clip_timestamps.is_some() || args.hallucination_silence_threshold.is_some();
+    let batch_size = args
+        .batch_size
+        .unwrap_or(if sequential_only { 1 } else { 8 });
+    if sequential_only && batch_size > 1 {
+        anyhow::bail!(
+            "--clip-timestamps and --hallucination-silence-threshold follow the sequential loop: use --batch-size 1"
+        );
+    }
+    let word_timestamps = args.word_timestamps.unwrap_or(
+        formats.contains(&Format::Json)
+            || subtitle_words
+            || args.hallucination_silence_threshold.is_some(),
+    );
     if word_timestamps
         && model.alignment_heads().source == whisk::HeadsSource::LastHalfFallback
         && !args.quiet
@@ -223,7 +256,12 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
             AlignmentArg::SinglePass => whisk::WordAlignment::SinglePass,
             AlignmentArg::Refeed => whisk::WordAlignment::Refeed,
         },
-        batch_size: args.batch_size as usize,
+        batch_size: batch_size as usize,
+        clip_timestamps: args
+            .clip_timestamps
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.0.clone()),
+        hallucination_silence_threshold: args.hallucination_silence_threshold,
         temperatures: fallback_temperatures(args.temperature_increment_on_fallback)?,
         best_of: args.best_of as usize,
         ..Default::default()

@@ -119,9 +119,13 @@ fn main() -> Result<()> {
     }
 }
 
-/// Transcription with word timestamps in one alignment mode and padding.
-fn word_options(padding: MelPadding, mode: WordAlignment) -> TranscribeOptions {
+/// Transcription with word timestamps in one alignment mode, padding and beam width.
+fn word_options(padding: MelPadding, mode: WordAlignment, beam: usize) -> TranscribeOptions {
     TranscribeOptions {
+        decode: whisk::DecodeOptions {
+            beam_size: Some(beam),
+            ..Default::default()
+        },
         mel_padding: padding,
         word_timestamps: true,
         word_alignment: mode,
@@ -160,9 +164,13 @@ fn eval_words(args: &Args) -> Result<()> {
     );
 
     let mut deltas = Vec::new();
-    for padding in &args.padding {
+    for (&beam, padding) in args
+        .beams
+        .iter()
+        .flat_map(|b| args.padding.iter().map(move |p| (b, p)))
+    {
         for mode in [WordAlignment::SinglePass, WordAlignment::Refeed] {
-            let options = word_options(*padding, mode);
+            let options = word_options(*padding, mode, beam);
             let mut report = TimingReport::default();
             let (mut d_start, mut d_end) = (ErrorStats::default(), ErrorStats::default());
             let started = Instant::now();
@@ -178,7 +186,7 @@ fn eval_words(args: &Args) -> Result<()> {
                 }
             }
             let name = format!(
-                "whisk {mode:?}, {padding:?} padding ({:.0} s)",
+                "whisk {mode:?}, {padding:?} padding, beam {beam} ({:.0} s)",
                 started.elapsed().as_secs_f64()
             );
             println!("{}", report.row(&name));
@@ -206,9 +214,13 @@ fn eval_words(args: &Args) -> Result<()> {
     println!("\njfk against faster-whisper's word times:\n");
     println!("| system | words | median abs Δstart ms | median abs Δend ms |");
     println!("| --- | --- | --- | --- |");
-    for padding in &args.padding {
+    for (&beam, padding) in args
+        .beams
+        .iter()
+        .flat_map(|b| args.padding.iter().map(move |p| (b, p)))
+    {
         for mode in [WordAlignment::SinglePass, WordAlignment::Refeed] {
-            let options = word_options(*padding, mode);
+            let options = word_options(*padding, mode, beam);
             let ours = transcript_words(&model.transcribe_file(&jfk, &options)?);
             let (mut s, mut e) = (ErrorStats::default(), ErrorStats::default());
             for (i, j) in match_words(&theirs, &ours) {
@@ -216,7 +228,7 @@ fn eval_words(args: &Args) -> Result<()> {
                 e.push(ours[j].end, theirs[i].end);
             }
             println!(
-                "| whisk {mode:?}, {padding:?} padding | {} | {:.0} | {:.0} |",
+                "| whisk {mode:?}, {padding:?} padding, beam {beam} | {} | {:.0} | {:.0} |",
                 s.len(),
                 s.median() * 1000.0,
                 e.median() * 1000.0

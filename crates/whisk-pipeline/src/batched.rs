@@ -90,6 +90,13 @@ impl<B: Backend> Pipeline<B> {
         let dims = self.backend.dims();
         let special = self.tokenizer.special().clone();
         let multilingual = self.tokenizer.is_multilingual();
+        crate::check_options(options)?;
+        if !options.clip_timestamps.is_empty() || options.hallucination_silence_threshold.is_some()
+        {
+            return Err(PipelineError::InvalidOption(
+                "clip timestamps and the hallucination silence threshold follow the sequential loop; use batch size 1".into(),
+            ));
+        }
         let given_language = self.given_language(options)?;
         let rules = LogitRules::new(&special, &options.decode, &self.non_speech, &self.space);
         let initial: Vec<u32> = match &options.initial_prompt {

@@ -7,6 +7,7 @@
 mod align;
 mod batched;
 mod fallback;
+mod hallucination;
 mod plan;
 mod window;
 
@@ -37,6 +38,8 @@ pub enum PipelineError {
     LanguageOnEnglishModel(String),
     #[error("the model's mel bins ({0}) are not supported (80 or 128)")]
     MelBins(usize),
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
 }
 
 pub type Result<T> = std::result::Result<T, PipelineError>;
@@ -100,6 +103,7 @@ impl<B: Backend> Pipeline<B> {
         let (mel, content_frames) = padded_mel(samples, dims.n_mels, options.mel_padding);
         let total_seconds = samples.len() as f64 / SAMPLE_RATE as f64;
 
+        check_options(options)?;
         let mut language = self.given_language(options)?;
         if multilingual && language.is_none() {
             // openai detects once, on the first window, and keeps that language throughout.
@@ -117,7 +121,6 @@ impl<B: Backend> Pipeline<B> {
         let initial_len = all_tokens.len();
         let mut prompt_reset_since = 0;
         let mut segments: Vec<Segment> = Vec::new();
-        let mut seek = 0;
         let mut rng = StdRng::seed_from_u64(options.seed);
         let mut last_speech_timestamp = 0.0;
         let qk_heads: &[(usize, usize)] =
@@ -126,11 +129,30 @@ impl<B: Backend> Pipeline<B> {
             } else {
                 &[]
             };
-        while seek < content_frames {
+        let clips = clip_ranges(&options.clip_timestamps, content_frames);
+        let mut clip = 0;
+        let mut seek = clips.first().map_or(content_frames, |c| c.0);
+        while let Some(&(clip_start, clip_end)) = clips.get(clip) {
+            if seek < clip_start {
+                seek = clip_start;
+            }
+            if seek >= clip_end {
+                clip += 1;
+                if let Some(next) = clips.get(clip) {
+                    seek = next.0;
+                }
+                continue;
+            }
             let window_seek = seek;
             let time_offset = (seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
-            let segment_size = N_FRAMES.min(content_frames - seek);
-            let window = mel.window(seek, N_FRAMES);
+            let segment_size = N_FRAMES.min(content_frames - seek).min(clip_end - seek);
+            let mut window = mel.window(seek, N_FRAMES);
+            if clip_end < content_frames {
+                // Audio after the clip is not the model's to hear: zero features, as openai.
+                for row in window.chunks_mut(N_FRAMES) {
+                    row[segment_size..].fill(0.0);
+                }
+            }
             let sot = sot_sequence(
                 &special,
                 multilingual,
@@ -219,6 +241,7 @@ impl<B: Backend> Pipeline<B> {
                     .filter(|&j| special.is_text(tokens[j]))
                     .collect();
                 let lang = language.map_or("en", |i| self.tokenizer.languages()[i].as_str());
+                let speech_before = last_speech_timestamp;
                 self.add_words(
                     &encoded,
                     &result,
@@ -231,8 +254,30 @@ impl<B: Backend> Pipeline<B> {
                     &mut last_speech_timestamp,
                     options,
                 )?;
-                // Resume after the last word rather than the last timestamp (openai).
-                if !single_timestamp_ending {
+                if let Some(threshold) = options.hallucination_silence_threshold {
+                    let screened = hallucination::ScreenedWindow {
+                        seek: window_seek,
+                        segment_size,
+                        single_timestamp_ending,
+                        last_speech: speech_before,
+                        content_frames,
+                    };
+                    match hallucination::screen(&mut window_segments, &screened, threshold, seek) {
+                        hallucination::Verdict::Keep { seek: next } => seek = next,
+                        hallucination::Verdict::Skip { seek: next } => {
+                            seek = next;
+                            last_speech_timestamp = speech_before;
+                            continue;
+                        }
+                    }
+                    // openai: the last word kept, or what it was before this window.
+                    last_speech_timestamp = window_segments
+                        .iter()
+                        .rev()
+                        .find_map(|s| s.words.as_ref()?.last().map(|w| w.end))
+                        .unwrap_or(speech_before);
+                } else if !single_timestamp_ending {
+                    // Resume after the last word rather than the last timestamp (openai).
                     let last_word_end = window_segments
                         .iter()
                         .rev()
@@ -449,6 +494,54 @@ impl<B: Backend> Pipeline<B> {
             .map(|(i, p)| (langs[i].clone(), p))
             .collect())
     }
+}
+
+/// Rejects option values no decode can honour, before any work.
+pub(crate) fn check_options(options: &TranscribeOptions) -> Result<()> {
+    let invalid = |why: String| Err(PipelineError::InvalidOption(why));
+    if let Some(t) = options
+        .clip_timestamps
+        .iter()
+        .find(|t| !t.is_finite() || **t < 0.0)
+    {
+        return invalid(format!("clip timestamp {t} is not a time from 0 up"));
+    }
+    if let Some(t) = options
+        .hallucination_silence_threshold
+        .filter(|t| !t.is_finite() || *t <= 0.0)
+    {
+        return invalid(format!(
+            "hallucination silence threshold {t} is not a positive number of seconds"
+        ));
+    }
+    if options.decode.beam_size == Some(0) {
+        return invalid("a beam of 0 hypotheses".into());
+    }
+    if let Some(p) = options
+        .decode
+        .patience
+        .filter(|p| !p.is_finite() || *p <= 0.0)
+    {
+        return invalid(format!("patience {p} is not positive"));
+    }
+    Ok(())
+}
+
+/// `clip_timestamps` (seconds: start, end, start, ...) as frame ranges within the content,
+/// as openai reads them: none is the whole input; a missing last end is the input's end.
+fn clip_ranges(clip_timestamps: &[f64], content_frames: usize) -> Vec<(usize, usize)> {
+    let frames_per_second = (SAMPLE_RATE / HOP_LENGTH) as f64;
+    let mut points: Vec<usize> = clip_timestamps
+        .iter()
+        .map(|&t| ((t * frames_per_second).round() as usize).min(content_frames))
+        .collect();
+    if points.is_empty() {
+        points.push(0);
+    }
+    if points.len() % 2 == 1 {
+        points.push(content_frames);
+    }
+    points.chunks(2).map(|c| (c[0], c[1])).collect()
 }
 
 /// The log-mel of `samples` padded as `padding` says, and how many of its frames hold audio.

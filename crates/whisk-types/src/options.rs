@@ -126,6 +126,14 @@ pub struct TranscribeOptions {
     /// cut into 30 s windows up front, overlapping by [`WINDOW_OVERLAP_SECONDS`], decoded
     /// independently this many at a time (inputs share the batch) and stitched by word times.
     pub batch_size: usize,
+    /// Parts of the input to transcribe, in seconds: `start, end, start, end, ...`; a
+    /// missing last end is the end of the input. Empty (default) is the whole input.
+    /// Sequential mode only.
+    pub clip_timestamps: Vec<f64>,
+    /// With word timestamps: skip silent stretches longer than this many seconds around a
+    /// suspected hallucination (a segment of improbable, very short or very long words), as
+    /// openai-whisper does. Default `None`. Sequential mode only.
+    pub hallucination_silence_threshold: Option<f64>,
 }
 
 /// Overlap of consecutive windows in batched long-form mode. Each side keeps the words of its
@@ -148,6 +156,8 @@ impl Default for TranscribeOptions {
             word_timestamps: false,
             word_alignment: WordAlignment::Refeed,
             batch_size: 1,
+            clip_timestamps: Vec::new(),
+            hallucination_silence_threshold: None,
         }
     }
 }

@@ -1,0 +1,270 @@
+//! Suspected hallucinations and the silence around them (openai-whisper's
+//! `hallucination_silence_threshold`): a segment whose words are improbable, very short or
+//! very long is suspect; one with silence on both sides is dropped and decoding resumes
+//! after it, and silence before a suspect first segment is skipped.
+
+use whisk_types::{Segment, Word, HOP_LENGTH, N_FRAMES, SAMPLE_RATE};
+
+/// Marks that never count as words when scoring a segment (openai's set).
+const PUNCTUATION: &str = "\"'“¿([{-\"'.。,，!！?？:：”)]}、";
+
+/// How unlike a real word `word` looks: improbable, shorter than 133 ms, longer than 2 s.
+pub(crate) fn word_anomaly_score(word: &Word) -> f64 {
+    let duration = word.end - word.start;
+    let mut score = 0.0;
+    if word.probability < 0.15 {
+        score += 1.0;
+    }
+    if duration < 0.133 {
+        score += (0.133 - duration) * 15.0;
+    }
+    if duration > 2.0 {
+        score += duration - 2.0;
+    }
+    score
+}
+
+/// Whether a segment's first eight words (punctuation aside) look hallucinated.
+pub(crate) fn is_anomaly(segment: Option<&Segment>) -> bool {
+    let Some(words) = segment.and_then(|s| s.words.as_deref()) else {
+        return false;
+    };
+    if words.is_empty() {
+        return false;
+    }
+    // A word that is part of the punctuation string (as openai's `not in`) is skipped.
+    let scored: Vec<&Word> = words
+        .iter()
+        .filter(|w| !PUNCTUATION.contains(w.word.as_str()))
+        .take(8)
+        .collect();
+    let score: f64 = scored.iter().map(|w| word_anomaly_score(w)).sum();
+    score >= 3.0 || score + 0.01 >= scored.len() as f64
+}
+
+fn has_words(s: &Segment) -> bool {
+    s.words.as_ref().is_some_and(|w| !w.is_empty())
+}
+
+fn frames(seconds: f64) -> usize {
+    (seconds * SAMPLE_RATE as f64 / HOP_LENGTH as f64)
+        .round()
+        .max(0.0) as usize
+}
+
+/// One window's segments (with words) and where it sits.
+pub(crate) struct ScreenedWindow {
+    pub seek: usize,
+    /// Frames of audio the window covered.
+    pub segment_size: usize,
+    pub single_timestamp_ending: bool,
+    /// Last word end before this window.
+    pub last_speech: f64,
+    pub content_frames: usize,
+}
+
+/// What to do with a window after screening it.
+pub(crate) enum Verdict {
+    /// Keep the (possibly shortened) segments and go on from `seek`.
+    Keep { seek: usize },
+    /// Drop the whole window and go on from `seek`: it opens with silence and then a
+    /// suspect segment.
+    Skip { seek: usize },
+}
+
+/// openai's screening of one decoded window. `segments` may be cut short at a suspect
+/// segment with silence around it.
+pub(crate) fn screen(
+    segments: &mut Vec<Segment>,
+    span: &ScreenedWindow,
+    threshold: f64,
+    default_seek: usize,
+) -> Verdict {
+    let seconds = |f: usize| (f * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+    let time_offset = seconds(span.seek);
+    let window_end = seconds(span.seek + N_FRAMES);
+    let segment_duration = seconds(span.segment_size);
+    let content_duration = seconds(span.content_frames);
+
+    let mut seek = default_seek;
+    if !span.single_timestamp_ending {
+        let last_end = segments
+            .iter()
+            .rev()
+            .find_map(|s| s.words.as_ref()?.last().map(|w| w.end));
+        if let Some(end) = last_end.filter(|&e| e > time_offset) {
+            // A long silence after the last word: resume right after it; else after the
+            // window (the silence holds nothing the next window would find).
+            seek = if window_end - end > threshold {
+                frames(end)
+            } else {
+                span.seek + span.segment_size
+            };
+        }
+    }
+
+    if let Some(first) = segments.iter().find(|s| has_words(s)) {
+        if is_anomaly(Some(first)) {
+            let gap = first.start - time_offset;
+            if gap > threshold {
+                return Verdict::Skip {
+                    seek: span.seek + frames(gap),
+                };
+            }
+        }
+    }
+
+    let mut last_end = span.last_speech;
+    for i in 0..segments.len() {
+        if !has_words(&segments[i]) {
+            continue;
+        }
+        let segment = &segments[i];
+        if is_anomaly(Some(segment)) {
+            let next = segments[i + 1..].iter().find(|s| has_words(s));
+            let next_start = next
+                .and_then(|n| n.words.as_ref()?.first().map(|w| w.start))
+                .unwrap_or(time_offset + segment_duration);
+            let silence_before = segment.start - last_end > threshold
+                || segment.start < threshold
+                || segment.start - time_offset < 2.0;
+            let silence_after = next_start - segment.end > threshold
+                || is_anomaly(next)
+                || window_end - segment.end < 2.0;
+            if silence_before && silence_after {
+                seek = frames((time_offset + 1.0).max(segment.start));
+                if content_duration - segment.end < threshold {
+                    seek = span.content_frames;
+                }
+                segments.truncate(i);
+                break;
+            }
+        }
+        last_end = segment.end;
+    }
+    Verdict::Keep { seek }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word(text: &str, start: f64, end: f64, probability: f64) -> Word {
+        Word {
+            word: text.into(),
+            start,
+            end,
+            probability,
+        }
+    }
+
+    fn segment(start: f64, end: f64, words: Vec<Word>) -> Segment {
+        Segment {
+            id: 0,
+            seek: 0,
+            start,
+            end,
+            text: words.iter().map(|w| w.word.as_str()).collect(),
+            tokens: Vec::new(),
+            temperature: 0.0,
+            avg_logprob: 0.0,
+            compression_ratio: 1.0,
+            no_speech_prob: 0.0,
+            words: Some(words),
+        }
+    }
+
+    #[test]
+    fn anomaly_scores() {
+        assert_eq!(word_anomaly_score(&word(" fine", 0.0, 0.5, 0.9)), 0.0);
+        assert_eq!(word_anomaly_score(&word(" meh", 0.0, 0.5, 0.1)), 1.0);
+        let short = word_anomaly_score(&word(" x", 0.0, 0.033, 0.9));
+        assert!((short - 1.5).abs() < 1e-9);
+        let long = word_anomaly_score(&word(" yyy", 0.0, 4.5, 0.9));
+        assert!((long - 2.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn segments_of_improbable_words_are_suspect() {
+        let good = segment(
+            0.0,
+            1.0,
+            vec![word(" hi", 0.0, 0.4, 0.9), word(" there", 0.4, 1.0, 0.8)],
+        );
+        assert!(!is_anomaly(Some(&good)));
+        let bad = segment(
+            0.0,
+            1.0,
+            vec![word(" thanks", 0.0, 0.5, 0.05), word(" all", 0.5, 1.0, 0.1)],
+        );
+        assert!(is_anomaly(Some(&bad)));
+        // Punctuation does not dilute the score.
+        let with_dots = segment(
+            0.0,
+            1.0,
+            vec![word(" thanks", 0.0, 0.5, 0.05), word(".", 0.5, 0.5, 0.9)],
+        );
+        assert!(is_anomaly(Some(&with_dots)));
+        assert!(!is_anomaly(None));
+        assert!(!is_anomaly(Some(&segment(0.0, 1.0, Vec::new()))));
+    }
+
+    fn span() -> ScreenedWindow {
+        ScreenedWindow {
+            seek: 0,
+            segment_size: N_FRAMES,
+            single_timestamp_ending: false,
+            last_speech: 0.0,
+            content_frames: 6000,
+        }
+    }
+
+    #[test]
+    fn a_suspect_segment_between_silences_is_dropped() {
+        // Real speech to 5 s, then a suspect segment at 15-16 s with silence around it.
+        let mut segments = vec![
+            segment(
+                0.0,
+                5.0,
+                vec![word(" real", 0.0, 2.0, 0.9), word(" speech", 2.0, 5.0, 0.9)],
+            ),
+            segment(
+                15.0,
+                16.0,
+                vec![
+                    word(" thanks", 15.0, 15.5, 0.05),
+                    word(" watching", 15.5, 16.0, 0.05),
+                ],
+            ),
+        ];
+        let Verdict::Keep { seek } = screen(&mut segments, &span(), 2.0, 0) else {
+            panic!("the window has real speech");
+        };
+        assert_eq!(segments.len(), 1);
+        assert_eq!(seek, 1500, "resumes at the suspect segment's start");
+    }
+
+    #[test]
+    fn silence_then_a_suspect_first_segment_skips_the_silence() {
+        let mut segments = vec![segment(10.0, 11.0, vec![word(" you", 10.0, 10.05, 0.05)])];
+        match screen(&mut segments, &span(), 2.0, 0) {
+            Verdict::Skip { seek } => assert_eq!(seek, 1000),
+            Verdict::Keep { .. } => panic!("10 s of silence before a suspect segment"),
+        }
+    }
+
+    #[test]
+    fn clean_speech_is_kept_and_resumes_after_the_last_word() {
+        let mut segments = vec![segment(
+            0.0,
+            5.0,
+            vec![word(" real", 0.0, 2.0, 0.9), word(" speech", 2.0, 5.0, 0.9)],
+        )];
+        let Verdict::Keep { seek } = screen(&mut segments, &span(), 2.0, 0) else {
+            panic!("clean speech");
+        };
+        assert_eq!(segments.len(), 1);
+        // 25 s of silence after the last word: resume right after it.
+        assert_eq!(seek, 500);
+    }
+}
