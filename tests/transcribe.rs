@@ -204,3 +204,29 @@ fn hallucination_screening_drops_text_between_silences() {
     assert_eq!(after(&b), 0, "{b:?}");
     assert!(b.iter().any(|w| w.0.starts_with("country")));
 }
+
+/// Clips without speech (whisper_timestamped's hallucination tests): faster-whisper 1.2.1
+/// writes nothing on them with tiny.en, greedy or beam 5, and neither may whisk.
+#[test]
+fn no_text_on_clips_without_speech() {
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    for file in ["empty.flac", "empty_mp3.flac"] {
+        let audio = whisk::load_audio(&shared_data(&format!(
+            "whisper_timestamped_clips/audio16k/{file}"
+        )))
+        .unwrap();
+        for beam in [1, 5] {
+            let options = TranscribeOptions {
+                decode: whisk::DecodeOptions {
+                    beam_size: Some(beam),
+                    ..Default::default()
+                },
+                word_timestamps: true,
+                ..Default::default()
+            };
+            let t = model.transcribe(&audio, &options).unwrap();
+            assert_eq!(t.text.trim(), "", "{file}, beam {beam}");
+            assert!(t.segments.is_empty(), "{file}, beam {beam}");
+        }
+    }
+}
