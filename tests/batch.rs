@@ -5,8 +5,10 @@
 use std::sync::Arc;
 
 use rand::SeedableRng;
-use whisk_backend::{Backend, DecodeStep, RowStep};
-use whisk_batch::{decode_window, Job, RowRequest, Scheduler, SchedulerConfig, WindowRequest};
+use whisk_backend::{Backend, DecodeStep, RowStep, StepOutput};
+use whisk_batch::{
+    decode_window, Job, RowRequest, Scheduler, SchedulerConfig, WindowRequest, WindowResult,
+};
 use whisk_candle::{CandleBackend, CandleDevice};
 use whisk_decode::{log_softmax_at, BeamOptions};
 use whisk_decode::{sot_sequence, LogitRules};
@@ -23,6 +25,59 @@ const FILES: [&str; 5] = [
 
 fn worst_diff<'a>(a: impl Iterator<Item = &'a f32>, b: impl Iterator<Item = &'a f32>) -> f32 {
     a.zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// What a scheduler handed back, by job key.
+struct Drained {
+    results: Vec<Option<WindowResult>>,
+    finish_order: Vec<usize>,
+    /// Most rows in flight in one step.
+    max_in_flight: usize,
+}
+
+/// Steps `scheduler` until every job (keys `0..FILES.len()`) is done.
+fn drain(scheduler: &mut Scheduler<'_, CandleBackend, usize>) -> Drained {
+    let mut drained = Drained {
+        results: vec![None; FILES.len()],
+        finish_order: Vec::new(),
+        max_in_flight: 0,
+    };
+    while !scheduler.is_idle() {
+        let done = scheduler.step().unwrap();
+        drained.max_in_flight = drained
+            .max_in_flight
+            .max(scheduler.in_flight() + done.len());
+        for (key, result) in done {
+            drained.finish_order.push(key);
+            drained.results[key] = Some(result);
+        }
+    }
+    drained
+}
+
+/// One forward pass over `tokens` on a fresh decoder for window 0 of `encoded`.
+fn forward_alone(
+    backend: &CandleBackend,
+    encoded: &<CandleBackend as Backend>::Encoded,
+    tokens: &[u32],
+    logits_at: &[usize],
+    heads: &[(usize, usize)],
+) -> StepOutput {
+    let mut decoder = backend.start_decoder(encoded, &[0]).unwrap();
+    backend
+        .decode_step(
+            &mut decoder,
+            DecodeStep {
+                rows: &[RowStep {
+                    slot: 0,
+                    position: 0,
+                    tokens,
+                    logits_at,
+                }],
+                cross_qk_heads: heads,
+            },
+        )
+        .unwrap()
 }
 
 struct Setup {
@@ -105,17 +160,11 @@ fn batched_rows_equal_single_decodes() {
             },
         });
     }
-    let mut batched = vec![None; FILES.len()];
-    let mut finish_order = Vec::new();
-    let mut max_in_flight = 0;
-    while !scheduler.is_idle() {
-        let done = scheduler.step().unwrap();
-        max_in_flight = max_in_flight.max(scheduler.in_flight() + done.len());
-        for (key, result) in done {
-            finish_order.push(key);
-            batched[key] = Some(result);
-        }
-    }
+    let Drained {
+        results: batched,
+        finish_order,
+        max_in_flight,
+    } = drain(&mut scheduler);
     assert_eq!(max_in_flight, 3);
 
     let request = WindowRequest {
@@ -156,21 +205,7 @@ fn batched_rows_equal_single_decodes() {
         fed.push(special.no_timestamps);
         fed.extend_from_slice(&text);
         fed.push(special.eot);
-        let mut decoder = backend.start_decoder(&encoded, &[0]).unwrap();
-        let out = backend
-            .decode_step(
-                &mut decoder,
-                DecodeStep {
-                    rows: &[RowStep {
-                        slot: 0,
-                        position: 0,
-                        tokens: &fed,
-                        logits_at: &[],
-                    }],
-                    cross_qk_heads: &heads,
-                },
-            )
-            .unwrap();
+        let out = forward_alone(&backend, &encoded, &fed, &[], &heads);
         let alone = &out.cross_qk[0];
         let first = sot.len();
         for h in 0..alone.heads {
@@ -234,15 +269,11 @@ fn batched_beam_searches_equal_single_searches() {
             },
         });
     }
-    let mut batched = vec![None; FILES.len()];
-    let mut max_in_flight = 0;
-    while !scheduler.is_idle() {
-        let done = scheduler.step().unwrap();
-        max_in_flight = max_in_flight.max(scheduler.in_flight() + done.len());
-        for (key, result) in done {
-            batched[key] = Some(result);
-        }
-    }
+    let Drained {
+        results: batched,
+        max_in_flight,
+        ..
+    } = drain(&mut scheduler);
     assert_eq!(max_in_flight, 3);
 
     let mut differs_from_greedy = 0;
@@ -289,21 +320,7 @@ fn batched_beam_searches_equal_single_searches() {
             let mut fed = sot.clone();
             fed.extend_from_slice(&alone.tokens);
             let logits_at: Vec<usize> = (sot.len() - 1..fed.len()).collect();
-            let mut decoder = backend.start_decoder(&encoded, &[0]).unwrap();
-            let out = backend
-                .decode_step(
-                    &mut decoder,
-                    DecodeStep {
-                        rows: &[RowStep {
-                            slot: 0,
-                            position: 0,
-                            tokens: &fed,
-                            logits_at: &logits_at,
-                        }],
-                        cross_qk_heads: &[],
-                    },
-                )
-                .unwrap();
+            let out = forward_alone(&backend, &encoded, &fed, &logits_at, &[]);
             let vocab = backend.dims().n_vocab;
             let mut rescored = 0.0f64;
             for (k, row) in out.logits[0].chunks(vocab).enumerate() {

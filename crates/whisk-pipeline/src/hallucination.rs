@@ -42,6 +42,14 @@ pub(crate) fn is_anomaly(segment: Option<&Segment>) -> bool {
     score >= 3.0 || score + 0.01 >= scored.len() as f64
 }
 
+/// End of the last word of `segments`, if any has words.
+pub(crate) fn last_word_end(segments: &[Segment]) -> Option<f64> {
+    segments
+        .iter()
+        .rev()
+        .find_map(|s| s.words.as_ref()?.last().map(|w| w.end))
+}
+
 fn has_words(s: &Segment) -> bool {
     s.words.as_ref().is_some_and(|w| !w.is_empty())
 }
@@ -88,11 +96,7 @@ pub(crate) fn screen(
 
     let mut seek = default_seek;
     if !span.single_timestamp_ending {
-        let last_end = segments
-            .iter()
-            .rev()
-            .find_map(|s| s.words.as_ref()?.last().map(|w| w.end));
-        if let Some(end) = last_end.filter(|&e| e > time_offset) {
+        if let Some(end) = last_word_end(segments).filter(|&e| e > time_offset) {
             // A long silence after the last word: resume right after it; else after the
             // window (the silence holds nothing the next window would find).
             seek = if window_end - end > threshold {

@@ -271,18 +271,11 @@ impl<B: Backend> Pipeline<B> {
                         }
                     }
                     // openai: the last word kept, or what it was before this window.
-                    last_speech_timestamp = window_segments
-                        .iter()
-                        .rev()
-                        .find_map(|s| s.words.as_ref()?.last().map(|w| w.end))
-                        .unwrap_or(speech_before);
+                    last_speech_timestamp =
+                        hallucination::last_word_end(&window_segments).unwrap_or(speech_before);
                 } else if !single_timestamp_ending {
                     // Resume after the last word rather than the last timestamp (openai).
-                    let last_word_end = window_segments
-                        .iter()
-                        .rev()
-                        .filter_map(|s| s.words.as_ref()?.last().map(|w| w.end))
-                        .next();
+                    let last_word_end = hallucination::last_word_end(&window_segments);
                     if let Some(end) = last_word_end.filter(|&e| e > time_offset) {
                         seek = (end * 100.0).round() as usize;
                     }
