@@ -7,6 +7,12 @@
 
 use whisk_types::ModelDims;
 
+mod layout;
+mod slots;
+
+pub use layout::{SlotBatch, StepLayout};
+pub use slots::{check_mel, SlotTable};
+
 /// Error a backend reports; carries the tensor library's message.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {

@@ -8,7 +8,7 @@
 mod model;
 
 use candle_core::{DType, Device, Tensor};
-use whisk_backend::{Backend, BackendError, DecodeStep, MelBatch, Result, StepOutput};
+use whisk_backend::{check_mel, Backend, BackendError, DecodeStep, MelBatch, Result, StepOutput};
 use whisk_types::ModelDims;
 use whisk_weights::WhisperWeights;
 
@@ -82,24 +82,7 @@ impl Backend for CandleBackend {
     }
 
     fn encode(&self, mel: MelBatch<'_>) -> Result<Encoded> {
-        let d = &self.model.dims;
-        if mel.n_mels != d.n_mels || mel.data.len() != mel.windows * mel.n_mels * mel.frames {
-            return Err(BackendError::InvalidRequest(format!(
-                "mel batch is {}x{}x{} ({} values); the model reads {} mel bins",
-                mel.windows,
-                mel.n_mels,
-                mel.frames,
-                mel.data.len(),
-                d.n_mels
-            )));
-        }
-        if mel.frames != 2 * d.n_audio_ctx {
-            return Err(BackendError::InvalidRequest(format!(
-                "mel windows have {} frames; the model reads {}",
-                mel.frames,
-                2 * d.n_audio_ctx
-            )));
-        }
+        check_mel(&self.model.dims, &mel)?;
         let x = Tensor::from_slice(
             mel.data,
             (mel.windows, mel.n_mels, mel.frames),
@@ -110,13 +93,9 @@ impl Backend for CandleBackend {
     }
 
     fn new_decoder(&self, slots: usize) -> Result<Decoder> {
-        if slots == 0 {
-            return Err(BackendError::InvalidRequest(
-                "a decoder needs at least one slot".into(),
-            ));
-        }
+        let table = whisk_backend::SlotTable::new(slots)?;
         self.model
-            .new_decoder(slots, &self.device)
+            .new_decoder(table, &self.device)
             .map(Decoder)
             .map_err(err)
     }
@@ -129,93 +108,19 @@ impl Backend for CandleBackend {
         windows: &[usize],
     ) -> Result<()> {
         let n = encoded.0.dim(0).map_err(err)?;
-        if let Some(w) = windows.iter().find(|&&w| w >= n) {
-            return Err(BackendError::InvalidRequest(format!(
-                "window {w} asked for, {n} encoded"
-            )));
-        }
-        if slots.len() != windows.len() {
-            return Err(BackendError::InvalidRequest(format!(
-                "{} slots for {} windows",
-                slots.len(),
-                windows.len()
-            )));
-        }
-        check_slots(slots.iter().copied(), decoder.0.slots())?;
+        decoder.0.table.check_attach(slots, windows, n)?;
         self.model
             .attach(&mut decoder.0, slots, &encoded.0, windows)
             .map_err(err)
     }
 
     fn copy_slots(&self, decoder: &mut Decoder, moves: &[(usize, usize)]) -> Result<()> {
-        let state = &decoder.0;
-        check_slots(moves.iter().map(|m| m.1), state.slots())?;
-        // A source may feed several destinations; it only has to exist.
-        if let Some(&(from, _)) = moves.iter().find(|m| m.0 >= state.slots()) {
-            return Err(BackendError::InvalidRequest(format!(
-                "slot {from} asked for; the decoder has {}",
-                state.slots()
-            )));
-        }
-        if let Some(&(from, _)) = moves.iter().find(|m| !state.is_attached(m.0)) {
-            return Err(BackendError::InvalidRequest(format!(
-                "slot {from}: no window attached to copy"
-            )));
-        }
+        decoder.0.table.check_copy(moves)?;
         self.model.copy_slots(&mut decoder.0, moves).map_err(err)
     }
 
     fn decode_step(&self, decoder: &mut Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
-        let d = &self.model.dims;
-        let state = &decoder.0;
-        check_slots(step.rows.iter().map(|r| r.slot), state.slots())?;
-        for row in step.rows {
-            let invalid = |why: String| {
-                Err(BackendError::InvalidRequest(format!(
-                    "slot {}: {why}",
-                    row.slot
-                )))
-            };
-            if !state.is_attached(row.slot) {
-                return invalid("no window attached".into());
-            }
-            if row.tokens.is_empty() {
-                return invalid("no tokens fed".into());
-            }
-            if row.position > state.length(row.slot) {
-                return invalid(format!(
-                    "position {} is past the {} cached tokens",
-                    row.position,
-                    state.length(row.slot)
-                ));
-            }
-            if row.position + row.tokens.len() > d.n_text_ctx {
-                return invalid(format!(
-                    "sequence of {} tokens exceeds the text context of {}",
-                    row.position + row.tokens.len(),
-                    d.n_text_ctx
-                ));
-            }
-            if let Some(&t) = row.tokens.iter().find(|&&t| t as usize >= d.n_vocab) {
-                return invalid(format!("token {t} is outside the vocabulary"));
-            }
-            if let Some(&p) = row.logits_at.iter().find(|&&p| p >= row.tokens.len()) {
-                return invalid(format!(
-                    "logits asked at position {p} of a {}-token step",
-                    row.tokens.len()
-                ));
-            }
-        }
-        if let Some(&(l, h)) = step
-            .cross_qk_heads
-            .iter()
-            .find(|&&(l, h)| l >= d.n_text_layer || h >= d.n_text_head)
-        {
-            return Err(BackendError::InvalidRequest(format!(
-                "alignment head ({l}, {h}) is outside the {}x{} decoder",
-                d.n_text_layer, d.n_text_head
-            )));
-        }
+        decoder.0.table.check_step(&self.model.dims, &step)?;
         if step.rows.is_empty() {
             return Ok(StepOutput::default());
         }
@@ -223,25 +128,4 @@ impl Backend for CandleBackend {
             .decode_step(&mut decoder.0, step, &self.device)
             .map_err(err)
     }
-}
-
-/// Slots must exist and appear at most once.
-fn check_slots(slots: impl Iterator<Item = usize>, count: usize) -> Result<()> {
-    let mut seen = vec![false; count];
-    for slot in slots {
-        match seen.get_mut(slot) {
-            None => {
-                return Err(BackendError::InvalidRequest(format!(
-                    "slot {slot} asked for; the decoder has {count}"
-                )))
-            }
-            Some(true) => {
-                return Err(BackendError::InvalidRequest(format!(
-                    "slot {slot} appears twice in one request"
-                )))
-            }
-            Some(s) => *s = true,
-        }
-    }
-    Ok(())
 }

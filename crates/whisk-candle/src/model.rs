@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, D};
 use candle_nn::{LayerNorm, Linear};
-use whisk_backend::{CrossQk, DecodeStep, StepOutput};
+use whisk_backend::{DecodeStep, SlotBatch, SlotTable, StepLayout, StepOutput};
 use whisk_types::ModelDims;
 use whisk_weights::{block_prefix, Side, WhisperWeights};
 
@@ -184,43 +184,15 @@ pub struct DecoderState {
     cross: Vec<(Tensor, Tensor)>,
     /// Per layer: `[slots, n_head, n_text_ctx, dh]` keys and values.
     cache: Vec<(Tensor, Tensor)>,
-    lengths: Vec<usize>,
-    attached: Vec<bool>,
-    /// Which attach filled each slot's cross K/V: slots with equal ids hold the same
-    /// window, so copying between them skips the cross-attention tensors.
-    window_ids: Vec<u64>,
-    next_window_id: u64,
+    pub table: SlotTable,
 }
 
-impl DecoderState {
-    pub fn slots(&self) -> usize {
-        self.lengths.len()
-    }
-
-    /// Tokens cached in `slot`.
-    pub fn length(&self, slot: usize) -> usize {
-        self.lengths[slot]
-    }
-
-    pub fn is_attached(&self, slot: usize) -> bool {
-        self.attached[slot]
-    }
-}
-
-/// Which cache slots one step computes on: a contiguous range (rows not stepped ride along
-/// and are discarded), or a gathered copy of just the stepped slots when a range would waste
-/// more than it saves.
-enum Batch {
-    Range { first: usize, len: usize },
-    Gather(Tensor),
-}
-
-impl Batch {
-    fn select(&self, t: &Tensor) -> Result<Tensor> {
-        match self {
-            Batch::Range { first, len } => t.narrow(0, *first, *len),
-            Batch::Gather(idx) => t.index_select(idx, 0),
-        }
+/// The step's slots out of a `[slots, ...]` tensor.
+fn select(batch: &SlotBatch, index: Option<&Tensor>, t: &Tensor) -> Result<Tensor> {
+    match (batch, index) {
+        (SlotBatch::Range { first, len }, _) => t.narrow(0, *first, *len),
+        (SlotBatch::Gather(_), Some(idx)) => t.index_select(idx, 0),
+        (SlotBatch::Gather(_), None) => candle_core::bail!("gathered batch without an index"),
     }
 }
 
@@ -275,7 +247,8 @@ impl Whisper {
         self.ln_post.forward(&x)
     }
 
-    pub fn new_decoder(&self, slots: usize, device: &Device) -> Result<DecoderState> {
+    pub fn new_decoder(&self, table: SlotTable, device: &Device) -> Result<DecoderState> {
+        let slots = table.slots();
         let d = &self.dims;
         let dh = d.n_text_state / d.n_text_head;
         let dtype = self.token_embedding.dtype();
@@ -288,10 +261,7 @@ impl Whisper {
             cache: (0..d.n_text_layer)
                 .map(|_| pair(d.n_text_ctx))
                 .collect::<Result<_>>()?,
-            lengths: vec![0; slots],
-            attached: vec![false; slots],
-            window_ids: vec![0; slots],
-            next_window_id: 1,
+            table,
         })
     }
 
@@ -313,23 +283,14 @@ impl Whisper {
                 cv.slice_set(&v.narrow(0, i, 1)?, 0, slot)?;
             }
         }
-        for &slot in slots {
-            state.lengths[slot] = 0;
-            state.attached[slot] = true;
-            state.window_ids[slot] = state.next_window_id;
-            state.next_window_id += 1;
-        }
+        state.table.attached(slots);
         Ok(())
     }
 
     /// Copies slot `from` into slot `to` for each move: cached tokens, and the cross K/V
     /// when the two slots attend to different windows.
     pub fn copy_slots(&self, state: &mut DecoderState, moves: &[(usize, usize)]) -> Result<()> {
-        let same_window = |&(from, to): &(usize, usize)| {
-            state.window_ids[from] == state.window_ids[to] && state.attached[to]
-        };
-        let cross_moves: Vec<(usize, usize)> =
-            moves.iter().copied().filter(|m| !same_window(m)).collect();
+        let cross_moves = state.table.cross_moves(moves);
         let snapshot = |t: &Tensor, from: usize, len: usize| -> Result<Tensor> {
             t.narrow(0, from, 1)?.narrow(2, 0, len)?.force_contiguous()
         };
@@ -338,7 +299,7 @@ impl Whisper {
                 let sources: Vec<Option<Tensor>> = moves
                     .iter()
                     .map(|&(from, _)| {
-                        let len = state.lengths[from];
+                        let len = state.table.length(from);
                         (len > 0).then(|| snapshot(t, from, len)).transpose()
                     })
                     .collect::<Result<_>>()?;
@@ -360,16 +321,7 @@ impl Whisper {
                 }
             }
         }
-        let before = (
-            state.lengths.clone(),
-            state.attached.clone(),
-            state.window_ids.clone(),
-        );
-        for &(from, to) in moves {
-            state.lengths[to] = before.0[from];
-            state.attached[to] = before.1[from];
-            state.window_ids[to] = before.2[from];
-        }
+        state.table.copied(moves);
         Ok(())
     }
 
@@ -384,49 +336,20 @@ impl Whisper {
     ) -> Result<StepOutput> {
         let d = &self.dims;
         let rows = step.rows;
-        let n = rows.iter().map(|r| r.tokens.len()).max().unwrap_or(1);
-        let first = rows.iter().map(|r| r.slot).min().unwrap_or(0);
-        let last = rows.iter().map(|r| r.slot).max().unwrap_or(0);
-        let fed: usize = rows.iter().map(|r| r.tokens.len()).sum();
-        // `index[r]` is row r's place in the computed batch.
-        let (batch, index, size): (Batch, Vec<usize>, usize) = if (last + 1 - first) * n <= 2 * fed
-        {
-            let len = last + 1 - first;
-            let index = rows.iter().map(|r| r.slot - first).collect();
-            (Batch::Range { first, len }, index, len)
-        } else {
-            let slots: Vec<u32> = rows.iter().map(|r| r.slot as u32).collect();
-            let idx = Tensor::new(slots.as_slice(), device)?;
-            (Batch::Gather(idx), (0..rows.len()).collect(), rows.len())
-        };
-
-        let span = rows
-            .iter()
-            .map(|r| r.position + r.tokens.len())
-            .max()
-            .unwrap_or(1);
-        let mut tokens = vec![0u32; size * n];
-        let mut positions = vec![0u32; size * n];
-        // Rows not stepped see only position 0 (anything finite; their output is dropped).
-        let mut allowed = vec![1usize; size * n];
-        for (r, row) in rows.iter().enumerate() {
-            let b = index[r];
-            for i in 0..n {
-                let k = b * n + i;
-                let at = row.position + i.min(row.tokens.len() - 1);
-                tokens[k] = row.tokens.get(i).copied().unwrap_or(0);
-                positions[k] = (row.position + i).min(d.n_text_ctx - 1) as u32;
-                allowed[k] = at + 1;
+        let layout = StepLayout::new(&step, d.n_text_ctx);
+        let (size, n, span) = (layout.size, layout.n, layout.span);
+        let gather = match &layout.batch {
+            SlotBatch::Gather(slots) => {
+                let slots: Vec<u32> = slots.iter().map(|&s| s as u32).collect();
+                Some(Tensor::new(slots.as_slice(), device)?)
             }
-        }
-        let mask: Vec<f32> = allowed
-            .iter()
-            .flat_map(|&a| (0..span).map(move |j| if j < a { 0.0 } else { f32::NEG_INFINITY }))
-            .collect();
+            SlotBatch::Range { .. } => None,
+        };
+        let batch = |t: &Tensor| select(&layout.batch, gather.as_ref(), t);
         let dtype = self.token_embedding.dtype();
-        let mask = Tensor::from_vec(mask, (size, 1, n, span), device)?.to_dtype(dtype)?;
-        let tokens = Tensor::from_vec(tokens, size * n, device)?;
-        let positions = Tensor::from_vec(positions, size * n, device)?;
+        let mask = Tensor::from_slice(&layout.mask, (size, 1, n, span), device)?.to_dtype(dtype)?;
+        let tokens = Tensor::from_slice(&layout.tokens, size * n, device)?;
+        let positions = Tensor::from_slice(&layout.positions, size * n, device)?;
         let mut x = (self.token_embedding.index_select(&tokens, 0)?
             + self.dec_pos.index_select(&positions, 0)?)?
         .reshape((size, n, ()))?;
@@ -442,7 +365,7 @@ impl Whisper {
                 let len = row.tokens.len();
                 for (cache, new) in [(k_cache, &k_new), (v_cache, &v_new)] {
                     let src = new
-                        .narrow(0, index[r], 1)?
+                        .narrow(0, layout.index[r], 1)?
                         .narrow(2, 0, len)?
                         .contiguous()?;
                     cache
@@ -450,8 +373,8 @@ impl Whisper {
                         .slice_set(&src, 2, row.position)?;
                 }
             }
-            let k = batch.select(k_cache)?.narrow(2, 0, span)?;
-            let v = batch.select(v_cache)?.narrow(2, 0, span)?;
+            let k = batch(k_cache)?.narrow(2, 0, span)?;
+            let v = batch(v_cache)?.narrow(2, 0, span)?;
             let (out, _) = attention(&q, &k, &v, Some(&mask))?;
             x = (x + attn.out.forward(&out)?)?;
 
@@ -460,12 +383,7 @@ impl Whisper {
                 .as_ref()
                 .expect("decoder blocks have cross-attention");
             let (ck, cv) = &state.cross[layer];
-            let (out, qk) = cross.attend(
-                &cross_ln.forward(&x)?,
-                &batch.select(ck)?,
-                &batch.select(cv)?,
-                None,
-            )?;
+            let (out, qk) = cross.attend(&cross_ln.forward(&x)?, &batch(ck)?, &batch(cv)?, None)?;
             x = (x + out)?;
             for (i, &(l, head)) in step.cross_qk_heads.iter().enumerate() {
                 if l == layer {
@@ -474,22 +392,13 @@ impl Whisper {
             }
             x = (&x + block.mlp.forward(&x)?)?;
         }
-        for row in rows {
-            state.lengths[row.slot] = row.position + row.tokens.len();
-        }
+        state.table.stepped(&step);
 
         let x = self.ln.forward(&x)?.reshape((size * n, ()))?;
-        let picks: Vec<u32> = rows
-            .iter()
-            .enumerate()
-            .flat_map(|(r, row)| {
-                let base = index[r] * n;
-                row.logits_at.iter().map(move |&p| (base + p) as u32)
-            })
-            .collect();
-        let logits = if picks.is_empty() {
+        let logits = if layout.picks.is_empty() {
             vec![Vec::new(); rows.len()]
         } else {
+            let picks: Vec<u32> = layout.picks.iter().map(|&p| p as u32).collect();
             let picks = Tensor::new(picks.as_slice(), device)?;
             // `E · xᵀ` rather than `x · Eᵀ`: with the vocabulary as the long side of the
             // product, candle's gemm runs 2-2.5x faster for a handful of rows.
@@ -500,14 +409,7 @@ impl Whisper {
                 .to_dtype(DType::F32)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            let mut rest = all.as_slice();
-            rows.iter()
-                .map(|row| {
-                    let (mine, tail) = rest.split_at(row.logits_at.len() * d.n_vocab);
-                    rest = tail;
-                    mine.to_vec()
-                })
-                .collect()
+            layout.split_logits(rows, &all, d.n_vocab)
         };
 
         let cross_qk = if qk_parts.is_empty() {
@@ -522,23 +424,7 @@ impl Whisper {
             let all = Tensor::stack(&parts, 0)?.transpose(0, 1)?.contiguous()?;
             let frames = all.dim(3)?;
             let all = all.flatten_all()?.to_vec1::<f32>()?;
-            rows.iter()
-                .enumerate()
-                .map(|(r, row)| {
-                    let len = row.tokens.len();
-                    let mut data = Vec::with_capacity(heads * len * frames);
-                    for h in 0..heads {
-                        let start = ((index[r] * heads + h) * n) * frames;
-                        data.extend_from_slice(&all[start..start + len * frames]);
-                    }
-                    CrossQk {
-                        heads,
-                        tokens: len,
-                        frames,
-                        data,
-                    }
-                })
-                .collect()
+            layout.split_cross_qk(rows, &all, heads, frames)
         };
         Ok(StepOutput { logits, cross_qk })
     }
