@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use whisk::output::{format_timestamp, Format};
-use whisk::{Device, Model, Task, TranscribeOptions};
+use whisk::{BackendKind, Device, Model, Task, TranscribeOptions};
 
 #[derive(Parser)]
 #[command(
@@ -64,9 +64,12 @@ struct TranscribeArgs {
     language: Option<String>,
     #[arg(long, value_enum, default_value = "transcribe")]
     task: TaskArg,
-    /// cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Tensor library: candle or burn (each must be compiled in; see the cargo features).
+    #[arg(long)]
+    backend: Option<String>,
+    /// cpu, cuda, cuda:N, metal (candle) or wgpu (burn). Default: the backend's CPU device.
+    #[arg(long)]
+    device: Option<String>,
     /// Text to prompt the first window with.
     #[arg(long)]
     initial_prompt: Option<String>,
@@ -199,9 +202,14 @@ fn formats(spec: &str) -> Result<Vec<Format>> {
 
 fn transcribe(args: &TranscribeArgs) -> Result<()> {
     let formats = formats(&args.output_format)?;
-    let device: Device = args.device.parse().map_err(anyhow::Error::msg)?;
-    let model_dir = whisk::resolve_model(&args.model)?;
-    let model = Model::builder(model_dir).device(device).build()?;
+    let mut builder = Model::builder(whisk::resolve_model(&args.model)?);
+    if let Some(backend) = &args.backend {
+        builder = builder.backend(backend.parse::<BackendKind>().map_err(anyhow::Error::msg)?);
+    }
+    if let Some(device) = &args.device {
+        builder = builder.device(device.parse::<Device>().map_err(anyhow::Error::msg)?);
+    }
+    let model = builder.build()?;
     let subtitle_words = args.max_words_per_line.is_some() || args.highlight_words;
     let sequential_only =
         args.clip_timestamps.is_some() || args.hallucination_silence_threshold.is_some();

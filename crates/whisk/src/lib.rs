@@ -12,8 +12,22 @@
 //! ```
 //!
 //! A model directory is either a CTranslate2 export (faster-whisper's `model.bin`) or a
-//! Hugging Face one (`model.safetensors`); both hold a `tokenizer.json`. The backend is chosen
-//! by cargo feature: `candle` (default, CPU), `cuda`, `metal`.
+//! Hugging Face one (`model.safetensors`); both hold a `tokenizer.json`.
+//!
+//! Backends are cargo features: `candle` (default; CPU), `cuda` and `metal` (candle on GPUs),
+//! `burn-cpu` (Burn's pure-Rust `flex` CPU backend), `wgpu` (Burn on wgpu; `vulkan` adds
+//! SPIR-V shaders). Pick one at run time with [`ModelBuilder::backend`] and
+//! [`ModelBuilder::device`]:
+//!
+//! ```no_run
+//! use whisk::{BackendKind, Device, Model};
+//!
+//! let model = Model::builder("target/models/tiny.en")
+//!     .backend(BackendKind::Burn)
+//!     .device(Device::Wgpu)
+//!     .build()?;
+//! # Ok::<(), whisk::Error>(())
+//! ```
 
 #[cfg(feature = "hub")]
 pub mod hub;
@@ -32,6 +46,8 @@ pub use whisk_weights::WhisperWeights;
 
 #[cfg(feature = "candle")]
 pub use whisk_candle::CandleDevice;
+
+use whisk_pipeline::Pipeline;
 
 /// Everything that can go wrong, each with a message naming the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -70,27 +86,87 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub enum Device {
     #[default]
     Cpu,
-    /// NVIDIA GPU by ordinal (feature `cuda`).
+    /// NVIDIA GPU by ordinal (candle, feature `cuda`).
     Cuda(usize),
-    /// Apple GPU (feature `metal`).
+    /// Apple GPU (candle, feature `metal`).
     Metal,
+    /// The best wgpu adapter (Burn, feature `wgpu`); `CUBECL_WGPU_DEFAULT_DEVICE` picks another.
+    Wgpu,
 }
 
 impl std::str::FromStr for Device {
     type Err = String;
 
-    /// `cpu`, `cuda`, `cuda:N`, `metal`.
+    /// `cpu`, `cuda`, `cuda:N`, `metal`, `wgpu`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "cpu" => Ok(Device::Cpu),
             "metal" => Ok(Device::Metal),
+            "wgpu" => Ok(Device::Wgpu),
             "cuda" => Ok(Device::Cuda(0)),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(Device::Cuda)
-                .ok_or_else(|| format!("unknown device `{s}`: use cpu, cuda, cuda:N or metal")),
+                .ok_or_else(|| {
+                    format!("unknown device `{s}`: use cpu, cuda, cuda:N, metal or wgpu")
+                }),
         }
+    }
+}
+
+/// Which tensor library runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// candle: CPU (feature `candle`), CUDA (`cuda`), Metal (`metal`).
+    Candle,
+    /// Burn: CPU through `flex` (feature `burn-cpu`), GPUs through wgpu (`wgpu`).
+    Burn,
+}
+
+impl BackendKind {
+    /// The backends compiled into this build, the default first.
+    pub fn compiled() -> Vec<BackendKind> {
+        let mut all = Vec::new();
+        if cfg!(feature = "candle") {
+            all.push(BackendKind::Candle);
+        }
+        if cfg!(any(feature = "burn-cpu", feature = "wgpu")) {
+            all.push(BackendKind::Burn);
+        }
+        all
+    }
+
+    /// The device a backend uses when none is given: the CPU, or wgpu for a Burn build
+    /// without `burn-cpu`.
+    pub fn default_device(self) -> Device {
+        match self {
+            BackendKind::Burn if !cfg!(feature = "burn-cpu") && cfg!(feature = "wgpu") => {
+                Device::Wgpu
+            }
+            _ => Device::Cpu,
+        }
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "candle" => Ok(BackendKind::Candle),
+            "burn" => Ok(BackendKind::Burn),
+            _ => Err(format!("unknown backend `{s}`: use candle or burn")),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Candle => "candle",
+            BackendKind::Burn => "burn",
+        })
     }
 }
 
@@ -120,12 +196,20 @@ pub fn resolve_model(name: &str) -> Result<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct ModelBuilder {
     dir: PathBuf,
-    device: Device,
+    backend: Option<BackendKind>,
+    device: Option<Device>,
 }
 
 impl ModelBuilder {
+    /// The tensor library (default: candle when compiled in, else Burn).
+    pub fn backend(mut self, backend: BackendKind) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The device (default: the backend's [`BackendKind::default_device`]).
     pub fn device(mut self, device: Device) -> Self {
-        self.device = device;
+        self.device = Some(device);
         self
     }
 
@@ -138,7 +222,17 @@ impl ModelBuilder {
         }
         let tokenizer = whisk_text::Tokenizer::from_file(&tokenizer_path, &weights.dims)?;
         let heads = AlignmentHeads::resolve(weights.alignment_heads.clone(), &weights.dims);
-        let engine = Engine::new(&weights, self.device, tokenizer, heads.pairs.clone())?;
+        let backend = match self.backend {
+            Some(b) => b,
+            None => *BackendKind::compiled().first().ok_or_else(|| {
+                Error::Unavailable(
+                    "no backend compiled in: enable the `candle`, `burn-cpu` or `wgpu` feature"
+                        .into(),
+                )
+            })?,
+        };
+        let device = self.device.unwrap_or(backend.default_device());
+        let engine = new_engine(backend, device, &weights, tokenizer, heads.pairs.clone())?;
         Ok(Model {
             engine,
             dims: weights.dims.clone(),
@@ -148,42 +242,112 @@ impl ModelBuilder {
     }
 }
 
-/// The backends compiled in, behind one type.
-enum Engine {
-    #[cfg(feature = "candle")]
-    Candle(whisk_pipeline::Pipeline<whisk_candle::CandleBackend>),
+/// A pipeline on some backend, behind one object-safe face.
+trait Engine {
+    fn device_name(&self) -> String;
+    fn transcribe(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Transcript>;
+    fn transcribe_batched(
+        &self,
+        inputs: &[&[f32]],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<Transcript>>;
+    fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>>;
 }
 
-impl Engine {
-    #[allow(unused_variables)]
-    fn new(
-        weights: &WhisperWeights,
-        device: Device,
-        tokenizer: whisk_text::Tokenizer,
-        heads: Vec<(usize, usize)>,
-    ) -> Result<Self> {
+impl<B: Backend> Engine for Pipeline<B> {
+    fn device_name(&self) -> String {
+        self.backend().device_name()
+    }
+
+    fn transcribe(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Transcript> {
+        Ok(Pipeline::transcribe(self, samples, options, progress)?)
+    }
+
+    fn transcribe_batched(
+        &self,
+        inputs: &[&[f32]],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<Transcript>> {
+        Ok(self.transcribe_many(inputs, options, progress)?)
+    }
+
+    fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>> {
+        Ok(Pipeline::detect_language(self, samples)?)
+    }
+}
+
+#[cfg(not(all(feature = "candle", any(feature = "burn-cpu", feature = "wgpu"))))]
+fn unavailable(backend: BackendKind, device: Device, feature: &str) -> Error {
+    Error::Unavailable(format!(
+        "{backend} on {device:?} is not compiled in: build whisk with `--features {feature}`"
+    ))
+}
+
+#[allow(unused_variables)]
+fn new_engine(
+    backend: BackendKind,
+    device: Device,
+    weights: &WhisperWeights,
+    tokenizer: whisk_text::Tokenizer,
+    heads: Vec<(usize, usize)>,
+) -> Result<Box<dyn Engine>> {
+    match (backend, device) {
+        (BackendKind::Candle, Device::Wgpu) => Err(Error::Unavailable(
+            "candle has no wgpu device: use `--backend burn` for wgpu".into(),
+        )),
+        (BackendKind::Burn, Device::Cuda(_) | Device::Metal) => Err(Error::Unavailable(
+            "whisk's Burn backend runs on cpu or wgpu: use `--backend candle` for cuda and metal"
+                .into(),
+        )),
         #[cfg(feature = "candle")]
-        {
+        (BackendKind::Candle, device) => {
             let device = match device {
-                Device::Cpu => CandleDevice::Cpu,
                 Device::Cuda(i) => CandleDevice::Cuda(i),
                 Device::Metal => CandleDevice::Metal,
+                _ => CandleDevice::Cpu,
             };
             let backend = whisk_candle::CandleBackend::new(weights, device)?;
-            Ok(Engine::Candle(whisk_pipeline::Pipeline::new(
-                backend, tokenizer, heads,
-            )?))
+            Ok(Box::new(Pipeline::new(backend, tokenizer, heads)?))
         }
         #[cfg(not(feature = "candle"))]
-        Err(Error::Unavailable(
-            "no backend compiled in: enable the `candle` feature".into(),
-        ))
+        (BackendKind::Candle, _) => Err(unavailable(backend, device, "candle")),
+        #[cfg(any(feature = "burn-cpu", feature = "wgpu"))]
+        (BackendKind::Burn, device) => {
+            let device = match device {
+                Device::Wgpu => whisk_burn::BurnDevice::Wgpu,
+                _ => whisk_burn::BurnDevice::Flex,
+            };
+            let backend = whisk_burn::BurnBackend::new(weights, device)?;
+            Ok(Box::new(Pipeline::new(backend, tokenizer, heads)?))
+        }
+        #[cfg(not(any(feature = "burn-cpu", feature = "wgpu")))]
+        (BackendKind::Burn, _) => Err(unavailable(
+            backend,
+            device,
+            if device == Device::Wgpu {
+                "wgpu"
+            } else {
+                "burn-cpu"
+            },
+        )),
     }
 }
 
 /// A loaded Whisper model with its tokenizer, ready to transcribe.
 pub struct Model {
-    engine: Engine,
+    engine: Box<dyn Engine>,
     dims: ModelDims,
     dir: PathBuf,
     alignment_heads: AlignmentHeads,
@@ -194,7 +358,8 @@ impl Model {
     pub fn builder(dir: impl Into<PathBuf>) -> ModelBuilder {
         ModelBuilder {
             dir: dir.into(),
-            device: Device::Cpu,
+            backend: None,
+            device: None,
         }
     }
 
@@ -215,10 +380,7 @@ impl Model {
 
     /// Backend and device, e.g. `"candle cpu"`.
     pub fn device_name(&self) -> String {
-        match &self.engine {
-            #[cfg(feature = "candle")]
-            Engine::Candle(p) => p.backend().device_name(),
-        }
+        self.engine.device_name()
     }
 
     /// Transcribes 16 kHz mono samples.
@@ -239,10 +401,7 @@ impl Model {
             let mut all = self.transcribe_many(&[samples], options, progress)?;
             return Ok(all.remove(0));
         }
-        match &self.engine {
-            #[cfg(feature = "candle")]
-            Engine::Candle(p) => Ok(p.transcribe(samples, options, progress)?),
-        }
+        self.engine.transcribe(samples, options, progress)
     }
 
     /// Transcribes several inputs. With `options.batch_size` above 1 their windows share one
@@ -265,27 +424,22 @@ impl Model {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
-        match &self.engine {
-            #[cfg(feature = "candle")]
-            Engine::Candle(p) => {
-                if options.batch_size > 1 {
-                    return Ok(p.transcribe_many(inputs, options, progress)?);
-                }
-                let total: f64 = inputs.iter().map(|s| s.len() as f64 / 16_000.0).sum();
-                let mut before = 0.0;
-                let mut out = Vec::with_capacity(inputs.len());
-                for samples in inputs {
-                    out.push(p.transcribe(samples, options, &mut |pr| {
-                        progress(Progress {
-                            done_seconds: before + pr.done_seconds,
-                            total_seconds: total,
-                        })
-                    })?);
-                    before += samples.len() as f64 / 16_000.0;
-                }
-                Ok(out)
-            }
+        if options.batch_size > 1 {
+            return self.engine.transcribe_batched(inputs, options, progress);
         }
+        let total: f64 = inputs.iter().map(|s| s.len() as f64 / 16_000.0).sum();
+        let mut before = 0.0;
+        let mut out = Vec::with_capacity(inputs.len());
+        for samples in inputs {
+            out.push(self.engine.transcribe(samples, options, &mut |pr| {
+                progress(Progress {
+                    done_seconds: before + pr.done_seconds,
+                    total_seconds: total,
+                })
+            })?);
+            before += samples.len() as f64 / 16_000.0;
+        }
+        Ok(out)
     }
 
     /// Decodes, resamples and transcribes an audio file.
@@ -296,9 +450,6 @@ impl Model {
 
     /// Languages spoken in the first 30 s, likeliest first, with probabilities.
     pub fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>> {
-        match &self.engine {
-            #[cfg(feature = "candle")]
-            Engine::Candle(p) => Ok(p.detect_language(samples)?),
-        }
+        self.engine.detect_language(samples)
     }
 }
