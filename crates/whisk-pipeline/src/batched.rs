@@ -64,8 +64,9 @@ impl WindowCursor {
     }
 }
 
-/// Seed of one candidate's sampler: a function of the window and attempt only, so results do
-/// not depend on batch size or finishing order.
+/// Seed of one candidate's sampler: a function of the window's place in its own input and the
+/// attempt only, so an input's transcript depends neither on batch size, finishing order, nor
+/// the other inputs it shares the batch with.
 fn candidate_seed(seed: u64, window: usize, temperature_index: usize, candidate: usize) -> u64 {
     let mut x = seed
         ^ (window as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -147,7 +148,7 @@ impl<B: Backend> Pipeline<B> {
             };
             w.outstanding = candidates;
             for c in 0..candidates {
-                let seed = candidate_seed(options.seed, id, w.temperature_index, c);
+                let seed = candidate_seed(options.seed, w.index, w.temperature_index, c);
                 scheduler.submit(Job {
                     key: id,
                     mel: w.mel.clone(),
