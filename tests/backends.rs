@@ -1,0 +1,311 @@
+//! The integration suite, written once and run on every backend compiled into this test
+//! build: candle on the CPU always; Burn's `flex` CPU backend with `--features burn-cpu`.
+//! (Burn on wgpu has its own smoke tests, `wgpu_smoke.rs`: software Vulkan is too slow for
+//! the whole suite.) Each case names the backend it failed on.
+
+use whisk::{BackendKind, DecodeOptions, MelPadding, Model, TranscribeOptions};
+use whisk_backend::{Backend, DecodeStep, MelBatch, RowStep};
+use whisk_eval::timing::{self, match_words, transcript_words, ErrorStats};
+use whisk_eval::{normalize_english, WerTotals};
+use whisk_tests::{check_invariants, model_dir, shared_data, shared_reference};
+use whisk_weights::WhisperWeights;
+
+/// The backends compiled in, each on its CPU device.
+fn models() -> Vec<(String, Model)> {
+    let kinds = BackendKind::compiled();
+    assert!(!kinds.is_empty());
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let model = Model::builder(model_dir("tiny.en"))
+                .backend(kind)
+                .device(whisk::Device::Cpu)
+                .build()
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            (model.device_name(), model)
+        })
+        .collect()
+}
+
+/// faster-whisper's padding and greedy decoding: the settings of the greedy reference outputs.
+fn like_faster_whisper(word_timestamps: bool) -> TranscribeOptions {
+    TranscribeOptions {
+        mel_padding: MelPadding::ZeroFeatures,
+        word_timestamps,
+        decode: DecodeOptions {
+            beam_size: None,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn reference_words(rel: &str) -> Vec<timing::TimedWord> {
+    timing::reference_words(&shared_reference(rel)).unwrap()
+}
+
+/// Adds |Δstart| to faster-whisper for the words both produced.
+fn start_delta(ours: &[timing::TimedWord], theirs: &[timing::TimedWord], into: &mut ErrorStats) {
+    for (i, j) in match_words(theirs, ours) {
+        into.push(ours[j].start, theirs[i].start);
+    }
+}
+
+#[test]
+fn jfk_transcript_and_words() {
+    let audio = whisk::load_audio(&shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();
+    let theirs = reference_words("tiny.en/fw-float32-beam1/jfk/jfk.json");
+    for (name, model) in models() {
+        let t = model
+            .transcribe(&audio, &like_faster_whisper(true))
+            .unwrap();
+        check_invariants(&t);
+        assert_eq!(
+            t.text,
+            " And so my fellow Americans ask not what your country can do for you ask what you can do for your country",
+            "{name}"
+        );
+        let ours = transcript_words(&t);
+        assert_eq!(ours.len(), 22, "{name}");
+        let mut delta = ErrorStats::default();
+        start_delta(&ours, &theirs, &mut delta);
+        assert!(delta.len() >= 21, "{name}: {} words matched", delta.len());
+        assert!(
+            delta.median() <= 0.020,
+            "{name}: median |Δstart| {} s",
+            delta.median()
+        );
+    }
+}
+
+/// Every 16th TIMIT utterance: ten speakers, both sexes, several dialect regions.
+fn timit_subset() -> Vec<(String, String)> {
+    let tsv = std::fs::read_to_string(shared_data("timit_nltk_sample/transcript.tsv")).unwrap();
+    tsv.lines()
+        .skip(1)
+        .step_by(16)
+        .map(|line| {
+            let fields: Vec<&str> = line.splitn(3, '\t').collect();
+            (fields[0].to_string(), normalize_english(fields[2]))
+        })
+        .collect()
+}
+
+#[test]
+fn timit_subset_with_word_timestamps() {
+    let utts = timit_subset();
+    assert_eq!(utts.len(), 10);
+    let mut fw = WerTotals::default();
+    for (id, text) in &utts {
+        let json = shared_reference(&format!("tiny.en/fw-float32-beam1/timit/{id}.json"));
+        let words = timing::reference_words(&json).unwrap();
+        let hyp: Vec<String> = words.iter().map(|w| w.word.clone()).collect();
+        fw.add(text, &normalize_english(&hyp.join(" ")));
+    }
+    for (name, model) in models() {
+        let mut wer = WerTotals::default();
+        let mut delta = ErrorStats::default();
+        let mut reference_count = 0;
+        for (id, text) in &utts {
+            let audio = shared_data(&format!("timit_nltk_sample/audio/{id}.flac"));
+            let t = model
+                .transcribe_file(&audio, &like_faster_whisper(true))
+                .unwrap();
+            check_invariants(&t);
+            wer.add(text, &normalize_english(&t.text));
+            let theirs = reference_words(&format!("tiny.en/fw-float32-beam1/timit/{id}.json"));
+            reference_count += theirs.len();
+            start_delta(&transcript_words(&t), &theirs, &mut delta);
+        }
+        println!(
+            "{name}: WER {:.2}% (faster-whisper greedy {:.2}%), {}/{} words matched, median |Δstart| {:.1} ms",
+            wer.wer() * 100.0,
+            fw.wer() * 100.0,
+            delta.len(),
+            reference_count,
+            delta.median() * 1e3
+        );
+        assert!(
+            wer.wer() <= fw.wer() + 0.01,
+            "{name}: WER {} vs faster-whisper {}",
+            wer.wer(),
+            fw.wer()
+        );
+        assert!(
+            delta.len() * 10 >= reference_count * 9,
+            "{name}: {} of {reference_count} words matched",
+            delta.len()
+        );
+        assert!(
+            delta.median() <= 0.020,
+            "{name}: median |Δstart| {} s",
+            delta.median()
+        );
+    }
+}
+
+/// Five files share a batch of three rows (rows join and leave at different positions); each
+/// file's transcript must be what it gets in a batch of its own.
+#[test]
+fn batched_files_equal_files_decoded_alone() {
+    let files = [
+        "whisper_test_clips/audio16k/jfk.flac",
+        "timit_nltk_sample/audio/dr1-fvmh0_sa1.flac",
+        "timit_nltk_sample/audio/dr2-marc0_sx18.flac",
+        "timit_nltk_sample/audio/dr8-mbcg0_sx237.flac",
+        "timit_nltk_sample/audio/dr3-madc0_sx17.flac",
+    ];
+    let audio: Vec<Vec<f32>> = files
+        .iter()
+        .map(|f| whisk::load_audio(&shared_data(f)).unwrap())
+        .collect();
+    let inputs: Vec<&[f32]> = audio.iter().map(|a| a.as_slice()).collect();
+    let options = TranscribeOptions {
+        batch_size: 3,
+        ..like_faster_whisper(true)
+    };
+    for (name, model) in models() {
+        let together = model
+            .transcribe_many(&inputs, &options, &mut |_| {})
+            .unwrap();
+        assert_eq!(together.len(), files.len());
+        for (i, samples) in inputs.iter().enumerate() {
+            let alone = model
+                .transcribe_many(&[samples], &options, &mut |_| {})
+                .unwrap()
+                .remove(0);
+            check_invariants(&together[i]);
+            assert!(!alone.text.trim().is_empty(), "{name}: {}", files[i]);
+            assert_eq!(together[i].text, alone.text, "{name}: {}", files[i]);
+            let (a, b) = (transcript_words(&together[i]), transcript_words(&alone));
+            assert_eq!(a.len(), b.len(), "{name}: {}", files[i]);
+            for (x, y) in a.iter().zip(&b) {
+                assert!(
+                    (x.start - y.start).abs() <= 0.020 && (x.end - y.end).abs() <= 0.020,
+                    "{name}: {}: {x:?} vs {y:?}",
+                    files[i]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_audio_gives_errors_or_nothing_never_a_panic() {
+    for (name, model) in models() {
+        let options = TranscribeOptions {
+            word_timestamps: true,
+            ..Default::default()
+        };
+        // No samples, a click, and NaN-laden input: transcripts without words, no panic.
+        for (what, samples) in [
+            ("empty", vec![]),
+            ("one sample", vec![0.5]),
+            ("silence", vec![0.0; 16_000]),
+        ] {
+            let t = model
+                .transcribe(&samples, &options)
+                .unwrap_or_else(|e| panic!("{name}: {what}: {e}"));
+            check_invariants(&t);
+            assert!(t.text.trim().is_empty(), "{name}: {what}: {:?}", t.text);
+        }
+        let nan = vec![f32::NAN; 16_000];
+        match model.transcribe(&nan, &options) {
+            Ok(t) => check_invariants(&t),
+            Err(e) => assert!(!e.to_string().is_empty(), "{name}"),
+        }
+    }
+}
+
+/// Requests that would index outside a tensor come back as errors from every backend.
+fn invalid_requests_are_errors<B: Backend>(backend: &B) {
+    let name = backend.device_name();
+    let d = backend.dims().clone();
+    let bad_mel = vec![0.0f32; 10];
+    let mel = MelBatch {
+        data: &bad_mel,
+        windows: 1,
+        n_mels: d.n_mels,
+        frames: 3000,
+    };
+    assert!(backend.encode(mel).is_err(), "{name}: short mel accepted");
+    assert!(
+        backend.new_decoder(0).is_err(),
+        "{name}: zero slots accepted"
+    );
+
+    let silence = vec![0.0f32; d.n_mels * 3000];
+    let encoded = backend
+        .encode(MelBatch {
+            data: &silence,
+            windows: 1,
+            n_mels: d.n_mels,
+            frames: 3000,
+        })
+        .unwrap();
+    let mut decoder = backend.new_decoder(2).unwrap();
+    assert!(backend.attach(&mut decoder, &[0], &encoded, &[1]).is_err());
+    assert!(backend.attach(&mut decoder, &[2], &encoded, &[0]).is_err());
+    backend.attach(&mut decoder, &[0], &encoded, &[0]).unwrap();
+    assert!(backend.copy_slots(&mut decoder, &[(1, 0)]).is_err());
+
+    let sot = [50257u32];
+    let too_long = vec![50257u32; d.n_text_ctx + 1];
+    let outside = [(d.n_text_layer, 0)];
+    let cases: [BadRequest<'_>; 7] = [
+        ("unattached slot", row(1, 0, &sot), &[]),
+        ("slot outside", row(5, 0, &sot), &[]),
+        ("position past cache", row(0, 3, &sot), &[]),
+        ("token outside vocabulary", row(0, 0, &[99_999]), &[]),
+        ("no tokens", row(0, 0, &[]), &[]),
+        ("head outside", row(0, 0, &sot), &outside),
+        ("past the text context", row(0, 0, &too_long), &[]),
+    ];
+    for (what, row, heads) in cases {
+        let rows = [row];
+        let result = backend.decode_step(
+            &mut decoder,
+            DecodeStep {
+                rows: &rows,
+                cross_qk_heads: heads,
+            },
+        );
+        assert!(result.is_err(), "{name}: {what} accepted");
+    }
+    // The decoder still works after refusing them.
+    let rows = [row(0, 0, &sot)];
+    let out = backend
+        .decode_step(
+            &mut decoder,
+            DecodeStep {
+                rows: &rows,
+                cross_qk_heads: &[],
+            },
+        )
+        .unwrap();
+    assert_eq!(out.logits[0].len(), d.n_vocab, "{name}");
+}
+
+/// What is wrong, the row, the heads asked for.
+type BadRequest<'a> = (&'a str, RowStep<'a>, &'a [(usize, usize)]);
+
+fn row<'a>(slot: usize, position: usize, tokens: &'a [u32]) -> RowStep<'a> {
+    RowStep {
+        slot,
+        position,
+        tokens,
+        logits_at: &[0],
+    }
+}
+
+#[test]
+fn invalid_backend_requests_are_errors() {
+    let weights = WhisperWeights::from_dir(&model_dir("tiny.en")).unwrap();
+    invalid_requests_are_errors(
+        &whisk_candle::CandleBackend::new(&weights, whisk_candle::CandleDevice::Cpu).unwrap(),
+    );
+    #[cfg(feature = "burn-cpu")]
+    invalid_requests_are_errors(
+        &whisk_burn::BurnBackend::new(&weights, whisk_burn::BurnDevice::Flex).unwrap(),
+    );
+}
