@@ -153,13 +153,21 @@ def main():
     rows = []
     for case in prepare(args):
         configs = []
-        for b in args["whisk_batches"]:
+        if "candle" in args["backends"]:
+            for b in args["whisk_batches"]:
+                for words in (False, True):
+                    configs.append(("whisk", f"batch {b}", b, words, None))
+            # faster-whisper's batched mode decodes each chunk once (no temperature fallback):
+            # the same work for whisk.
             for words in (False, True):
-                configs.append(("whisk", f"batch {b}", b, words, None))
-        # faster-whisper's batched mode decodes each chunk once (no temperature fallback):
-        # the same work for whisk.
-        for words in (False, True):
-            configs.append(("whisk", f"batch {args['fw_batch']} no fallback", args["fw_batch"], words, None))
+                configs.append(("whisk", f"batch {args['fw_batch']} no fallback", args["fw_batch"], words, None))
+        # Burn: the sequential loop and one batch size, on the CPU (flex) and, opted in, wgpu.
+        for backend, system, batches in (("burn", "whisk burn", [1, args["fw_batch"]]),
+                                         ("burn-wgpu", "whisk burn-wgpu", [args["fw_batch"]])):
+            if backend in args["backends"]:
+                for b in batches:
+                    for words in (False, True):
+                        configs.append((system, f"batch {b}", b, words, None))
         for compute in ("int8", "float32"):
             for b in (1, args["fw_batch"]):
                 for words in (False, True):
@@ -170,8 +178,8 @@ def main():
         if case.get("words_only"):
             configs = [c for c in configs if c[3]]
         # Interleave: whisk and faster-whisper alternate, so drift in machine load hits both.
-        whisk = [c for c in configs if c[0] == "whisk"]
-        fw = [c for c in configs if c[0] != "whisk"]
+        whisk = [c for c in configs if c[0].startswith("whisk")]
+        fw = [c for c in configs if not c[0].startswith("whisk")]
         order = []
         while whisk or fw:
             if whisk:
@@ -181,10 +189,14 @@ def main():
         for system, label, batch, words, compute in order:
             out_dir = os.path.join(args["work"], "out")
             os.makedirs(out_dir, exist_ok=True)
-            if system == "whisk":
+            if system.startswith("whisk"):
                 cmd = [args["whisk"], "transcribe", *case["inputs"], "--model", args["model"],
                        "--batch-size", str(batch), "--word-timestamps", str(words).lower(),
                        "--beam-size", "1", "-f", "json", "-o", out_dir, "-q"]
+                if system == "whisk burn":
+                    cmd += ["--backend", "burn", "--device", "cpu"]
+                elif system == "whisk burn-wgpu":
+                    cmd += ["--backend", "burn", "--device", "wgpu"]
                 if "no fallback" in label:
                     cmd += ["--temperature-increment-on-fallback", "0"]
                 wall, rss = run(cmd)

@@ -13,12 +13,14 @@ use crate::run;
 /// The faster-whisper release the reference outputs in `../shared/reference` came from.
 const FASTER_WHISPER: &str = "faster-whisper==1.2.1";
 
-const USAGE: &str = "usage: cargo xtask bench [--cases long,files,hour] [--whisk-batches 1,4,8,16] [--fw-batch 8] [--model DIR]";
+const USAGE: &str = "usage: cargo xtask bench [--cases long,files,hour] [--whisk-batches 1,4,8,16] [--fw-batch 8] [--backends candle,burn,burn-wgpu] [--model DIR]";
 
 pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mut cases = "long,files".to_string();
     let mut whisk_batches = "1,4,8,16".to_string();
     let mut fw_batch = "8".to_string();
+    // Burn on wgpu is opt-in: on a machine without a GPU it runs on software Vulkan.
+    let mut backends = "candle,burn".to_string();
     let mut model = root.join("target/models/tiny.en");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -30,6 +32,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             "--cases" => cases = value()?.clone(),
             "--whisk-batches" => whisk_batches = value()?.clone(),
             "--fw-batch" => fw_batch = value()?.clone(),
+            "--backends" => backends = value()?.clone(),
             "--model" => model = value()?.into(),
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
@@ -51,6 +54,20 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         bail!("unknown case {c}\n{USAGE}");
     }
 
+    let backends: Vec<&str> = backends.split(',').map(str::trim).collect();
+    if let Some(b) = backends
+        .iter()
+        .find(|b| !["candle", "burn", "burn-wgpu"].contains(b))
+    {
+        bail!("unknown backend {b}\n{USAGE}");
+    }
+    let mut features = vec!["candle"];
+    if backends.contains(&"burn") {
+        features.push("burn-cpu");
+    }
+    if backends.contains(&"burn-wgpu") {
+        features.push("wgpu");
+    }
     run(Command::new(env!("CARGO")).current_dir(root).args([
         "build",
         "--release",
@@ -59,6 +76,12 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         "whisk-cli",
         "-p",
         "whisk-eval",
+        "--features",
+        &features
+            .iter()
+            .map(|f| format!("whisk-cli/{f}"))
+            .collect::<Vec<_>>()
+            .join(","),
     ]))?;
     let work = root.join("target/bench");
     let python = venv_with_faster_whisper(&work)?;
@@ -72,6 +95,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         "whisk": root.join("target/release/whisk"),
         "whisk_eval": root.join("target/release/whisk-eval"),
         "whisk_batches": numbers(&whisk_batches)?,
+        "backends": backends,
         "fw_batch": numbers(&fw_batch)?.first().copied().unwrap_or(8),
         "cases": cases,
     });
