@@ -8,10 +8,9 @@ use whisk_backend::{Backend, CrossQk, DecodeStep, RowStep};
 use whisk_batch::{decode_window, WindowRequest};
 use whisk_burn::{BurnBackend, BurnDevice};
 use whisk_candle::{CandleBackend, CandleDevice};
-use whisk_decode::{sot_sequence, LogitRules};
-use whisk_eval::timing::transcript_words;
-use whisk_tests::{check_invariants, model_dir, shared_data};
-use whisk_types::{Task, HOP_LENGTH, N_FRAMES};
+use whisk_tests::{
+    assert_same_transcript, check_invariants, first_mel_window, model_dir, shared_data, RawDecode,
+};
 
 /// `max |a - b| / max |a|`: one scale for a whole vector, so near-zero entries (most logits
 /// of a softmax's tail, most attention scores) do not blow the measure up.
@@ -64,27 +63,20 @@ fn teacher_forced<B: Backend>(
 
 #[test]
 fn first_decoder_steps_agree() {
-    let dir = model_dir("tiny.en");
-    let weights = whisk_weights::WhisperWeights::from_dir(&dir).unwrap();
+    let RawDecode {
+        weights,
+        special,
+        rules,
+        sot,
+        heads,
+    } = RawDecode::tiny_en();
     let candle = CandleBackend::new(&weights, CandleDevice::Cpu).unwrap();
     let burn = BurnBackend::new(&weights, BurnDevice::Flex).unwrap();
-    let tokenizer =
-        whisk_text::Tokenizer::from_file(&dir.join("tokenizer.json"), &weights.dims).unwrap();
-    let special = tokenizer.special().clone();
-    let rules = LogitRules::new(
-        &special,
-        &DecodeOptions::default(),
-        &tokenizer.non_speech_tokens().unwrap(),
-        &tokenizer.encode(" ").unwrap(),
-    );
-    let sot = sot_sequence(&special, false, None, Task::Transcribe, false);
-    let heads = weights.alignment_heads.clone().unwrap();
     for file in [
         "whisper_test_clips/audio16k/jfk.flac",
         "timit_nltk_sample/audio/dr1-fvmh0_si1466.flac",
     ] {
-        let audio = whisk_audio::load_audio(&shared_data(file)).unwrap();
-        let mel = whisk_audio::log_mel_spectrogram(&audio, 80, HOP_LENGTH).window(0, N_FRAMES);
+        let mel = first_mel_window(file);
         // The tokens candle decodes greedily, fed to both backends.
         let request = WindowRequest {
             previous: &[],
@@ -167,15 +159,7 @@ fn transcripts_identical_words_within_a_frame() {
             let a = candle.transcribe(&audio, &options).unwrap();
             let b = burn.transcribe(&audio, &options).unwrap();
             check_invariants(&b);
-            assert_eq!(a.text, b.text, "{file}, beam {beam_size:?}");
-            let (wa, wb) = (transcript_words(&a), transcript_words(&b));
-            assert_eq!(wa.len(), wb.len());
-            for (x, y) in wa.iter().zip(&wb) {
-                assert!(
-                    (x.start - y.start).abs() <= 0.020 && (x.end - y.end).abs() <= 0.020,
-                    "{file}, beam {beam_size:?}: {x:?} vs {y:?}"
-                );
-            }
+            assert_same_transcript(&a, &b, &format!("{file}, beam {beam_size:?}"));
         }
     }
 }

@@ -7,7 +7,9 @@ use whisk::{BackendKind, DecodeOptions, MelPadding, Model, TranscribeOptions};
 use whisk_backend::{Backend, DecodeStep, MelBatch, RowStep};
 use whisk_eval::timing::{self, match_words, transcript_words, ErrorStats};
 use whisk_eval::{normalize_english, WerTotals};
-use whisk_tests::{check_invariants, model_dir, shared_data, shared_reference};
+use whisk_tests::{
+    assert_same_transcript, check_invariants, model_dir, shared_data, shared_reference,
+};
 use whisk_weights::WhisperWeights;
 
 /// The backends compiled in, each on its CPU device.
@@ -176,16 +178,7 @@ fn batched_files_equal_files_decoded_alone() {
                 .remove(0);
             check_invariants(&together[i]);
             assert!(!alone.text.trim().is_empty(), "{name}: {}", files[i]);
-            assert_eq!(together[i].text, alone.text, "{name}: {}", files[i]);
-            let (a, b) = (transcript_words(&together[i]), transcript_words(&alone));
-            assert_eq!(a.len(), b.len(), "{name}: {}", files[i]);
-            for (x, y) in a.iter().zip(&b) {
-                assert!(
-                    (x.start - y.start).abs() <= 0.020 && (x.end - y.end).abs() <= 0.020,
-                    "{name}: {}: {x:?} vs {y:?}",
-                    files[i]
-                );
-            }
+            assert_same_transcript(&together[i], &alone, &format!("{name}: {}", files[i]));
         }
     }
 }

@@ -10,10 +10,10 @@ use whisk_batch::{
     decode_window, Job, RowRequest, Scheduler, SchedulerConfig, WindowRequest, WindowResult,
 };
 use whisk_candle::{CandleBackend, CandleDevice};
+use whisk_decode::LogitRules;
 use whisk_decode::{log_softmax_at, BeamOptions};
-use whisk_decode::{sot_sequence, LogitRules};
-use whisk_tests::{model_dir, shared_data};
-use whisk_types::{DecodeOptions, SpecialTokens, Task, HOP_LENGTH, N_FRAMES};
+use whisk_tests::{first_mel_window, RawDecode};
+use whisk_types::SpecialTokens;
 
 const FILES: [&str; 5] = [
     "whisper_test_clips/audio16k/jfk.flac",
@@ -92,30 +92,15 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
-        let dir = model_dir("tiny.en");
-        let weights = whisk_weights::WhisperWeights::from_dir(&dir).unwrap();
+        let RawDecode {
+            weights,
+            special,
+            rules,
+            sot,
+            heads,
+        } = RawDecode::tiny_en();
         let backend = CandleBackend::new(&weights, CandleDevice::Cpu).unwrap();
-        let tokenizer =
-            whisk_text::Tokenizer::from_file(&dir.join("tokenizer.json"), &weights.dims).unwrap();
-        let special = tokenizer.special().clone();
-        let rules = LogitRules::new(
-            &special,
-            &DecodeOptions::default(),
-            &tokenizer.non_speech_tokens().unwrap(),
-            &tokenizer.encode(" ").unwrap(),
-        );
-        let sot = sot_sequence(&special, false, None, Task::Transcribe, false);
-        let heads = weights.alignment_heads.clone().unwrap();
-
-        let mels: Vec<Arc<[f32]>> = FILES
-            .iter()
-            .map(|f| {
-                let audio = whisk_audio::load_audio(&shared_data(f)).unwrap();
-                whisk_audio::log_mel_spectrogram(&audio, 80, HOP_LENGTH)
-                    .window(0, N_FRAMES)
-                    .into()
-            })
-            .collect();
+        let mels: Vec<Arc<[f32]>> = FILES.iter().map(|f| first_mel_window(f).into()).collect();
         Self {
             backend,
             special,

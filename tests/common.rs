@@ -111,3 +111,66 @@ pub fn check_invariants(t: &whisk::Transcript) {
         "transcript text is not the joined segment texts"
     );
 }
+
+/// One frame of Whisper's encoder: 20 ms.
+pub const FRAME_SECONDS: f64 = 0.020;
+
+/// Asserts that two transcripts of the same audio agree: the same text, the same words, each
+/// word's start and end within one frame.
+pub fn assert_same_transcript(a: &whisk::Transcript, b: &whisk::Transcript, what: &str) {
+    assert_eq!(a.text, b.text, "{what}");
+    let (wa, wb) = (
+        whisk_eval::timing::transcript_words(a),
+        whisk_eval::timing::transcript_words(b),
+    );
+    assert_eq!(wa.len(), wb.len(), "{what}");
+    for (x, y) in wa.iter().zip(&wb) {
+        assert!(
+            (x.start - y.start).abs() <= FRAME_SECONDS && (x.end - y.end).abs() <= FRAME_SECONDS,
+            "{what}: {x:?} vs {y:?}"
+        );
+    }
+}
+
+/// What a raw decode of tiny.en needs beside a backend: its weights, the default decoding
+/// rules, the English transcribe start sequence and the alignment heads.
+pub struct RawDecode {
+    pub weights: whisk_weights::WhisperWeights,
+    pub special: whisk_types::SpecialTokens,
+    pub rules: whisk_decode::LogitRules,
+    pub sot: Vec<u32>,
+    pub heads: Vec<(usize, usize)>,
+}
+
+impl RawDecode {
+    pub fn tiny_en() -> Self {
+        let dir = model_dir("tiny.en");
+        let weights = whisk_weights::WhisperWeights::from_dir(&dir).unwrap();
+        let tokenizer =
+            whisk_text::Tokenizer::from_file(&dir.join("tokenizer.json"), &weights.dims).unwrap();
+        let special = tokenizer.special().clone();
+        let rules = whisk_decode::LogitRules::new(
+            &special,
+            &whisk_types::DecodeOptions::default(),
+            &tokenizer.non_speech_tokens().unwrap(),
+            &tokenizer.encode(" ").unwrap(),
+        );
+        let sot =
+            whisk_decode::sot_sequence(&special, false, None, whisk_types::Task::Transcribe, false);
+        let heads = weights.alignment_heads.clone().unwrap();
+        Self {
+            weights,
+            special,
+            rules,
+            sot,
+            heads,
+        }
+    }
+}
+
+/// The first 30 s mel window of a shared audio file (zero-padded like openai).
+pub fn first_mel_window(rel: &str) -> Vec<f32> {
+    let audio = whisk_audio::load_audio(&shared_data(rel)).unwrap();
+    whisk_audio::log_mel_spectrogram(&audio, 80, whisk_types::HOP_LENGTH)
+        .window(0, whisk_types::N_FRAMES)
+}

@@ -4,8 +4,7 @@
 //! adapter; set `WHISK_TEST_WGPU=1` to run them (CI does, after installing Mesa).
 
 use whisk::{BackendKind, DecodeOptions, Device, Model, TranscribeOptions};
-use whisk_eval::timing::transcript_words;
-use whisk_tests::{check_invariants, model_dir, shared_data};
+use whisk_tests::{assert_same_transcript, check_invariants, model_dir, shared_data};
 
 fn enabled() -> bool {
     let on = std::env::var("WHISK_TEST_WGPU").is_ok_and(|v| v == "1");
@@ -44,14 +43,6 @@ fn jfk_on_wgpu_matches_candle() {
         let a = candle.transcribe(&audio, &options).unwrap();
         let b = wgpu.transcribe(&audio, &options).unwrap();
         check_invariants(&b);
-        assert_eq!(a.text, b.text, "beam {beam_size:?}");
-        let (wa, wb) = (transcript_words(&a), transcript_words(&b));
-        assert_eq!(wa.len(), wb.len());
-        for (x, y) in wa.iter().zip(&wb) {
-            assert!(
-                (x.start - y.start).abs() <= 0.020 && (x.end - y.end).abs() <= 0.020,
-                "beam {beam_size:?}: {x:?} vs {y:?}"
-            );
-        }
+        assert_same_transcript(&a, &b, &format!("beam {beam_size:?}"));
     }
 }
