@@ -7,10 +7,12 @@
 //! predicts its first token. Heuristics then trim implausibly long words and attach
 //! punctuation to its neighbours. Everything here is plain `f32` arithmetic on slices.
 
+mod chars;
 mod dtw;
 mod filter;
 mod words;
 
+pub use chars::{char_alignment_matrix, char_word_times, CharAlignment};
 pub use dtw::dtw;
 pub use filter::median_filter;
 pub use words::{

@@ -22,6 +22,21 @@ pub enum TextError {
 
 pub type Result<T> = std::result::Result<T, TextError>;
 
+/// Languages written without spaces between words, whose words are single characters
+/// (openai's list).
+pub fn writes_without_spaces(language: &str) -> bool {
+    matches!(language, "zh" | "ja" | "th" | "lo" | "my" | "yue")
+}
+
+/// Text spelled one character per token, for character-level alignment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CharSequence {
+    /// Character (and space) tokens.
+    pub tokens: Vec<u32>,
+    /// For each input word, the range of `tokens` holding its characters.
+    pub words: Vec<Option<std::ops::Range<usize>>>,
+}
+
 /// Whisper's tokenizer with its special tokens and languages.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -186,7 +201,7 @@ impl Tokenizer {
         tokens: &[u32],
         language: &str,
     ) -> Result<Vec<(String, Vec<u32>)>> {
-        if matches!(language, "zh" | "ja" | "th" | "lo" | "my" | "yue") {
+        if writes_without_spaces(language) {
             return self.split_tokens_on_unicode(tokens);
         }
         let mut words: Vec<(String, Vec<u32>)> = Vec::new();
@@ -205,6 +220,35 @@ impl Tokenizer {
             }
         }
         Ok(words)
+    }
+
+    /// The character sequence that character-level alignment feeds the decoder in place of
+    /// `words`: every letter or digit of each word as its own token(s), punctuation dropped,
+    /// one space token before each word when `language` writes spaces. Words with no letter or
+    /// digit get no characters.
+    pub fn char_sequence(&self, words: &[&str], language: &str) -> Result<CharSequence> {
+        let spaces = !writes_without_spaces(language);
+        let space = self.encode(" ")?;
+        let mut seq = CharSequence::default();
+        for word in words {
+            let letters: Vec<char> = word.chars().filter(|c| c.is_alphanumeric()).collect();
+            if letters.is_empty() {
+                seq.words.push(None);
+                continue;
+            }
+            // Every word, the first too, follows a space of its own (Whisper writes text
+            // as " word word"): the space's row takes the silence before the word.
+            if spaces {
+                seq.tokens.extend_from_slice(&space);
+            }
+            let first = seq.tokens.len();
+            let mut buf = [0u8; 4];
+            for c in letters {
+                seq.tokens.extend(self.encode(c.encode_utf8(&mut buf))?);
+            }
+            seq.words.push(Some(first..seq.tokens.len()));
+        }
+        Ok(seq)
     }
 
     /// OpenAI's `non_speech_tokens`: symbols and speaker-tag punctuation that are suppressed so
