@@ -25,6 +25,8 @@ pub struct WindowRequest<'a> {
     /// Alignment heads whose cross-attention is kept for word timing in the same pass; empty
     /// for none.
     pub cross_qk_heads: &'a [(usize, usize)],
+    /// Keep each text token's probability (word probabilities) even without attention.
+    pub keep_probs: bool,
     /// Beam search at temperature 0; `None` decodes greedily.
     pub beam: Option<BeamOptions>,
 }
@@ -41,8 +43,11 @@ pub struct RowRequest {
     pub rng: StdRng,
     /// Keep the alignment heads' attention of every sampling step (single-pass word timing).
     pub keep_qk: bool,
+    /// Keep each text token's probability (implied by `keep_qk`).
+    pub keep_probs: bool,
     /// After sampling, feed `sot_sequence + <|notimestamps|> + text + <|endoftext|>` again
-    /// (openai's alignment pass) with this SOT sequence, and keep its attention.
+    /// (openai's alignment pass) with this SOT sequence, and keep its attention. The text is
+    /// spelled by the scheduler's [`Spell`], if it has one.
     pub refeed_sot: Option<Vec<u32>>,
     /// Beam search when `temperature` is 0; `None` decodes greedily.
     pub beam: Option<BeamOptions>,
@@ -57,6 +62,7 @@ impl RowRequest {
             temperature: 0.0,
             rng: StdRng::seed_from_u64(0),
             keep_qk: false,
+            keep_probs: false,
             refeed_sot: None,
             beam: None,
         }
@@ -105,9 +111,14 @@ pub(crate) struct Shared<'a> {
     pub rules: &'a LogitRules,
     pub special: &'a SpecialTokens,
     pub heads: &'a [(usize, usize)],
+    pub spell: Option<&'a Spell<'a>>,
     pub n_vocab: usize,
     pub n_text_ctx: usize,
 }
+
+/// How an alignment pass writes a row's text: `(sot_sequence, text tokens)` to the tokens it
+/// feeds in their place (character alignment spells words out letter by letter).
+pub type Spell<'a> = dyn Fn(&[u32], &[u32]) -> Vec<u32> + 'a;
 
 /// What a row feeds in one step: its position, tokens, and where logits are wanted.
 struct Feed {
@@ -180,6 +191,7 @@ pub(crate) struct Row {
     temperature: f64,
     beam: Option<BeamOptions>,
     keep_qk: bool,
+    keep_probs: bool,
     refeed_sot: Option<Vec<u32>>,
     logits: Vec<f32>,
     result: WindowResult,
@@ -206,6 +218,7 @@ impl Row {
             temperature: req.temperature,
             beam,
             keep_qk: req.keep_qk && !shared.heads.is_empty(),
+            keep_probs: req.keep_probs || req.keep_qk && !shared.heads.is_empty(),
             refeed_sot: req.refeed_sot,
             logits: Vec::new(),
             result: WindowResult {
@@ -374,7 +387,7 @@ impl Row {
             return self.finish(shared);
         }
         let text_lse = self
-            .keep_qk
+            .keep_probs
             .then(|| logsumexp(&self.logits[..special.eot as usize]));
         shared.rules.apply(&res.tokens, &mut self.logits);
         let (token, logprob) = if self.temperature > 0.0 {
@@ -474,7 +487,7 @@ impl Row {
                 let mut tokens = source.tokens.clone();
                 tokens.push(c.token);
                 let mut token_probs = source.token_probs.clone();
-                if self.keep_qk {
+                if self.keep_probs {
                     let lse = text_lse[c.source];
                     token_probs.push(text_probability(&rows[c.source], c.token, lse, eot));
                 }
@@ -537,8 +550,12 @@ impl Row {
             .collect();
         self.phase = match &self.refeed_sot {
             Some(sot) if !text.is_empty() => {
-                let (tokens, logits_at) = alignment_pass_input(sot, &text, special);
-                if tokens.len() <= shared.n_text_ctx {
+                let fed = match shared.spell {
+                    Some(spell) => spell(sot, &text),
+                    None => text,
+                };
+                let (tokens, logits_at) = alignment_pass_input(sot, &fed, special);
+                if !fed.is_empty() && tokens.len() <= shared.n_text_ctx {
                     Phase::Refeed { tokens, logits_at }
                 } else {
                     Phase::Done
@@ -645,6 +662,7 @@ pub fn decode_window<B: Backend>(
         rules: req.rules,
         special: req.special,
         heads: req.cross_qk_heads,
+        spell: None,
         n_vocab: dims.n_vocab,
         n_text_ctx: dims.n_text_ctx,
     };
@@ -654,6 +672,7 @@ pub fn decode_window<B: Backend>(
         temperature,
         rng: std::mem::replace(rng, StdRng::seed_from_u64(0)),
         keep_qk: true,
+        keep_probs: req.keep_probs,
         refeed_sot: None,
         beam: req.beam,
     };

@@ -9,7 +9,7 @@ use whisk_backend::{Backend, BackendError, MelBatch};
 use whisk_decode::LogitRules;
 use whisk_types::{SpecialTokens, N_FRAMES};
 
-use crate::row::{step_rows, Row, RowRequest, Shared, WindowResult};
+use crate::row::{step_rows, Row, RowRequest, Shared, Spell, WindowResult};
 
 /// A window waiting to be decoded. `K` is the caller's name for it.
 pub struct Job<K> {
@@ -32,6 +32,8 @@ pub struct SchedulerConfig<'a> {
     pub special: &'a SpecialTokens,
     /// Alignment heads, for single-pass attention and for alignment passes.
     pub heads: &'a [(usize, usize)],
+    /// How alignment passes write the text; `None` feeds the text tokens (openai's pass).
+    pub spell: Option<&'a Spell<'a>>,
 }
 
 /// A window's mel, the encoder batch it went through, and its index there.
@@ -62,6 +64,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 rules: config.rules,
                 special: config.special,
                 heads: config.heads,
+                spell: config.spell,
                 n_vocab: dims.n_vocab,
                 n_text_ctx: dims.n_text_ctx,
             },

@@ -36,6 +36,7 @@ enum PaddingArg {
 enum AlignmentArg {
     SinglePass,
     Refeed,
+    Chars,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -83,9 +84,10 @@ struct TranscribeArgs {
     /// Time every word. Defaults to on when JSON is among the output formats.
     #[arg(long, action = clap::ArgAction::Set)]
     word_timestamps: Option<bool>,
-    /// Where word timing gets its attention: single-pass (from the decode itself) or refeed
-    /// (a second decoder pass over the text, as openai-whisper).
-    #[arg(long, value_enum, default_value = "refeed")]
+    /// How words are timed: single-pass (attention of the decode itself), refeed (a second
+    /// decoder pass over the text, as openai-whisper) or chars (a second pass over the text
+    /// spelled letter by letter; far more accurate on short clips, see the README).
+    #[arg(long, alias = "alignment", value_enum, default_value = "refeed")]
     word_alignment: AlignmentArg,
     /// Subtitles: at most this many words per cue (needs word timestamps).
     #[arg(long)]
@@ -263,6 +265,7 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
         word_alignment: match args.word_alignment {
             AlignmentArg::SinglePass => whisk::WordAlignment::SinglePass,
             AlignmentArg::Refeed => whisk::WordAlignment::Refeed,
+            AlignmentArg::Chars => whisk::WordAlignment::Chars,
         },
         batch_size: batch_size as usize,
         clip_timestamps: args

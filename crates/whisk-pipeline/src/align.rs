@@ -1,8 +1,12 @@
 //! Word timing for one decoded window: gather the alignment heads' attention rows (from the
 //! decode itself, or from a second pass over the text), then DTW and word grouping.
 
-use whisk_align::{alignment_matrix, dtw, word_timings, AlignedWord, HeadScores, WordTokens};
+use whisk_align::{
+    alignment_matrix, char_alignment_matrix, char_word_times, dtw, word_timings, AlignedWord,
+    CharAlignment, HeadScores, WordTokens,
+};
 use whisk_backend::{Backend, DecodeStep, RowStep};
+use whisk_text::CharSequence;
 use whisk_types::SpecialTokens;
 
 use crate::Result;
@@ -107,4 +111,73 @@ pub(crate) fn align(
     let cost: Vec<f32> = matrix.iter().map(|x| -x).collect();
     let (text_idx, time_idx) = dtw(&cost, scores.rows, frames);
     word_timings(&text_idx, &time_idx, words, probs)
+}
+
+/// Every (layer, head) of the decoder: character alignment reads them all.
+pub(crate) fn all_heads(layers: usize, heads: usize) -> Vec<(usize, usize)> {
+    (0..layers)
+        .flat_map(|l| (0..heads).map(move |h| (l, h)))
+        .collect()
+}
+
+/// Words timed by character-level alignment. `words` is the tokenizer's grouping of the text
+/// plus the end-of-text pseudo-word, `spelled` the same words spelled out (what the pass fed,
+/// `refeed.text`), `probs` the text tokens' probabilities from the decode. A word without
+/// letters or digits sits where the word before it ended.
+pub(crate) fn align_chars(
+    refeed: Refeed,
+    spelled: &CharSequence,
+    words: &[WordTokens],
+    probs: &[f32],
+    mel_frames: usize,
+) -> Vec<AlignedWord> {
+    let (scores, _) = refeed_scores(refeed);
+    let audio_frames = (mel_frames / 2).max(1);
+    let options = CharAlignment::default();
+    let matrix = char_alignment_matrix(&scores, audio_frames, &options);
+    let frames = audio_frames.min(scores.frames);
+    let cost: Vec<f32> = matrix.iter().map(|x| -x).collect();
+    let (text_idx, time_idx) = dtw(&cost, scores.rows, frames);
+    let times = char_word_times(&text_idx, &time_idx, &spelled.words, &options);
+    let mut aligned = Vec::with_capacity(words.len().saturating_sub(1));
+    let mut offset = 0;
+    let mut last_end = 0.0;
+    for (word, time) in words[..words.len().saturating_sub(1)].iter().zip(times) {
+        let p = &probs[offset.min(probs.len())..(offset + word.tokens.len()).min(probs.len())];
+        offset += word.tokens.len();
+        let (start, end) = time.unwrap_or((last_end, last_end));
+        last_end = end;
+        aligned.push(AlignedWord {
+            word: word.word.clone(),
+            tokens: word.tokens.clone(),
+            start,
+            end,
+            probability: if p.is_empty() {
+                0.0
+            } else {
+                p.iter().map(|&x| x as f64).sum::<f64>() / p.len() as f64
+            },
+        });
+    }
+    aligned
+}
+
+/// The attention of `wanted` heads out of a pass that kept `kept` heads.
+pub(crate) fn select_heads(
+    pass: Refeed,
+    kept: &[(usize, usize)],
+    wanted: &[(usize, usize)],
+) -> HeadScores {
+    let (all, _) = refeed_scores(pass);
+    let per_head = all.rows * all.frames;
+    let mut data = Vec::with_capacity(wanted.len() * per_head);
+    for head in wanted {
+        let i = kept.iter().position(|k| k == head).unwrap_or(0);
+        data.extend_from_slice(&all.data[i * per_head..][..per_head]);
+    }
+    HeadScores {
+        heads: wanted.len(),
+        data,
+        ..all
+    }
 }

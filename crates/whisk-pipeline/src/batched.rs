@@ -109,7 +109,12 @@ impl<B: Backend> Pipeline<B> {
         } else {
             options.temperatures.clone()
         };
-        let refeed = options.word_timestamps && options.word_alignment == WordAlignment::Refeed;
+        // Windows are timed for stitching even without word timestamps asked for; character
+        // alignment only when asked, else the cheaper single pass.
+        let chars = options.word_timestamps && options.word_alignment == WordAlignment::Chars;
+        let refeed =
+            chars || options.word_timestamps && options.word_alignment == WordAlignment::Refeed;
+        let spell = |sot: &[u32], text: &[u32]| self.spell(sot, text);
         let planner = FixedWindows::default();
         let plans: Vec<Vec<WindowSpan>> = inputs.iter().map(|s| planner.plan(s)).collect();
         let total_seconds =
@@ -130,7 +135,12 @@ impl<B: Backend> Pipeline<B> {
                 encoder_batch: ENCODER_BATCH,
                 rules: &rules,
                 special: &special,
-                heads: &self.alignment_heads,
+                heads: if chars {
+                    &self.all_heads
+                } else {
+                    &self.alignment_heads
+                },
+                spell: chars.then_some(&spell as &whisk_batch::Spell),
             },
         )?;
         let mut cursor = WindowCursor {
@@ -158,6 +168,7 @@ impl<B: Backend> Pipeline<B> {
                         temperature,
                         rng: StdRng::seed_from_u64(seed),
                         keep_qk: w.align && !refeed,
+                        keep_probs: w.align && chars,
                         refeed_sot: (w.align && refeed).then(|| w.sot.clone()),
                         beam,
                     },
@@ -359,17 +370,20 @@ impl<B: Backend> Pipeline<B> {
             })
             .collect::<Result<_>>()?;
         if w.align {
-            self.time_words(w, &mut result, language, time_offset, &mut segments)?;
+            let chars = options.word_timestamps && options.word_alignment == WordAlignment::Chars;
+            self.time_words(w, &mut result, language, chars, time_offset, &mut segments)?;
         }
         Ok(segments)
     }
 
-    /// Times the words of a window's segments from its decode's attention.
+    /// Times the words of a window's segments from its decode's attention, or from its
+    /// alignment pass (`chars`: a character alignment pass).
     fn time_words(
         &self,
         w: &OpenWindow,
         result: &mut WindowResult,
         language: &str,
+        chars: bool,
         time_offset: f64,
         segments: &mut [Segment],
     ) -> Result<()> {
@@ -378,30 +392,37 @@ impl<B: Backend> Pipeline<B> {
             .filter(|&j| special.is_text(result.tokens[j]))
             .collect();
         let text: Vec<u32> = positions.iter().map(|&j| result.tokens[j]).collect();
-        let (scores, probs) = match result.refeed.take() {
-            Some(r) => align::refeed_scores(r),
-            None if !text.is_empty() && !result.qk_rows.is_empty() => (
-                align::single_pass_scores(result, &positions, self.alignment_heads.len()),
-                positions.iter().map(|&j| result.token_probs[j]).collect(),
-            ),
-            None => {
-                for s in segments.iter_mut() {
-                    s.words = Some(Vec::new());
-                }
-                return Ok(());
+        let pass = result.refeed.take();
+        if text.is_empty() || pass.is_none() && result.qk_rows.is_empty() {
+            for s in segments.iter_mut() {
+                s.words = Some(Vec::new());
             }
+            return Ok(());
+        }
+        let words = self.word_tokens(&text, language)?;
+        let decode_probs: Vec<f32> = positions
+            .iter()
+            .map(|&j| result.token_probs.get(j).copied().unwrap_or(0.0))
+            .collect();
+        let frames = w.content_frames;
+        let aligned = match pass {
+            Some(pass) if chars => {
+                self.align_pass_chars(pass, &words, &decode_probs, language, frames)?
+            }
+            Some(pass) => {
+                let (scores, probs) = align::refeed_scores(pass);
+                align::align(&scores, &words, &probs, frames)
+            }
+            None => align::align(
+                &align::single_pass_scores(result, &positions, self.alignment_heads.len()),
+                &words,
+                &decode_probs,
+                frames,
+            ),
         };
         let mut last_speech = time_offset;
-        self.place_words(
-            &scores,
-            &probs,
-            text,
-            language,
-            w.content_frames,
-            time_offset,
-            segments,
-            &mut last_speech,
-        )
+        self.place_aligned(aligned, segments, time_offset, &mut last_speech);
+        Ok(())
     }
 
     /// The part of `segment` (whose words are the window's words `range`) that falls in

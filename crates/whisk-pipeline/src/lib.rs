@@ -13,11 +13,12 @@ mod window;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use whisk_align::{add_word_timestamps, HeadScores, WordTokens};
+use whisk_align::{add_word_timestamps, AlignedWord, WordTokens};
 use whisk_audio::{log_mel_spectrogram, Mel};
 use whisk_backend::{Backend, BackendError};
+use whisk_batch::Refeed;
 use whisk_decode::{compression_ratio, sot_sequence, BeamOptions, LogitRules};
-use whisk_text::{TextError, Tokenizer};
+use whisk_text::{CharSequence, TextError, Tokenizer};
 use whisk_types::{
     MelPadding, Segment, TranscribeOptions, Transcript, WordAlignment, HOP_LENGTH, INPUT_STRIDE,
     N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
@@ -58,6 +59,8 @@ pub struct Pipeline<B: Backend> {
     non_speech: Vec<u32>,
     space: Vec<u32>,
     alignment_heads: Vec<(usize, usize)>,
+    /// Every head of every decoder layer, for character alignment.
+    all_heads: Vec<(usize, usize)>,
 }
 
 impl<B: Backend> Pipeline<B> {
@@ -73,12 +76,15 @@ impl<B: Backend> Pipeline<B> {
         }
         let non_speech = tokenizer.non_speech_tokens()?;
         let space = tokenizer.encode(" ")?;
+        let dims = backend.dims();
+        let all_heads = align::all_heads(dims.n_text_layer, dims.n_text_head);
         Ok(Self {
             backend,
             tokenizer,
             non_speech,
             space,
             alignment_heads,
+            all_heads,
         })
     }
 
@@ -172,6 +178,8 @@ impl<B: Backend> Pipeline<B> {
                 special: &special,
                 sample_len: options.decode.sample_len.unwrap_or(dims.n_text_ctx / 2),
                 cross_qk_heads: qk_heads,
+                keep_probs: options.word_timestamps
+                    && options.word_alignment == WordAlignment::Chars,
                 beam: BeamOptions::from_decode(&options.decode),
             };
             let encoded = encode_window(&self.backend, &window)?;
@@ -339,59 +347,131 @@ impl<B: Backend> Pipeline<B> {
             }
             return Ok(());
         }
-        let (scores, probs) = match options.word_alignment {
-            WordAlignment::SinglePass => (
-                align::single_pass_scores(result, positions, self.alignment_heads.len()),
-                positions.iter().map(|&j| result.token_probs[j]).collect(),
-            ),
-            WordAlignment::Refeed => align::refeed_scores(align::refeed(
-                &self.backend,
-                encoded,
-                sot,
-                special,
-                &text,
-                &self.alignment_heads,
-            )?),
+        let words = self.word_tokens(&text, language)?;
+        let decode_probs = || -> Vec<f32> {
+            positions
+                .iter()
+                .map(|&j| result.token_probs.get(j).copied().unwrap_or(0.0))
+                .collect()
         };
-        self.place_words(
-            &scores,
-            &probs,
-            text,
-            language,
-            mel_frames,
-            time_offset,
-            segments,
-            last_speech_timestamp,
-        )
+        let aligned = match options.word_alignment {
+            WordAlignment::SinglePass => align::align(
+                &align::single_pass_scores(result, positions, self.alignment_heads.len()),
+                &words,
+                &decode_probs(),
+                mel_frames,
+            ),
+            WordAlignment::Refeed => {
+                let pass = align::refeed(
+                    &self.backend,
+                    encoded,
+                    sot,
+                    special,
+                    &text,
+                    &self.alignment_heads,
+                )?;
+                let (scores, probs) = align::refeed_scores(pass);
+                align::align(&scores, &words, &probs, mel_frames)
+            }
+            WordAlignment::Chars => {
+                let fed = self.spell(sot, &text);
+                let pass =
+                    align::refeed(&self.backend, encoded, sot, special, &fed, &self.all_heads)?;
+                self.align_pass_chars(pass, &words, &decode_probs(), language, mel_frames)?
+            }
+        };
+        self.place_aligned(aligned, segments, time_offset, last_speech_timestamp);
+        Ok(())
     }
 
-    /// Times the words of `text` (a window's text tokens, spread over `segments`) from the
-    /// attention `scores`, and stores them in the segments.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn place_words(
+    /// The tokenizer's words of a window's text tokens, ending with the end-of-text
+    /// pseudo-word (openai `split_to_word_tokens(text + [eot])`).
+    pub(crate) fn word_tokens(&self, text: &[u32], language: &str) -> Result<Vec<WordTokens>> {
+        let mut tokens = text.to_vec();
+        tokens.push(self.tokenizer.special().eot);
+        Ok(self
+            .tokenizer
+            .split_to_word_tokens(&tokens, language)?
+            .into_iter()
+            .map(|(word, tokens)| WordTokens { word, tokens })
+            .collect())
+    }
+
+    /// The characters of `text` as character alignment feeds them, spelled from its words;
+    /// or the text tokens themselves when the characters would overrun the text context
+    /// (openai's pass then times that window).
+    pub(crate) fn spell(&self, sot: &[u32], text: &[u32]) -> Vec<u32> {
+        let language = self.language_of_sot(sot);
+        let spelled = self
+            .word_tokens(text, language)
+            .and_then(|words| self.spelled_words(&words, language));
+        match spelled {
+            Ok(seq)
+                if !seq.tokens.is_empty()
+                    && sot.len() + seq.tokens.len() + 2 <= self.backend.dims().n_text_ctx =>
+            {
+                seq.tokens
+            }
+            _ => text.to_vec(),
+        }
+    }
+
+    fn spelled_words(&self, words: &[WordTokens], language: &str) -> Result<CharSequence> {
+        let strings: Vec<&str> = words[..words.len().saturating_sub(1)]
+            .iter()
+            .map(|w| w.word.as_str())
+            .collect();
+        Ok(self.tokenizer.char_sequence(&strings, language)?)
+    }
+
+    /// The language a SOT sequence names (English for English-only models).
+    fn language_of_sot(&self, sot: &[u32]) -> &str {
+        let special = self.tokenizer.special();
+        sot.iter()
+            .find_map(|&t| special.language_index(t))
+            .and_then(|i| self.tokenizer.languages().get(i))
+            .map_or("en", String::as_str)
+    }
+
+    /// Words timed from an alignment pass that fed [`Self::spell`]'s tokens with every head's
+    /// attention: character alignment, or openai's method on the alignment heads when the
+    /// pass fed the plain text.
+    pub(crate) fn align_pass_chars(
         &self,
-        scores: &HeadScores,
-        probs: &[f32],
-        mut text: Vec<u32>,
+        pass: Refeed,
+        words: &[WordTokens],
+        decode_probs: &[f32],
         language: &str,
         mel_frames: usize,
-        time_offset: f64,
+    ) -> Result<Vec<AlignedWord>> {
+        let spelled = self.spelled_words(words, language)?;
+        if pass.text == spelled.tokens {
+            return Ok(align::align_chars(
+                pass,
+                &spelled,
+                words,
+                decode_probs,
+                mel_frames,
+            ));
+        }
+        let probs = pass.probs.clone();
+        let scores = align::select_heads(pass, &self.all_heads, &self.alignment_heads);
+        Ok(align::align(&scores, words, &probs, mel_frames))
+    }
+
+    /// Hands timed words to the window's segments (openai `add_word_timestamps`).
+    pub(crate) fn place_aligned(
+        &self,
+        aligned: Vec<AlignedWord>,
         segments: &mut [Segment],
+        time_offset: f64,
         last_speech_timestamp: &mut f64,
-    ) -> Result<()> {
+    ) {
         let special = self.tokenizer.special();
         let per_segment: Vec<usize> = segments
             .iter()
             .map(|s| s.tokens.iter().filter(|&&t| special.is_text(t)).count())
             .collect();
-        text.push(special.eot);
-        let words: Vec<WordTokens> = self
-            .tokenizer
-            .split_to_word_tokens(&text, language)?
-            .into_iter()
-            .map(|(word, tokens)| WordTokens { word, tokens })
-            .collect();
-        let aligned = align::align(scores, &words, probs, mel_frames);
         add_word_timestamps(
             aligned,
             segments,
@@ -399,7 +479,6 @@ impl<B: Backend> Pipeline<B> {
             time_offset,
             last_speech_timestamp,
         );
-        Ok(())
     }
 
     /// A segment of `tokens` from a window's decode, `start`/`end` in seconds of the input.

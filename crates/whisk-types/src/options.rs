@@ -29,12 +29,15 @@ pub enum MelPadding {
     ZeroFeatures,
 }
 
-/// Where the cross-attention for word timestamps comes from.
+/// How words are timed.
 ///
-/// Measured on TIMIT with tiny.en (`cargo xtask eval-words`): both modes time word starts
-/// alike (median error 103 ms, 22% within 50 ms); `Refeed` times word ends slightly better
-/// (mean error 99 ms against 101 ms, 27% against 26% within 50 ms), so it is the default.
-/// `SinglePass` skips the second decoder pass and is the cheaper choice.
+/// Measured on TIMIT's hand labels with tiny.en (`cargo xtask eval-words`), median start
+/// error and share of starts within 50 ms: `Chars` 23 ms / 80% (held-out speakers 23 ms /
+/// 80%), `Refeed` 103 ms / 22% (faster-whisper: 103 ms / 22%), `SinglePass` 103 ms / 22%.
+/// `Refeed` (the default) reproduces openai-whisper's and faster-whisper's times; `SinglePass`
+/// skips the second decoder pass and is the cheapest. `Chars` is far more accurate on short
+/// utterances but not yet the default: on 30 s windows with long silences it can stretch
+/// words across the silence (seen on long-form audio; see the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WordAlignment {
@@ -45,6 +48,11 @@ pub enum WordAlignment {
     /// faster-whisper do.
     #[default]
     Refeed,
+    /// Character-level alignment: a second decoder pass over the text spelled one character
+    /// per token, the two most concentrated heads of all decoder layers, DTW over characters
+    /// ("Whisper Has an Internal Word Aligner", 2025). A window whose characters overrun the
+    /// text context falls back to `Refeed`.
+    Chars,
 }
 
 /// Options of one 30 s window's decode. Defaults follow openai-whisper's `DecodingOptions`.
@@ -119,7 +127,7 @@ pub struct TranscribeOptions {
     pub seed: u64,
     /// Time every word (`Segment::words`). Default `false`.
     pub word_timestamps: bool,
-    /// How word timestamps get their attention. Default [`WordAlignment::Refeed`].
+    /// How words are timed. Default [`WordAlignment::Refeed`].
     pub word_alignment: WordAlignment,
     /// Windows decoded together. 1 (default) runs openai's sequential loop: each window starts
     /// where the previous one's text ended and is prompted with it. Above 1, every input is
