@@ -19,6 +19,8 @@ struct Args {
     padding: Vec<MelPadding>,
     /// Beam widths to measure WER with (1 = greedy).
     beams: Vec<usize>,
+    /// Word alignment modes `words` measures.
+    modes: Vec<WordAlignment>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -29,6 +31,11 @@ fn parse_args() -> Result<Args> {
         reference_setting: "fw-float32-beam1".into(),
         padding: vec![MelPadding::Silence, MelPadding::ZeroFeatures],
         beams: vec![1, 5],
+        modes: vec![
+            WordAlignment::SinglePass,
+            WordAlignment::Refeed,
+            WordAlignment::Chars,
+        ],
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -54,11 +61,31 @@ fn parse_args() -> Result<Args> {
                     })
                     .collect::<Result<_>>()?
             }
+            "--modes" => {
+                args.modes = value()?
+                    .split(',')
+                    .map(|m| match m.trim() {
+                        "single-pass" => Ok(WordAlignment::SinglePass),
+                        "refeed" => Ok(WordAlignment::Refeed),
+                        "chars" => Ok(WordAlignment::Chars),
+                        other => bail!("--modes takes single-pass, refeed, chars; not {other}"),
+                    })
+                    .collect::<Result<_>>()?
+            }
             "wer" | "words" => args.command = a.clone(),
             other => bail!("unknown argument {other}; see the source of whisk-eval"),
         }
     }
     Ok(args)
+}
+
+/// Speakers of the even TIMIT dialect regions (`dr2`, `dr4`, ...): nothing was tuned on them.
+fn is_held_out(utterance: &str) -> bool {
+    utterance
+        .strip_prefix("dr")
+        .and_then(|r| r.chars().next())
+        .and_then(|c| c.to_digit(10))
+        .is_some_and(|r| r % 2 == 0)
 }
 
 /// `(utterance id, reference text)` from TIMIT's `transcript.tsv`.
@@ -150,18 +177,19 @@ fn eval_words(args: &Args) -> Result<()> {
     );
     println!("{}", TimingReport::HEADER);
 
-    let mut fw = TimingReport::default();
+    let (mut fw, mut fw_held_out) = (TimingReport::default(), TimingReport::default());
     for (id, _) in &utts {
         let labels = read_labels(&timit.join(format!("words/{id}.tsv")))?;
-        fw.add(
-            &labels,
-            &reference_words(&ref_dir.join(format!("timit/{id}.json")))?,
-        );
+        let theirs = reference_words(&ref_dir.join(format!("timit/{id}.json")))?;
+        fw.add(&labels, &theirs);
+        if is_held_out(id) {
+            fw_held_out.add(&labels, &theirs);
+        }
     }
-    println!(
-        "{}",
-        fw.row(&format!("faster-whisper 1.2.1 {}", args.reference_setting))
-    );
+    let fw_name = format!("faster-whisper 1.2.1 {}", args.reference_setting);
+    println!("{}", fw.row(&fw_name));
+    let mut held_out = vec![(fw_name.clone(), fw_held_out)];
+    let mut places = vec![(fw_name, fw)];
 
     let mut deltas = Vec::new();
     for (&beam, padding) in args
@@ -169,9 +197,10 @@ fn eval_words(args: &Args) -> Result<()> {
         .iter()
         .flat_map(|b| args.padding.iter().map(move |p| (b, p)))
     {
-        for mode in [WordAlignment::SinglePass, WordAlignment::Refeed] {
+        for &mode in &args.modes {
             let options = word_options(*padding, mode, beam);
-            let mut report = TimingReport::default();
+            let (mut report, mut report_held_out) =
+                (TimingReport::default(), TimingReport::default());
             let (mut d_start, mut d_end) = (ErrorStats::default(), ErrorStats::default());
             let started = Instant::now();
             for (id, _) in &utts {
@@ -179,6 +208,9 @@ fn eval_words(args: &Args) -> Result<()> {
                 let t = model.transcribe_file(&timit.join(format!("audio/{id}.flac")), &options)?;
                 let ours = transcript_words(&t);
                 report.add(&labels, &ours);
+                if is_held_out(id) {
+                    report_held_out.add(&labels, &ours);
+                }
                 let theirs = reference_words(&ref_dir.join(format!("timit/{id}.json")))?;
                 for (i, j) in match_words(&theirs, &ours) {
                     d_start.push(ours[j].start, theirs[i].start);
@@ -190,8 +222,25 @@ fn eval_words(args: &Args) -> Result<()> {
                 started.elapsed().as_secs_f64()
             );
             println!("{}", report.row(&name));
-            deltas.push((name, d_start, d_end));
+            deltas.push((name.clone(), d_start, d_end));
+            held_out.push((name.clone(), report_held_out));
+            places.push((name, report));
         }
+    }
+    println!(
+        "\nHeld-out speakers (even dialect regions; character alignment was tuned on the odd):\n"
+    );
+    println!("{}", TimingReport::HEADER);
+    for (name, r) in &held_out {
+        println!("{}", r.row(name));
+    }
+    println!(
+        "\nStart errors by the word's place (after a pause: at least {} ms after the previous label):\n",
+        whisk_eval::timing::PAUSE_SECONDS * 1000.0
+    );
+    println!("{}", TimingReport::PLACES_HEADER);
+    for (name, r) in &places {
+        println!("{}", r.places_row(name));
     }
     println!("\nwhisk against faster-whisper's word times on the same words (TIMIT):\n");
     println!("| system | words | median abs Δstart ms | median abs Δend ms | Δstart ≤20 ms |");
@@ -219,7 +268,7 @@ fn eval_words(args: &Args) -> Result<()> {
         .iter()
         .flat_map(|b| args.padding.iter().map(move |p| (b, p)))
     {
-        for mode in [WordAlignment::SinglePass, WordAlignment::Refeed] {
+        for &mode in &args.modes {
             let options = word_options(*padding, mode, beam);
             let ours = transcript_words(&model.transcribe_file(&jfk, &options)?);
             let (mut s, mut e) = (ErrorStats::default(), ErrorStats::default());

@@ -168,12 +168,20 @@ impl ErrorStats {
     }
 }
 
+/// A pause of at least this long before a labelled word makes it an after-pause word.
+pub const PAUSE_SECONDS: f64 = 0.1;
+
 /// Start and end errors of one system against the labels.
 #[derive(Debug, Clone, Default)]
 pub struct TimingReport {
     pub reference_words: usize,
     pub starts: ErrorStats,
     pub ends: ErrorStats,
+    /// Start errors of utterance-initial words, words after a pause of at least
+    /// [`PAUSE_SECONDS`], and the other (inner) words.
+    pub initial_starts: ErrorStats,
+    pub after_pause_starts: ErrorStats,
+    pub inner_starts: ErrorStats,
 }
 
 impl TimingReport {
@@ -183,6 +191,14 @@ impl TimingReport {
         for (i, j) in match_words(labels, hyp) {
             self.starts.push(hyp[j].start, labels[i].start);
             self.ends.push(hyp[j].end, labels[i].end);
+            let by_place = if i == 0 {
+                &mut self.initial_starts
+            } else if labels[i].start - labels[i - 1].end >= PAUSE_SECONDS {
+                &mut self.after_pause_starts
+            } else {
+                &mut self.inner_starts
+            };
+            by_place.push(hyp[j].start, labels[i].start);
         }
     }
 
@@ -208,6 +224,27 @@ impl TimingReport {
             ms(self.starts.median_bias()),
         )
     }
+
+    /// One markdown row of start errors by the word's place: words, median and share
+    /// within 50 ms for utterance-initial, after-pause and inner words.
+    pub fn places_row(&self, name: &str) -> String {
+        let cell = |e: &ErrorStats| {
+            format!(
+                "{} | {:.0} | {:.0}%",
+                e.len(),
+                e.median() * 1000.0,
+                e.within(0.05) * 100.0
+            )
+        };
+        format!(
+            "| {name} | {} | {} | {} |",
+            cell(&self.initial_starts),
+            cell(&self.after_pause_starts),
+            cell(&self.inner_starts)
+        )
+    }
+
+    pub const PLACES_HEADER: &'static str = "| system | initial words | median ms | ≤50 ms | after-pause words | median ms | ≤50 ms | inner words | median ms | ≤50 ms |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 
     pub const HEADER: &'static str = "| system | matched | start median ms | start mean ms | starts ≤50/100/200 ms | end median ms | end mean ms | ends ≤50/100/200 ms | start bias ms |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 }
