@@ -24,6 +24,7 @@ fn benches(c: &mut Criterion) {
             ("no_words", false, WordAlignment::Refeed),
             ("single_pass", true, WordAlignment::SinglePass),
             ("refeed", true, WordAlignment::Refeed),
+            ("chars", true, WordAlignment::Chars),
         ] {
             let options = TranscribeOptions {
                 word_timestamps: words,

@@ -85,6 +85,7 @@ fn first_decoder_steps_agree() {
             special: &special,
             sample_len: 224,
             cross_qk_heads: &[],
+            keep_probs: false,
             beam: None,
         };
         let encoded = whisk_pipeline::encode_window(&candle, &mel).unwrap();

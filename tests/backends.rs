@@ -29,11 +29,13 @@ fn models() -> Vec<(String, Model)> {
         .collect()
 }
 
-/// faster-whisper's padding and greedy decoding: the settings of the greedy reference outputs.
+/// faster-whisper's padding, greedy decoding and word alignment (openai's): the settings of
+/// the greedy reference outputs.
 fn like_faster_whisper(word_timestamps: bool) -> TranscribeOptions {
     TranscribeOptions {
         mel_padding: MelPadding::ZeroFeatures,
         word_timestamps,
+        word_alignment: whisk::WordAlignment::Refeed,
         decode: DecodeOptions {
             beam_size: None,
             ..Default::default()
@@ -162,8 +164,10 @@ fn batched_files_equal_files_decoded_alone() {
         .map(|f| whisk::load_audio(&shared_data(f)).unwrap())
         .collect();
     let inputs: Vec<&[f32]> = audio.iter().map(|a| a.as_slice()).collect();
+    // Character alignment's passes are rows of the batch too.
     let options = TranscribeOptions {
         batch_size: 3,
+        word_alignment: whisk::WordAlignment::Chars,
         ..like_faster_whisper(true)
     };
     for (name, model) in models() {

@@ -130,6 +130,7 @@ fn batched_rows_equal_single_decodes() {
             rules: &rules,
             special: &special,
             heads: &heads,
+            spell: None,
         },
     )
     .unwrap();
@@ -159,6 +160,7 @@ fn batched_rows_equal_single_decodes() {
         special: &special,
         sample_len: 224,
         cross_qk_heads: &heads,
+        keep_probs: false,
         beam: None,
     };
     let mut lengths = Vec::new();
@@ -238,6 +240,7 @@ fn batched_beam_searches_equal_single_searches() {
             rules: &rules,
             special: &special,
             heads: &heads,
+            spell: None,
         },
     )
     .unwrap();
@@ -272,6 +275,7 @@ fn batched_beam_searches_equal_single_searches() {
             special: &special,
             sample_len: 224,
             cross_qk_heads: &heads,
+            keep_probs: false,
             beam,
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
