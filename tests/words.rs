@@ -62,7 +62,9 @@ fn jfk_words_agree_with_faster_whisper_in_both_modes() {
 
 /// Speakers of the even dialect regions: character alignment was tuned on the odd ones.
 fn is_held_out(id: &str) -> bool {
-    id.as_bytes().get(2).is_some_and(|r| (r - b'0').is_multiple_of(2))
+    id.as_bytes()
+        .get(2)
+        .is_some_and(|r| (r - b'0').is_multiple_of(2))
 }
 
 #[test]
