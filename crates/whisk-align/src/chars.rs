@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use crate::{median_filter, HeadScores, FRAMES_PER_SECOND};
+use crate::{median_filter, softmax, HeadScores, FRAMES_PER_SECOND};
 
 /// How the character pass's attention becomes one matrix, and the path word times.
 ///
@@ -82,16 +82,6 @@ pub fn char_alignment_matrix(
         }
     }
     matrix
-}
-
-fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    x.iter_mut().for_each(|v| *v /= sum);
 }
 
 /// Sum of the L2 norms of a head's rows and of its columns: sharp, diagonal attention scores

@@ -53,15 +53,10 @@ pub fn alignment_matrix(
         for row in 0..n {
             let src = &scores.data[(head * n + row) * scores.frames..][..f];
             let dst = &mut w[(head * n + row) * f..][..f];
-            let max = src
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, &x| m.max(x * qk_scale));
-            let mut sum = 0.0f32;
             for (d, &s) in dst.iter_mut().zip(src) {
-                *d = (s * qk_scale - max).exp();
-                sum += *d;
+                *d = s * qk_scale;
             }
-            dst.iter_mut().for_each(|d| *d /= sum);
+            softmax(dst);
         }
         // Standardise each frame across rows (torch.std_mean over dim -2, unbiased=False).
         for frame in 0..f {
@@ -90,6 +85,17 @@ pub fn alignment_matrix(
         }
     }
     matrix
+}
+
+/// Softmax in place.
+pub(crate) fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    x.iter_mut().for_each(|v| *v /= sum);
 }
 
 #[cfg(test)]

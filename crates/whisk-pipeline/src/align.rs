@@ -113,6 +113,15 @@ pub(crate) fn align(
     word_timings(&text_idx, &time_idx, words, probs)
 }
 
+/// Probability of each text token `positions` (indices into `result.tokens`) from the decode
+/// itself; zero where the decode kept none.
+pub(crate) fn decode_probs(result: &WindowResult, positions: &[usize]) -> Vec<f32> {
+    positions
+        .iter()
+        .map(|&j| result.token_probs.get(j).copied().unwrap_or(0.0))
+        .collect()
+}
+
 /// Every (layer, head) of the decoder: character alignment reads them all.
 pub(crate) fn all_heads(layers: usize, heads: usize) -> Vec<(usize, usize)> {
     (0..layers)

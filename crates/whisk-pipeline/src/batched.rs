@@ -400,14 +400,12 @@ impl<B: Backend> Pipeline<B> {
             return Ok(());
         }
         let words = self.word_tokens(&text, language)?;
-        let decode_probs: Vec<f32> = positions
-            .iter()
-            .map(|&j| result.token_probs.get(j).copied().unwrap_or(0.0))
-            .collect();
+        let decode_probs = align::decode_probs(result, &positions);
         let frames = w.content_frames;
         let aligned = match pass {
             Some(pass) if chars => {
-                self.align_pass_chars(pass, &words, &decode_probs, language, frames)?
+                let spelled = self.spelled(&words, language, w.sot.len());
+                self.align_pass_chars(pass, &words, spelled.as_ref(), &decode_probs, frames)
             }
             Some(pass) => {
                 let (scores, probs) = align::refeed_scores(pass);

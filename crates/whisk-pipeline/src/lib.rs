@@ -348,17 +348,11 @@ impl<B: Backend> Pipeline<B> {
             return Ok(());
         }
         let words = self.word_tokens(&text, language)?;
-        let decode_probs = || -> Vec<f32> {
-            positions
-                .iter()
-                .map(|&j| result.token_probs.get(j).copied().unwrap_or(0.0))
-                .collect()
-        };
         let aligned = match options.word_alignment {
             WordAlignment::SinglePass => align::align(
                 &align::single_pass_scores(result, positions, self.alignment_heads.len()),
                 &words,
-                &decode_probs(),
+                &align::decode_probs(result, positions),
                 mel_frames,
             ),
             WordAlignment::Refeed => {
@@ -374,10 +368,12 @@ impl<B: Backend> Pipeline<B> {
                 align::align(&scores, &words, &probs, mel_frames)
             }
             WordAlignment::Chars => {
-                let fed = self.spell(sot, &text);
+                let spelled = self.spelled(&words, language, sot.len());
+                let fed = spelled.as_ref().map_or(&text, |s| &s.tokens);
                 let pass =
-                    align::refeed(&self.backend, encoded, sot, special, &fed, &self.all_heads)?;
-                self.align_pass_chars(pass, &words, &decode_probs(), language, mel_frames)?
+                    align::refeed(&self.backend, encoded, sot, special, fed, &self.all_heads)?;
+                let probs = align::decode_probs(result, positions);
+                self.align_pass_chars(pass, &words, spelled.as_ref(), &probs, mel_frames)
             }
         };
         self.place_aligned(aligned, segments, time_offset, last_speech_timestamp);
@@ -397,31 +393,33 @@ impl<B: Backend> Pipeline<B> {
             .collect())
     }
 
-    /// The characters of `text` as character alignment feeds them, spelled from its words;
-    /// or the text tokens themselves when the characters would overrun the text context
-    /// (openai's pass then times that window).
+    /// What character alignment feeds for `text`: its letters, spelled from its words; or the
+    /// text tokens themselves when there are no letters or they would overrun the text
+    /// context (openai's pass then times that window). For batch rows, which know only their
+    /// SOT sequence and text.
     pub(crate) fn spell(&self, sot: &[u32], text: &[u32]) -> Vec<u32> {
         let language = self.language_of_sot(sot);
-        let spelled = self
-            .word_tokens(text, language)
-            .and_then(|words| self.spelled_words(&words, language));
-        match spelled {
-            Ok(seq)
-                if !seq.tokens.is_empty()
-                    && sot.len() + seq.tokens.len() + 2 <= self.backend.dims().n_text_ctx =>
-            {
-                seq.tokens
-            }
-            _ => text.to_vec(),
-        }
+        self.word_tokens(text, language)
+            .ok()
+            .and_then(|words| self.spelled(&words, language, sot.len()))
+            .map_or_else(|| text.to_vec(), |s| s.tokens)
     }
 
-    fn spelled_words(&self, words: &[WordTokens], language: &str) -> Result<CharSequence> {
+    /// `words` (with the end-of-text pseudo-word) spelled for character alignment, if there
+    /// are letters and they fit the text context after a SOT sequence of `sot_len`.
+    pub(crate) fn spelled(
+        &self,
+        words: &[WordTokens],
+        language: &str,
+        sot_len: usize,
+    ) -> Option<CharSequence> {
         let strings: Vec<&str> = words[..words.len().saturating_sub(1)]
             .iter()
             .map(|w| w.word.as_str())
             .collect();
-        Ok(self.tokenizer.char_sequence(&strings, language)?)
+        let seq = self.tokenizer.char_sequence(&strings, language).ok()?;
+        let fits = sot_len + seq.tokens.len() + 2 <= self.backend.dims().n_text_ctx;
+        (!seq.tokens.is_empty() && fits).then_some(seq)
     }
 
     /// The language a SOT sequence names (English for English-only models).
@@ -433,30 +431,27 @@ impl<B: Backend> Pipeline<B> {
             .map_or("en", String::as_str)
     }
 
-    /// Words timed from an alignment pass that fed [`Self::spell`]'s tokens with every head's
-    /// attention: character alignment, or openai's method on the alignment heads when the
-    /// pass fed the plain text.
+    /// Words timed from an alignment pass run with every head's attention: character
+    /// alignment when it fed `spelled`, else (it fed the plain text) openai's method on the
+    /// alignment heads.
     pub(crate) fn align_pass_chars(
         &self,
         pass: Refeed,
         words: &[WordTokens],
+        spelled: Option<&CharSequence>,
         decode_probs: &[f32],
-        language: &str,
         mel_frames: usize,
-    ) -> Result<Vec<AlignedWord>> {
-        let spelled = self.spelled_words(words, language)?;
-        if pass.text == spelled.tokens {
-            return Ok(align::align_chars(
-                pass,
-                &spelled,
-                words,
-                decode_probs,
-                mel_frames,
-            ));
+    ) -> Vec<AlignedWord> {
+        match spelled {
+            Some(spelled) if pass.text == spelled.tokens => {
+                align::align_chars(pass, spelled, words, decode_probs, mel_frames)
+            }
+            _ => {
+                let probs = pass.probs.clone();
+                let scores = align::select_heads(pass, &self.all_heads, &self.alignment_heads);
+                align::align(&scores, words, &probs, mel_frames)
+            }
         }
-        let probs = pass.probs.clone();
-        let scores = align::select_heads(pass, &self.all_heads, &self.alignment_heads);
-        Ok(align::align(&scores, words, &probs, mel_frames))
     }
 
     /// Hands timed words to the window's segments (openai `add_word_timestamps`).
