@@ -25,6 +25,33 @@ pub struct CharAlignment {
     pub lead: f64,
     /// The same for the first word of a window, whose space holds the leading silence.
     pub first_lead: f64,
+    /// Seconds a word's letters may stray outside the segment the decoder's timestamp
+    /// tokens put it in (see [`confine_to_segments`]); `None` leaves the path free.
+    pub segment_margin: Option<f64>,
+    /// Move starts that fall inside a pause to the pause's end (see [`anchor_onsets`]);
+    /// `None` keeps the path's times.
+    pub onsets: Option<OnsetAnchoring>,
+}
+
+/// Which quiet stretches count as pauses for [`anchor_onsets`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OnsetAnchoring {
+    /// A 20 ms frame is quiet when its loudness is within this many dB of the window's
+    /// floor (its 10th percentile).
+    pub margin_db: f32,
+    /// Shortest run of quiet frames, in seconds, that is a pause: longer than the closure
+    /// of a stop consonant, so starts inside words' own silences stay where the path put
+    /// them.
+    pub min_pause: f64,
+}
+
+impl Default for OnsetAnchoring {
+    fn default() -> Self {
+        Self {
+            margin_db: 10.0,
+            min_pause: 0.2,
+        }
+    }
 }
 
 impl Default for CharAlignment {
@@ -34,6 +61,8 @@ impl Default for CharAlignment {
             top_heads: Some(2),
             lead: 0.05,
             first_lead: 0.02,
+            segment_margin: Some(1.0),
+            onsets: Some(OnsetAnchoring::default()),
         }
     }
 }
@@ -82,6 +111,92 @@ pub fn char_alignment_matrix(
         }
     }
     matrix
+}
+
+/// Keeps each word near the segment the decode's timestamp tokens put it in, by making every
+/// other frame of its rows far dearer than any frame inside. Every column has unit norm, so a
+/// silent frame weighs as much as a spoken one and nothing in the matrix alone keeps the path
+/// from spreading a few words over seconds of silence; the timestamps are coarse, but they
+/// know where the silence is. `cost` is the `[rows][frames]` DTW cost (negated similarity,
+/// in `[-1, 0]`), `letters` each word's letter rows (as in [`char_word_times`]), `spans` each
+/// word's segment in seconds of the window, widened by `margin` on both sides. A space row
+/// may go from the start of the word before it to the end of its own word, so a gap between
+/// segments falls to the next segment's first space; the rows after the last word (end of
+/// text) are free to take the rest of the window.
+pub fn confine_to_segments(
+    cost: &mut [f32],
+    frames: usize,
+    letters: &[Option<Range<usize>>],
+    spans: &[(f64, f64)],
+    margin: f64,
+) {
+    // Far above any path's whole cost (at most rows + frames cells of magnitude <= 1), yet
+    // finite, so a band that leaves no path still yields one.
+    let outside = 4.0 * (cost.len() / frames.max(1) + frames) as f32;
+    let to_frame = |t: f64| (t * FRAMES_PER_SECOND).round().clamp(0.0, frames as f64) as usize;
+    let mut confine = |row: usize, band: Range<usize>| {
+        if let Some(row_cost) = cost.get_mut(row * frames..(row + 1) * frames) {
+            for (frame, c) in row_cost.iter_mut().enumerate() {
+                if !band.contains(&frame) {
+                    *c += outside;
+                }
+            }
+        }
+    };
+    let mut previous_from: Option<usize> = None;
+    for (rows, &(start, end)) in letters.iter().zip(spans) {
+        let Some(rows) = rows else { continue };
+        let band = to_frame(start - margin)..to_frame(end + margin).max(1);
+        if let (Some(space), Some(from)) = (rows.start.checked_sub(1), previous_from) {
+            // The row before the first letter; its own space unless the language has none.
+            confine(space, from.min(band.start)..band.end);
+        }
+        for row in rows.clone() {
+            confine(row, band.clone());
+        }
+        previous_from = Some(band.start);
+    }
+}
+
+/// Starts a word that the path begins inside a pause where the pause ends. The letter rows
+/// after a pause reach back into it (on TIMIT such words start a median 100-150 ms early; on
+/// jfk, words after second-long pauses start a second early); the audio itself says where
+/// the sound comes back. Only quiet runs of at least `min_pause` move a start, and never past
+/// the word's end: inner boundaries are left alone. `loudness_db` holds one value per 20 ms
+/// frame of the window's audio (`whisk_audio::loudness_db`).
+pub fn anchor_onsets(
+    times: &mut [Option<(f64, f64)>],
+    loudness_db: &[f32],
+    anchoring: &OnsetAnchoring,
+) {
+    if loudness_db.is_empty() {
+        return;
+    }
+    let threshold = percentile(loudness_db, 0.1) + anchoring.margin_db;
+    let quiet = |f: usize| loudness_db[f] < threshold;
+    let min_run = (anchoring.min_pause * FRAMES_PER_SECOND).round() as usize;
+    for (start, end) in times.iter_mut().flatten() {
+        let frame = (*start * FRAMES_PER_SECOND).round() as usize;
+        if frame >= loudness_db.len() || !quiet(frame) {
+            continue;
+        }
+        let from = (0..frame).rev().take_while(|&f| quiet(f)).count();
+        let to = (frame..loudness_db.len()).take_while(|&f| quiet(f)).count();
+        let onset = (frame + to) as f64 / FRAMES_PER_SECOND;
+        if from + to >= min_run && onset < *end {
+            *start = onset;
+        }
+    }
+}
+
+/// Linearly interpolated `q` quantile (as numpy's default).
+fn percentile(values: &[f32], q: f64) -> f32 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    let frac = (pos - lo as f64) as f32;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * frac
 }
 
 /// Sum of the L2 norms of a head's rows and of its columns: sharp, diagonal attention scores
@@ -163,6 +278,60 @@ mod tests {
     use super::*;
     use crate::dtw;
 
+    #[test]
+    fn starts_inside_long_pauses_move_to_the_onset() {
+        // 20 ms frames: speech, a 300 ms pause (frames 10..25), speech, a 100 ms closure
+        // (frames 35..40), speech.
+        let mut db = vec![-10.0f32; 50];
+        db[10..25].fill(-60.0);
+        db[35..40].fill(-60.0);
+        db[..2].fill(-60.0);
+        let mut times = vec![
+            Some((0.10, 0.18)), // in a 40 ms quiet run: stays
+            Some((0.24, 0.60)), // inside the pause: moves to its end, 0.50
+            Some((0.72, 0.90)), // inside the closure, too short a pause: stays
+            Some((0.30, 0.40)), // inside the pause but ends before the onset: stays
+            None,
+            Some((0.60, 0.70)), // loud: stays
+        ];
+        anchor_onsets(&mut times, &db, &OnsetAnchoring::default());
+        assert_eq!(times[0], Some((0.10, 0.18)));
+        assert_eq!(times[1], Some((0.50, 0.60)));
+        assert_eq!(times[2], Some((0.72, 0.90)));
+        assert_eq!(times[3], Some((0.30, 0.40)));
+        assert_eq!(times[4], None);
+        assert_eq!(times[5], Some((0.60, 0.70)));
+    }
+
+    #[test]
+    fn segments_keep_their_letters_but_spaces_and_the_end_take_the_gaps() {
+        // Rows: space, "a", space, "b", end of text; 100 frames (2 s). Word "a" is in the
+        // segment 0-0.4 s, "b" in 1.4-2 s; margin 0.2 s.
+        let (rows, frames) = (5, 100);
+        let mut cost = vec![-0.5f32; rows * frames];
+        let letters = vec![Some(1..2), Some(3..4)];
+        confine_to_segments(&mut cost, frames, &letters, &[(0.0, 0.4), (1.4, 2.0)], 0.2);
+        let outside = |r: usize, f: usize| cost[r * frames + f] > 0.0;
+        assert!(!outside(1, 0) && !outside(1, 29) && outside(1, 30));
+        assert!(outside(3, 59) && !outside(3, 60) && !outside(3, 99));
+        // The space before "b" may span from the start of "a"'s band to the end of its own.
+        assert!(!outside(2, 0) && !outside(2, 99));
+        // The first space and the end of text are free.
+        assert!((0..frames).all(|f| !outside(0, f) && !outside(4, f)));
+        // Even with attention pulling "b" into the gap, the path keeps it in its band.
+        for f in 30..60 {
+            cost[3 * frames + f] -= 0.5;
+        }
+        let (text, time) = dtw(&cost, rows, frames);
+        let b_frames: Vec<usize> = text
+            .iter()
+            .zip(&time)
+            .filter(|(&r, _)| r == 3)
+            .map(|(_, &f)| f)
+            .collect();
+        assert!(b_frames.iter().all(|&f| f >= 60), "{b_frames:?}");
+    }
+
     fn scores(
         heads: usize,
         rows: usize,
@@ -191,6 +360,8 @@ mod tests {
         top_heads: None,
         lead: 0.0,
         first_lead: 0.0,
+        segment_margin: None,
+        onsets: None,
     };
 
     #[test]

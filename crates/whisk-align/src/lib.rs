@@ -12,7 +12,10 @@ mod dtw;
 mod filter;
 mod words;
 
-pub use chars::{char_alignment_matrix, char_word_times, CharAlignment};
+pub use chars::{
+    anchor_onsets, char_alignment_matrix, char_word_times, confine_to_segments, CharAlignment,
+    OnsetAnchoring,
+};
 pub use dtw::dtw;
 pub use filter::median_filter;
 pub use words::{

@@ -6,9 +6,11 @@
 //! to 8 below the peak).
 
 mod decode;
+mod loudness;
 mod mel;
 
 pub use decode::{decode_file, load_audio, resample, DecodedAudio};
+pub use loudness::loudness_db;
 pub use mel::{log_mel_spectrogram, mel_filters, Mel};
 
 use std::path::PathBuf;

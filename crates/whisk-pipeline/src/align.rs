@@ -2,8 +2,8 @@
 //! decode itself, or from a second pass over the text), then DTW and word grouping.
 
 use whisk_align::{
-    alignment_matrix, char_alignment_matrix, char_word_times, dtw, word_timings, AlignedWord,
-    CharAlignment, HeadScores, WordTokens,
+    alignment_matrix, anchor_onsets, char_alignment_matrix, char_word_times, confine_to_segments,
+    dtw, word_timings, AlignedWord, CharAlignment, HeadScores, WordTokens,
 };
 use whisk_backend::{Backend, DecodeStep, RowStep};
 use whisk_text::CharSequence;
@@ -131,13 +131,17 @@ pub(crate) fn all_heads(layers: usize, heads: usize) -> Vec<(usize, usize)> {
 
 /// Words timed by character-level alignment. `words` is the tokenizer's grouping of the text
 /// plus the end-of-text pseudo-word, `spelled` the same words spelled out (what the pass fed,
-/// `refeed.text`), `probs` the text tokens' probabilities from the decode. A word without
-/// letters or digits sits where the word before it ended.
+/// `refeed.text`), `probs` the text tokens' probabilities from the decode, `spans` each
+/// word's segment in seconds of the window, `loudness_db` the window's audio per 20 ms
+/// (for starts after pauses). A word without letters or digits sits where the word before
+/// it ended.
 pub(crate) fn align_chars(
     refeed: Refeed,
     spelled: &CharSequence,
     words: &[WordTokens],
     probs: &[f32],
+    spans: &[(f64, f64)],
+    loudness_db: &[f32],
     mel_frames: usize,
 ) -> Vec<AlignedWord> {
     let (scores, _) = refeed_scores(refeed);
@@ -145,9 +149,15 @@ pub(crate) fn align_chars(
     let options = CharAlignment::default();
     let matrix = char_alignment_matrix(&scores, audio_frames, &options);
     let frames = audio_frames.min(scores.frames);
-    let cost: Vec<f32> = matrix.iter().map(|x| -x).collect();
+    let mut cost: Vec<f32> = matrix.iter().map(|x| -x).collect();
+    if let Some(margin) = options.segment_margin {
+        confine_to_segments(&mut cost, frames, &spelled.words, spans, margin);
+    }
     let (text_idx, time_idx) = dtw(&cost, scores.rows, frames);
-    let times = char_word_times(&text_idx, &time_idx, &spelled.words, &options);
+    let mut times = char_word_times(&text_idx, &time_idx, &spelled.words, &options);
+    if let Some(onsets) = &options.onsets {
+        anchor_onsets(&mut times, loudness_db, onsets);
+    }
     let mut aligned = Vec::with_capacity(words.len().saturating_sub(1));
     let mut offset = 0;
     let mut last_end = 0.0;

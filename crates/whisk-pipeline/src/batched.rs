@@ -405,7 +405,16 @@ impl<B: Backend> Pipeline<B> {
         let aligned = match pass {
             Some(pass) if chars => {
                 let spelled = self.spelled(&words, language, w.sot.len());
-                self.align_pass_chars(pass, &words, spelled.as_ref(), &decode_probs, frames)
+                self.align_pass_chars(
+                    pass,
+                    &words,
+                    spelled.as_ref(),
+                    &decode_probs,
+                    segments,
+                    time_offset,
+                    &w.mel,
+                    frames,
+                )
             }
             Some(pass) => {
                 let (scores, probs) = align::refeed_scores(pass);

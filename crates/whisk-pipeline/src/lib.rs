@@ -14,7 +14,7 @@ mod window;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use whisk_align::{add_word_timestamps, AlignedWord, WordTokens};
-use whisk_audio::{log_mel_spectrogram, Mel};
+use whisk_audio::{log_mel_spectrogram, loudness_db, Mel};
 use whisk_backend::{Backend, BackendError};
 use whisk_batch::Refeed;
 use whisk_decode::{compression_ratio, sot_sequence, BeamOptions, LogitRules};
@@ -256,6 +256,7 @@ impl<B: Backend> Pipeline<B> {
                     &positions,
                     &sot,
                     lang,
+                    &window,
                     segment_size,
                     time_offset,
                     &mut window_segments,
@@ -333,6 +334,7 @@ impl<B: Backend> Pipeline<B> {
         positions: &[usize],
         sot: &[u32],
         language: &str,
+        window: &[f32],
         mel_frames: usize,
         time_offset: f64,
         segments: &mut [Segment],
@@ -373,7 +375,16 @@ impl<B: Backend> Pipeline<B> {
                 let pass =
                     align::refeed(&self.backend, encoded, sot, special, fed, &self.all_heads)?;
                 let probs = align::decode_probs(result, positions);
-                self.align_pass_chars(pass, &words, spelled.as_ref(), &probs, mel_frames)
+                self.align_pass_chars(
+                    pass,
+                    &words,
+                    spelled.as_ref(),
+                    &probs,
+                    segments,
+                    time_offset,
+                    window,
+                    mel_frames,
+                )
             }
         };
         self.place_aligned(aligned, segments, time_offset, last_speech_timestamp);
@@ -432,19 +443,35 @@ impl<B: Backend> Pipeline<B> {
     }
 
     /// Words timed from an alignment pass run with every head's attention: character
-    /// alignment when it fed `spelled`, else (it fed the plain text) openai's method on the
-    /// alignment heads.
+    /// alignment when it fed `spelled` (each word kept near its segment of `segments`, whose
+    /// times are `time_offset` after the window's start; starts after pauses placed from the
+    /// loudness of the window's mel `window`), else (it fed the plain text) openai's method
+    /// on the alignment heads.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn align_pass_chars(
         &self,
         pass: Refeed,
         words: &[WordTokens],
         spelled: Option<&CharSequence>,
         decode_probs: &[f32],
+        segments: &[Segment],
+        time_offset: f64,
+        window: &[f32],
         mel_frames: usize,
     ) -> Vec<AlignedWord> {
         match spelled {
             Some(spelled) if pass.text == spelled.tokens => {
-                align::align_chars(pass, spelled, words, decode_probs, mel_frames)
+                let spans = self.word_spans(words, segments, time_offset);
+                let loudness = loudness_db(window, self.backend.dims().n_mels, mel_frames);
+                align::align_chars(
+                    pass,
+                    spelled,
+                    words,
+                    decode_probs,
+                    &spans,
+                    &loudness,
+                    mel_frames,
+                )
             }
             _ => {
                 let probs = pass.probs.clone();
@@ -452,6 +479,35 @@ impl<B: Backend> Pipeline<B> {
                 align::align(&scores, words, &probs, mel_frames)
             }
         }
+    }
+
+    /// Each word's segment, in seconds of its window: the segment that holds its first token.
+    fn word_spans(
+        &self,
+        words: &[WordTokens],
+        segments: &[Segment],
+        time_offset: f64,
+    ) -> Vec<(f64, f64)> {
+        let special = self.tokenizer.special();
+        let mut ends = Vec::with_capacity(segments.len());
+        let mut total = 0;
+        for s in segments {
+            total += s.tokens.iter().filter(|&&t| special.is_text(t)).count();
+            ends.push((total, (s.start - time_offset, s.end - time_offset)));
+        }
+        let mut first_token = 0;
+        words
+            .iter()
+            .map(|w| {
+                let span = ends
+                    .iter()
+                    .find(|(end, _)| first_token < *end)
+                    .or(ends.last())
+                    .map_or((0.0, f64::INFINITY), |&(_, span)| span);
+                first_token += w.tokens.len();
+                span
+            })
+            .collect()
     }
 
     /// Hands timed words to the window's segments (openai `add_word_timestamps`).
