@@ -34,10 +34,10 @@ pub enum MelPadding {
 /// Measured on TIMIT's hand labels with tiny.en (`cargo xtask eval-words`), median start
 /// error and share of starts within 50 ms: `Chars` 23 ms / 80% (held-out speakers 23 ms /
 /// 80%), `Refeed` 103 ms / 22% (faster-whisper: 103 ms / 22%), `SinglePass` 103 ms / 22%.
-/// `Refeed` (the default) reproduces openai-whisper's and faster-whisper's times; `SinglePass`
-/// skips the second decoder pass and is the cheapest. `Chars` is far more accurate on short
-/// utterances but not yet the default: on 30 s windows with long silences it can stretch
-/// words across the silence (seen on long-form audio; see the README).
+/// `Chars` (the default) is the most accurate; its letters are kept near the segment the
+/// decoder's timestamps put them in, so a long silence inside a window cannot swallow words.
+/// `Refeed` reproduces openai-whisper's and faster-whisper's times; `SinglePass` skips the
+/// second decoder pass and is the cheapest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WordAlignment {
@@ -46,12 +46,12 @@ pub enum WordAlignment {
     SinglePass,
     /// A second decoder pass over `<|notimestamps|>` and the text, as openai-whisper and
     /// faster-whisper do.
-    #[default]
     Refeed,
     /// Character-level alignment: a second decoder pass over the text spelled one character
     /// per token, the two most concentrated heads of all decoder layers, DTW over characters
     /// ("Whisper Has an Internal Word Aligner", 2025). A window whose characters overrun the
     /// text context falls back to `Refeed`.
+    #[default]
     Chars,
 }
 
@@ -127,7 +127,7 @@ pub struct TranscribeOptions {
     pub seed: u64,
     /// Time every word (`Segment::words`). Default `false`.
     pub word_timestamps: bool,
-    /// How words are timed. Default [`WordAlignment::Refeed`].
+    /// How words are timed. Default [`WordAlignment::Chars`].
     pub word_alignment: WordAlignment,
     /// Windows decoded together. 1 (default) runs openai's sequential loop: each window starts
     /// where the previous one's text ended and is prompted with it. Above 1, every input is
@@ -162,7 +162,7 @@ impl Default for TranscribeOptions {
             best_of: 5,
             seed: 0,
             word_timestamps: false,
-            word_alignment: WordAlignment::Refeed,
+            word_alignment: WordAlignment::Chars,
             batch_size: 1,
             clip_timestamps: Vec::new(),
             hallucination_silence_threshold: None,
