@@ -25,6 +25,14 @@ pub fn median_filter(row: &mut [f32], width: usize) {
         }
         return;
     }
+    if width == 3 {
+        // Character alignment's width.
+        for (i, out) in row.iter_mut().enumerate() {
+            let (a, b, c) = (padded[i], padded[i + 1], padded[i + 2]);
+            *out = a.min(b).max(a.max(b).min(c));
+        }
+        return;
+    }
     let mut window = vec![0.0f32; width];
     for (i, out) in row.iter_mut().enumerate() {
         window.copy_from_slice(&padded[i..i + width]);

@@ -18,22 +18,30 @@ pub struct Refeed {
     pub probs: Vec<f32>,
 }
 
-/// The pass's tokens, and the positions whose logits give the text tokens' probabilities.
+/// The pass's tokens, and the positions whose logits give the text tokens' probabilities:
+/// none unless `with_probs` (character alignment takes its word probabilities from the decode,
+/// and skipping the vocabulary projection of every letter is most of the pass's cost).
 pub fn alignment_pass_input(
     sot_sequence: &[u32],
     text: &[u32],
     special: &SpecialTokens,
+    with_probs: bool,
 ) -> (Vec<u32>, Vec<usize>) {
     let mut tokens = sot_sequence.to_vec();
     tokens.push(special.no_timestamps);
     let first = tokens.len() - 1;
     tokens.extend_from_slice(text);
     tokens.push(special.eot);
-    (tokens, (first..first + text.len()).collect())
+    let logits_at = if with_probs {
+        (first..first + text.len()).collect()
+    } else {
+        Vec::new()
+    };
+    (tokens, logits_at)
 }
 
-/// Reads the pass's output: `logits` at the positions [`alignment_pass_input`] gave,
-/// `qk` over every fed token; `sot_len` is the SOT sequence's length.
+/// Reads the pass's output: `logits` at the positions [`alignment_pass_input`] gave (none:
+/// no probabilities), `qk` over every fed token; `sot_len` is the SOT sequence's length.
 pub fn read_alignment_pass(
     sot_len: usize,
     text: Vec<u32>,
@@ -43,8 +51,10 @@ pub fn read_alignment_pass(
     special: &SpecialTokens,
 ) -> Refeed {
     let eot = special.eot as usize;
+    let with_probs = !logits.is_empty();
     let probs = text
         .iter()
+        .take_while(|_| with_probs)
         .enumerate()
         .map(|(i, &t)| {
             let row = &logits[i * n_vocab..][..eot];

@@ -554,7 +554,8 @@ impl Row {
                     Some(spell) => spell(sot, &text),
                     None => text,
                 };
-                let (tokens, logits_at) = alignment_pass_input(sot, &fed, special);
+                let with_probs = shared.spell.is_none();
+                let (tokens, logits_at) = alignment_pass_input(sot, &fed, special, with_probs);
                 if !fed.is_empty() && tokens.len() <= shared.n_text_ctx {
                     Phase::Refeed { tokens, logits_at }
                 } else {

@@ -124,8 +124,8 @@ struct TranscribeArgs {
     /// Candidates sampled at each fallback temperature; the likeliest is kept.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
     best_of: u16,
-    /// Windows decoded together (default 8; 1 with --clip-timestamps or
-    /// --hallucination-silence-threshold, which follow the sequential loop). Above 1, files
+    /// Windows decoded together (default 8; 1 with --hallucination-silence-threshold, which
+    /// follows the sequential loop). Above 1, files (or their --clip-timestamps clips)
     /// are cut into 30 s windows (overlapping by 4 s) decoded independently and stitched by
     /// word times, and all files share the batch; 1 runs openai-whisper's sequential loop
     /// (each window prompted with the previous text).
@@ -214,14 +214,13 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
     }
     let model = builder.build()?;
     let subtitle_words = args.max_words_per_line.is_some() || args.highlight_words;
-    let sequential_only =
-        args.clip_timestamps.is_some() || args.hallucination_silence_threshold.is_some();
+    let sequential_only = args.hallucination_silence_threshold.is_some();
     let batch_size = args
         .batch_size
         .unwrap_or(if sequential_only { 1 } else { 8 });
     if sequential_only && batch_size > 1 {
         anyhow::bail!(
-            "--clip-timestamps and --hallucination-silence-threshold follow the sequential loop: use --batch-size 1"
+            "--hallucination-silence-threshold follows the sequential loop: use --batch-size 1"
         );
     }
     let word_timestamps = args.word_timestamps.unwrap_or(

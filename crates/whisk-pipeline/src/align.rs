@@ -58,8 +58,9 @@ pub(crate) fn refeed<B: Backend>(
     special: &SpecialTokens,
     text: &[u32],
     heads: &[(usize, usize)],
+    with_probs: bool,
 ) -> Result<Refeed> {
-    let (tokens, logits_at) = alignment_pass_input(sot_sequence, text, special);
+    let (tokens, logits_at) = alignment_pass_input(sot_sequence, text, special, with_probs);
     let mut decoder = backend.start_decoder(encoded, &[0])?;
     let out = backend.decode_step(
         &mut decoder,

@@ -19,8 +19,8 @@ use whisk_types::{
     SAMPLE_RATE, TIME_PRECISION,
 };
 
-use crate::plan::{FixedWindows, WindowPlanner, WindowSpan};
-use crate::{align, fallback, padded_mel, Pipeline, PipelineError, Progress, Result};
+use crate::plan::{plan_clips, FixedWindows, WindowSpan};
+use crate::{align, clip_ranges, fallback, padded_mel, Pipeline, PipelineError, Progress, Result};
 
 /// Windows per encoder call (see [`SchedulerConfig::encoder_batch`]).
 const ENCODER_BATCH: usize = 2;
@@ -92,10 +92,10 @@ impl<B: Backend> Pipeline<B> {
         let special = self.tokenizer.special().clone();
         let multilingual = self.tokenizer.is_multilingual();
         crate::check_options(options)?;
-        if !options.clip_timestamps.is_empty() || options.hallucination_silence_threshold.is_some()
-        {
+        if options.hallucination_silence_threshold.is_some() {
             return Err(PipelineError::InvalidOption(
-                "clip timestamps and the hallucination silence threshold follow the sequential loop; use batch size 1".into(),
+                "the hallucination silence threshold follows the sequential loop; use batch size 1"
+                    .into(),
             ));
         }
         let given_language = self.given_language(options)?;
@@ -116,9 +116,18 @@ impl<B: Backend> Pipeline<B> {
             chars || options.word_timestamps && options.word_alignment == WordAlignment::Refeed;
         let spell = |sot: &[u32], text: &[u32]| self.spell(sot, text);
         let planner = FixedWindows::default();
-        let plans: Vec<Vec<WindowSpan>> = inputs.iter().map(|s| planner.plan(s)).collect();
-        let total_seconds =
-            inputs.iter().map(|s| s.len()).sum::<usize>() as f64 / SAMPLE_RATE as f64;
+        let plans: Vec<Vec<WindowSpan>> = inputs
+            .iter()
+            .map(|s| {
+                let clips = clip_ranges(&options.clip_timestamps, s.len(), SAMPLE_RATE);
+                plan_clips(&planner, s, &clips)
+            })
+            .collect();
+        let total_seconds: f64 = plans
+            .iter()
+            .flatten()
+            .map(|w| w.own_end - w.own_start)
+            .sum();
         let mut done_seconds = 0.0;
         let mut languages: Vec<Option<usize>> = vec![given_language; inputs.len()];
         let mut outputs: Vec<Vec<Vec<Segment>>> =

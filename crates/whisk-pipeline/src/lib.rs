@@ -24,7 +24,7 @@ use whisk_types::{
     N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
-pub use plan::{FixedWindows, WindowPlanner, WindowSpan};
+pub use plan::{plan_clips, FixedWindows, WindowPlanner, WindowSpan};
 pub use whisk_batch::{decode_window, WindowRequest, WindowResult};
 pub use window::{detect_language, encode_window};
 
@@ -135,7 +135,11 @@ impl<B: Backend> Pipeline<B> {
             } else {
                 &[]
             };
-        let clips = clip_ranges(&options.clip_timestamps, content_frames);
+        let clips = clip_ranges(
+            &options.clip_timestamps,
+            content_frames,
+            SAMPLE_RATE / HOP_LENGTH,
+        );
         let mut clip = 0;
         let mut seek = clips.first().map_or(content_frames, |c| c.0);
         while let Some(&(clip_start, clip_end)) = clips.get(clip) {
@@ -365,6 +369,7 @@ impl<B: Backend> Pipeline<B> {
                     special,
                     &text,
                     &self.alignment_heads,
+                    true,
                 )?;
                 let (scores, probs) = align::refeed_scores(pass);
                 align::align(&scores, &words, &probs, mel_frames)
@@ -372,8 +377,15 @@ impl<B: Backend> Pipeline<B> {
             WordAlignment::Chars => {
                 let spelled = self.spelled(&words, language, sot.len());
                 let fed = spelled.as_ref().map_or(&text, |s| &s.tokens);
-                let pass =
-                    align::refeed(&self.backend, encoded, sot, special, fed, &self.all_heads)?;
+                let pass = align::refeed(
+                    &self.backend,
+                    encoded,
+                    sot,
+                    special,
+                    fed,
+                    &self.all_heads,
+                    false,
+                )?;
                 let probs = align::decode_probs(result, positions);
                 self.align_pass_chars(
                     pass,
@@ -474,9 +486,8 @@ impl<B: Backend> Pipeline<B> {
                 )
             }
             _ => {
-                let probs = pass.probs.clone();
                 let scores = align::select_heads(pass, &self.all_heads, &self.alignment_heads);
-                align::align(&scores, words, &probs, mel_frames)
+                align::align(&scores, words, decode_probs, mel_frames)
             }
         }
     }
@@ -650,19 +661,23 @@ pub(crate) fn check_options(options: &TranscribeOptions) -> Result<()> {
     Ok(())
 }
 
-/// `clip_timestamps` (seconds: start, end, start, ...) as frame ranges within the content,
-/// as openai reads them: none is the whole input; a missing last end is the input's end.
-fn clip_ranges(clip_timestamps: &[f64], content_frames: usize) -> Vec<(usize, usize)> {
-    let frames_per_second = (SAMPLE_RATE / HOP_LENGTH) as f64;
+/// `clip_timestamps` (seconds: start, end, start, ...) as ranges of units (mel frames,
+/// samples) within an input of `len` units, as openai reads them: none is the whole input; a
+/// missing last end is the input's end.
+pub(crate) fn clip_ranges(
+    clip_timestamps: &[f64],
+    len: usize,
+    units_per_second: usize,
+) -> Vec<(usize, usize)> {
     let mut points: Vec<usize> = clip_timestamps
         .iter()
-        .map(|&t| ((t * frames_per_second).round() as usize).min(content_frames))
+        .map(|&t| ((t * units_per_second as f64).round() as usize).min(len))
         .collect();
     if points.is_empty() {
         points.push(0);
     }
     if points.len() % 2 == 1 {
-        points.push(content_frames);
+        points.push(len);
     }
     points.chunks(2).map(|c| (c[0], c[1])).collect()
 }

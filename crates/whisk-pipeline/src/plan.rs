@@ -63,9 +63,62 @@ impl WindowPlanner for FixedWindows {
     }
 }
 
+/// `planner`'s windows inside each clip `[start, end)` (samples) of `samples` only: each clip
+/// is planned on its own, so its windows own exactly the clip and hear nothing outside it.
+pub fn plan_clips(
+    planner: &dyn WindowPlanner,
+    samples: &[f32],
+    clips: &[(usize, usize)],
+) -> Vec<WindowSpan> {
+    let seconds = |s: usize| s as f64 / SAMPLE_RATE as f64;
+    clips
+        .iter()
+        .filter(|(start, end)| start < end && *end <= samples.len())
+        .flat_map(|&(start, end)| {
+            planner
+                .plan(&samples[start..end])
+                .into_iter()
+                .map(move |w| WindowSpan {
+                    start: w.start + start,
+                    end: w.end + start,
+                    own_start: w.own_start + seconds(start),
+                    own_end: w.own_end + seconds(start),
+                })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clips_are_planned_alone_and_own_only_themselves() {
+        let samples = vec![0.0; 100 * SAMPLE_RATE];
+        let planner = FixedWindows::default();
+        let clips = [
+            (10 * SAMPLE_RATE, 20 * SAMPLE_RATE),
+            (40 * SAMPLE_RATE, 100 * SAMPLE_RATE),
+        ];
+        let plan = plan_clips(&planner, &samples, &clips);
+        // One window for the 10 s clip, three (30 s, stride 26 s) for the 60 s one.
+        assert_eq!(plan.len(), 4);
+        assert_eq!((plan[0].start, plan[0].end), clips[0]);
+        assert_eq!((plan[0].own_start, plan[0].own_end), (10.0, 20.0));
+        assert_eq!(plan[1].start, clips[1].0);
+        assert_eq!(plan[1].own_start, 40.0);
+        assert_eq!(plan[3].end, clips[1].1);
+        assert_eq!(plan[3].own_end, 100.0);
+        for w in plan.windows(2).skip(1) {
+            assert_eq!(w[0].own_end, w[1].own_start);
+        }
+        // The whole input as one clip is the plain plan.
+        assert_eq!(
+            plan_clips(&planner, &samples, &[(0, samples.len())]),
+            planner.plan(&samples)
+        );
+        assert!(plan_clips(&planner, &samples, &[(5, 5)]).is_empty());
+    }
 
     #[test]
     fn windows_tile_the_input() {

@@ -135,8 +135,8 @@ pub struct TranscribeOptions {
     /// independently this many at a time (inputs share the batch) and stitched by word times.
     pub batch_size: usize,
     /// Parts of the input to transcribe, in seconds: `start, end, start, end, ...`; a
-    /// missing last end is the end of the input. Empty (default) is the whole input.
-    /// Sequential mode only.
+    /// missing last end is the end of the input. Empty (default) is the whole input. In
+    /// batched mode each clip is cut into windows of its own.
     pub clip_timestamps: Vec<f64>,
     /// With word timestamps: skip silent stretches longer than this many seconds around a
     /// suspected hallucination (a segment of improbable, very short or very long words), as
