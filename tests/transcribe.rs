@@ -178,16 +178,28 @@ fn hallucination_screening_keeps_clean_speech() {
         hallucination_silence_threshold: Some(2.0),
         ..plain.clone()
     };
-    let a = model.transcribe(&audio, &plain).unwrap();
-    let b = model.transcribe(&audio, &screened).unwrap();
-    check_invariants(&b);
-    assert_eq!(a.text, b.text);
-    let batched = TranscribeOptions {
-        batch_size: 4,
-        ..screened
-    };
-    let err = model.transcribe(&audio, &batched).unwrap_err().to_string();
-    assert!(err.contains("batch size 1"), "{err}");
+    for batch_size in [1, 4] {
+        let a = model
+            .transcribe(
+                &audio,
+                &TranscribeOptions {
+                    batch_size,
+                    ..plain.clone()
+                },
+            )
+            .unwrap();
+        let b = model
+            .transcribe(
+                &audio,
+                &TranscribeOptions {
+                    batch_size,
+                    ..screened.clone()
+                },
+            )
+            .unwrap();
+        check_invariants(&b);
+        assert_eq!(a.text, b.text, "batch size {batch_size}");
+    }
 }
 
 /// Speech, 12 s of silence, laughter, 12 s of silence: with a beam of 5, tiny.en writes
@@ -217,14 +229,32 @@ fn hallucination_screening_drops_text_between_silences() {
         hallucination_silence_threshold: Some(2.0),
         ..plain.clone()
     };
-    let a = timed_words(&model.transcribe(&audio, &plain).unwrap());
-    let t = model.transcribe(&audio, &screened).unwrap();
-    check_invariants(&t);
-    let b = timed_words(&t);
-    let after = |w: &[(String, f64, f64)]| w.iter().filter(|w| w.1 >= laugh_start - 1.0).count();
-    assert!(after(&a) > 0, "no text on the laughter to screen: {a:?}");
-    assert_eq!(after(&b), 0, "{b:?}");
-    assert!(b.iter().any(|w| w.0.starts_with("country")));
+    // Sequential (openai's loop, which seeks past the silence) and batched (fixed windows; a
+    // suspect segment between silences is dropped). Batched, tiny.en writes nothing on this
+    // laughter to begin with (its windows are cut differently), so there the test only shows
+    // that the screening keeps the speech; the dropping itself is unit-tested in
+    // `whisk-pipeline`'s `hallucination` module.
+    for batch_size in [1, 4] {
+        let plain = TranscribeOptions {
+            batch_size,
+            ..plain.clone()
+        };
+        let screened = TranscribeOptions {
+            batch_size,
+            ..screened.clone()
+        };
+        let a = timed_words(&model.transcribe(&audio, &plain).unwrap());
+        let t = model.transcribe(&audio, &screened).unwrap();
+        check_invariants(&t);
+        let b = timed_words(&t);
+        let after =
+            |w: &[(String, f64, f64)]| w.iter().filter(|w| w.1 >= laugh_start - 1.0).count();
+        if batch_size == 1 {
+            assert!(after(&a) > 0, "no text on the laughter to screen: {a:?}");
+        }
+        assert_eq!(after(&b), 0, "batch size {batch_size}: {b:?}");
+        assert!(b.iter().any(|w| w.0.starts_with("country")));
+    }
 }
 
 /// Clips without speech (whisper_timestamped's hallucination tests): faster-whisper 1.2.1

@@ -163,16 +163,23 @@ pub fn confine_to_segments(
 /// jfk, words after second-long pauses start a second early); the audio itself says where
 /// the sound comes back. Only quiet runs of at least `min_pause` move a start, and never past
 /// the word's end: inner boundaries are left alone. `loudness_db` holds one value per 20 ms
-/// frame of the window's audio (`whisk_audio::loudness_db`).
+/// frame of the window's audio (`whisk_audio::loudness_db`); the floor is taken over the
+/// frames `speech` (where the decoder put its segments), so that digital silence elsewhere in
+/// the window does not sink it below the speech's own pauses.
 pub fn anchor_onsets(
     times: &mut [Option<(f64, f64)>],
     loudness_db: &[f32],
+    speech: Range<usize>,
     anchoring: &OnsetAnchoring,
 ) {
     if loudness_db.is_empty() {
         return;
     }
-    let threshold = percentile(loudness_db, 0.1) + anchoring.margin_db;
+    let floor_frames = loudness_db
+        .get(speech)
+        .filter(|f| !f.is_empty())
+        .unwrap_or(loudness_db);
+    let threshold = percentile(floor_frames, 0.1) + anchoring.margin_db;
     let quiet = |f: usize| loudness_db[f] < threshold;
     let min_run = (anchoring.min_pause * FRAMES_PER_SECOND).round() as usize;
     for (start, end) in times.iter_mut().flatten() {
@@ -294,7 +301,17 @@ mod tests {
             None,
             Some((0.60, 0.70)), // loud: stays
         ];
-        anchor_onsets(&mut times, &db, &OnsetAnchoring::default());
+        anchor_onsets(&mut times, &db, 0..db.len(), &OnsetAnchoring::default());
+        // The floor comes from the speech frames only: with digital silence after them, the
+        // same pause still counts.
+        let mut longer = db.clone();
+        longer.extend(vec![-200.0f32; 100]);
+        let mut again = vec![Some((0.24, 0.60))];
+        anchor_onsets(&mut again, &longer, 0..50, &OnsetAnchoring::default());
+        assert_eq!(again[0], Some((0.50, 0.60)));
+        let mut unfloored = vec![Some((0.24, 0.60))];
+        anchor_onsets(&mut unfloored, &longer, 0..150, &OnsetAnchoring::default());
+        assert_eq!(unfloored[0], Some((0.24, 0.60)));
         assert_eq!(times[0], Some((0.10, 0.18)));
         assert_eq!(times[1], Some((0.50, 0.60)));
         assert_eq!(times[2], Some((0.72, 0.90)));

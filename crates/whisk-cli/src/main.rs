@@ -124,8 +124,7 @@ struct TranscribeArgs {
     /// Candidates sampled at each fallback temperature; the likeliest is kept.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=64))]
     best_of: u16,
-    /// Windows decoded together (default 8; 1 with --hallucination-silence-threshold, which
-    /// follows the sequential loop). Above 1, files (or their --clip-timestamps clips)
+    /// Windows decoded together (default 8). Above 1, files (or their --clip-timestamps clips)
     /// are cut into 30 s windows (overlapping by 4 s) decoded independently and stitched by
     /// word times, and all files share the batch; 1 runs openai-whisper's sequential loop
     /// (each window prompted with the previous text).
@@ -136,7 +135,9 @@ struct TranscribeArgs {
     #[arg(long, value_parser = clip_list)]
     clip_timestamps: Option<ClipList>,
     /// Skip silent stretches longer than this (seconds) around suspected hallucinations
-    /// (needs word timestamps, which it turns on).
+    /// (needs word timestamps, which it turns on). With --batch-size 1 as openai-whisper
+    /// (decoding resumes after the silence); batched, a suspect segment with silence on both
+    /// sides is dropped.
     #[arg(long, value_parser = positive)]
     hallucination_silence_threshold: Option<f64>,
     /// Print nothing but errors.
@@ -214,15 +215,7 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
     }
     let model = builder.build()?;
     let subtitle_words = args.max_words_per_line.is_some() || args.highlight_words;
-    let sequential_only = args.hallucination_silence_threshold.is_some();
-    let batch_size = args
-        .batch_size
-        .unwrap_or(if sequential_only { 1 } else { 8 });
-    if sequential_only && batch_size > 1 {
-        anyhow::bail!(
-            "--hallucination-silence-threshold follows the sequential loop: use --batch-size 1"
-        );
-    }
+    let batch_size = args.batch_size.unwrap_or(8);
     let word_timestamps = args.word_timestamps.unwrap_or(
         formats.contains(&Format::Json)
             || subtitle_words

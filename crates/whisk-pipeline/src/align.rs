@@ -3,7 +3,7 @@
 
 use whisk_align::{
     alignment_matrix, anchor_onsets, char_alignment_matrix, char_word_times, confine_to_segments,
-    dtw, word_timings, AlignedWord, CharAlignment, HeadScores, WordTokens,
+    dtw, word_timings, AlignedWord, CharAlignment, HeadScores, WordTokens, FRAMES_PER_SECOND,
 };
 use whisk_backend::{Backend, DecodeStep, RowStep};
 use whisk_text::CharSequence;
@@ -157,7 +157,11 @@ pub(crate) fn align_chars(
     let (text_idx, time_idx) = dtw(&cost, scores.rows, frames);
     let mut times = char_word_times(&text_idx, &time_idx, &spelled.words, &options);
     if let Some(onsets) = &options.onsets {
-        anchor_onsets(&mut times, loudness_db, onsets);
+        let speech_start = spans.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
+        let speech_end = spans.iter().map(|s| s.1).fold(0.0, f64::max);
+        let frame = |t: f64| (t.max(0.0) * FRAMES_PER_SECOND).round() as usize;
+        let speech = frame(speech_start)..frame(speech_end).min(loudness_db.len());
+        anchor_onsets(&mut times, loudness_db, speech, onsets);
     }
     let mut aligned = Vec::with_capacity(words.len().saturating_sub(1));
     let mut offset = 0;

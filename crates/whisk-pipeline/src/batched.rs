@@ -20,7 +20,10 @@ use whisk_types::{
 };
 
 use crate::plan::{plan_clips, FixedWindows, WindowSpan};
-use crate::{align, clip_ranges, fallback, padded_mel, Pipeline, PipelineError, Progress, Result};
+use crate::{
+    align, clip_ranges, fallback, hallucination, padded_mel, Pipeline, PipelineError, Progress,
+    Result,
+};
 
 /// Windows per encoder call (see [`SchedulerConfig::encoder_batch`]).
 const ENCODER_BATCH: usize = 2;
@@ -92,12 +95,6 @@ impl<B: Backend> Pipeline<B> {
         let special = self.tokenizer.special().clone();
         let multilingual = self.tokenizer.is_multilingual();
         crate::check_options(options)?;
-        if options.hallucination_silence_threshold.is_some() {
-            return Err(PipelineError::InvalidOption(
-                "the hallucination silence threshold follows the sequential loop; use batch size 1"
-                    .into(),
-            ));
-        }
         let given_language = self.given_language(options)?;
         let rules = LogitRules::new(&special, &options.decode, &self.non_speech, &self.space);
         let initial: Vec<u32> = match &options.initial_prompt {
@@ -269,8 +266,19 @@ impl<B: Backend> Pipeline<B> {
             .zip(plans)
             .zip(languages)
             .map(|((windows, plan), language)| {
-                let segments: Vec<Segment> = self
-                    .stitch(windows, &plan, options)?
+                let mut segments = self.stitch(windows, &plan)?;
+                if let (Some(threshold), true) = (
+                    options.hallucination_silence_threshold,
+                    options.word_timestamps,
+                ) {
+                    segments = hallucination::drop_isolated_anomalies(segments, threshold);
+                }
+                if !options.word_timestamps {
+                    for s in &mut segments {
+                        s.words = None;
+                    }
+                }
+                let segments: Vec<Segment> = segments
                     .into_iter()
                     .enumerate()
                     .map(|(id, s)| Segment { id, ..s })
@@ -289,12 +297,7 @@ impl<B: Backend> Pipeline<B> {
 
     /// One input's segments from its windows' (timed, uncut) segments: each window keeps
     /// the words between its cuts with its neighbours.
-    fn stitch(
-        &self,
-        windows: Vec<Vec<Segment>>,
-        plan: &[WindowSpan],
-        options: &TranscribeOptions,
-    ) -> Result<Vec<Segment>> {
+    fn stitch(&self, windows: Vec<Vec<Segment>>, plan: &[WindowSpan]) -> Result<Vec<Segment>> {
         let words: Vec<Vec<Word>> = windows
             .iter()
             .map(|segs| {
@@ -329,10 +332,7 @@ impl<B: Backend> Pipeline<B> {
                 } else {
                     self.cut_segment(segment, range, &keep[k])?
                 };
-                if let Some(mut s) = kept {
-                    if !options.word_timestamps {
-                        s.words = None;
-                    }
+                if let Some(s) = kept {
                     if s.start < s.end && !s.text.trim().is_empty() {
                         out.push(s);
                     }

@@ -149,6 +149,49 @@ pub(crate) fn screen(
     Verdict::Keep { seek }
 }
 
+/// Batched mode's screening, on one input's stitched segments. Its windows were decoded
+/// independently, so there is no seek to move: a suspect segment is dropped when it has
+/// silence (no kept words) for more than `threshold` seconds before it, or starts within
+/// `threshold` of the input's start, and after it more than `threshold` of silence, another
+/// suspect segment, or the end of the input.
+pub(crate) fn drop_isolated_anomalies(segments: Vec<Segment>, threshold: f64) -> Vec<Segment> {
+    let suspect: Vec<bool> = segments
+        .iter()
+        .map(|s| has_words(s) && is_anomaly(Some(s)))
+        .collect();
+    let first_word = |s: &Segment| s.words.as_ref().and_then(|w| w.first()).map(|w| w.start);
+    let last_word = |s: &Segment| s.words.as_ref().and_then(|w| w.last()).map(|w| w.end);
+    let mut last_end: Option<f64> = None;
+    let mut kept = Vec::with_capacity(segments.len());
+    for (i, segment) in segments.iter().enumerate() {
+        if suspect[i] {
+            let (start, end) = (
+                first_word(segment).unwrap_or(segment.start),
+                last_word(segment).unwrap_or(segment.end),
+            );
+            let before = match last_end {
+                Some(e) => start - e > threshold,
+                None => true,
+            } || start < threshold;
+            let next = (i + 1..segments.len()).find(|&j| has_words(&segments[j]));
+            let after = match next {
+                Some(j) => {
+                    suspect[j] || first_word(&segments[j]).is_some_and(|s| s - end > threshold)
+                }
+                None => true,
+            };
+            if before && after {
+                continue;
+            }
+        }
+        if let Some(end) = last_word(segment) {
+            last_end = Some(end);
+        }
+        kept.push(segment.clone());
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +289,45 @@ mod tests {
         };
         assert_eq!(segments.len(), 1);
         assert_eq!(seek, 1500, "resumes at the suspect segment's start");
+    }
+
+    #[test]
+    fn batched_screening_drops_only_suspects_between_silences() {
+        let real = |a: f64, b: f64| {
+            let words = vec![
+                word(" real", a, a + 0.4, 0.9),
+                word(" talk", b - 0.4, b, 0.9),
+            ];
+            segment(a, b, words)
+        };
+        let suspect = |a: f64, b: f64| segment(a, b, vec![word(" thanks", a, b, 0.05)]);
+        let texts = |s: &[Segment]| s.iter().map(|s| s.start).collect::<Vec<_>>();
+        // Silence on both sides: dropped; a suspect right after speech: kept.
+        let kept = drop_isolated_anomalies(
+            vec![real(0.0, 5.0), suspect(10.0, 11.0), real(15.0, 16.0)],
+            2.0,
+        );
+        assert_eq!(texts(&kept), [0.0, 15.0]);
+        let kept = drop_isolated_anomalies(
+            vec![real(0.0, 5.0), suspect(5.5, 6.0), real(10.0, 11.0)],
+            2.0,
+        );
+        assert_eq!(texts(&kept), [0.0, 5.5, 10.0]);
+        // Speech follows closely: kept.
+        let kept = drop_isolated_anomalies(
+            vec![real(0.0, 5.0), suspect(10.0, 11.0), real(11.5, 12.0)],
+            2.0,
+        );
+        assert_eq!(texts(&kept), [0.0, 10.0, 11.5]);
+        // Two suspects in a row after silence, the input's end after them: both dropped.
+        let kept = drop_isolated_anomalies(
+            vec![real(0.0, 5.0), suspect(10.0, 11.0), suspect(11.2, 11.5)],
+            2.0,
+        );
+        assert_eq!(texts(&kept), [0.0]);
+        // At the input's start, a suspect followed closely by speech stays.
+        let kept = drop_isolated_anomalies(vec![suspect(0.5, 1.0), real(1.2, 3.0)], 2.0);
+        assert_eq!(texts(&kept), [0.5, 1.2]);
     }
 
     #[test]

@@ -140,7 +140,9 @@ pub struct TranscribeOptions {
     pub clip_timestamps: Vec<f64>,
     /// With word timestamps: skip silent stretches longer than this many seconds around a
     /// suspected hallucination (a segment of improbable, very short or very long words), as
-    /// openai-whisper does. Default `None`. Sequential mode only.
+    /// openai-whisper does. Default `None`. In batched mode, where every window is decoded
+    /// on its own and there is no seek to move, a suspect segment with silence (or the
+    /// input's edge, or another suspect) on both sides is dropped.
     pub hallucination_silence_threshold: Option<f64>,
 }
 
