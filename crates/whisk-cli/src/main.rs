@@ -35,7 +35,9 @@ enum PaddingArg {
 #[derive(Clone, Copy, ValueEnum)]
 enum AlignmentArg {
     SinglePass,
+    #[value(alias = "openai")]
     Refeed,
+    #[value(alias = "char")]
     Chars,
 }
 
@@ -86,8 +88,9 @@ struct TranscribeArgs {
     word_timestamps: Option<bool>,
     /// How words are timed: chars (a second decoder pass over the text spelled letter by
     /// letter; about 4x closer to hand-labelled word starts than openai-whisper's method, see
-    /// the README), refeed (a second pass over the text, openai-whisper's exact method) or
-    /// single-pass (openai's method on the attention of the decode itself; cheapest).
+    /// the README), refeed (alias openai: a second pass over the text, openai-whisper's exact
+    /// method) or single-pass (openai's method on the attention of the decode itself;
+    /// cheapest).
     #[arg(long, alias = "alignment", value_enum, default_value = "chars")]
     word_alignment: AlignmentArg,
     /// Subtitles: at most this many words per cue (needs word timestamps).
