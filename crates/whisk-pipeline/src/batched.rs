@@ -267,10 +267,9 @@ impl<B: Backend> Pipeline<B> {
             .zip(languages)
             .map(|((windows, plan), language)| {
                 let mut segments = self.stitch(windows, &plan)?;
-                if let (Some(threshold), true) = (
-                    options.hallucination_silence_threshold,
-                    options.word_timestamps,
-                ) {
+                let screen = options.word_timestamps;
+                if let Some(threshold) = options.hallucination_silence_threshold.filter(|_| screen)
+                {
                     segments = hallucination::drop_isolated_anomalies(segments, threshold);
                 }
                 if !options.word_timestamps {

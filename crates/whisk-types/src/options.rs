@@ -32,10 +32,11 @@ pub enum MelPadding {
 /// How words are timed.
 ///
 /// Measured on TIMIT's hand labels with tiny.en (`cargo xtask eval-words`), median start
-/// error and share of starts within 50 ms: `Chars` 23 ms / 80% (held-out speakers 23 ms /
+/// error and share of starts within 50 ms: `Chars` 22 ms / 80% (held-out speakers 23 ms /
 /// 80%), `Refeed` 103 ms / 22% (faster-whisper: 103 ms / 22%), `SinglePass` 103 ms / 22%.
 /// `Chars` (the default) is the most accurate; its letters are kept near the segment the
-/// decoder's timestamps put them in, so a long silence inside a window cannot swallow words.
+/// decoder's timestamps put them in, so a long silence inside a window cannot swallow words,
+/// and a word after a pause starts where the sound comes back.
 /// `Refeed` reproduces openai-whisper's and faster-whisper's times; `SinglePass` skips the
 /// second decoder pass and is the cheapest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
