@@ -75,19 +75,11 @@ pub fn char_alignment_matrix(
     audio_frames: usize,
     options: &CharAlignment,
 ) -> Vec<f32> {
-    let (h, n, f) = (
-        scores.heads,
-        scores.rows,
-        audio_frames.min(scores.frames).max(1),
-    );
-    let mut w = vec![0.0f32; h * n * f];
-    for head in 0..h {
-        for row in 0..n {
-            let dst = &mut w[(head * n + row) * f..][..f];
-            dst.copy_from_slice(&scores.data[(head * n + row) * scores.frames..][..f]);
-            median_filter(dst, options.medfilt_width);
-            softmax(dst);
-        }
+    let (h, n) = (scores.heads, scores.rows);
+    let (mut w, f) = scores.audio_rows(audio_frames);
+    for row in w.chunks_mut(f) {
+        median_filter(row, options.medfilt_width);
+        softmax(row);
     }
     let mut heads: Vec<usize> = (0..h).collect();
     if let Some(k) = options.top_heads.filter(|&k| k < h) {

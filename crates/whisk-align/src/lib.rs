@@ -36,6 +36,24 @@ pub struct HeadScores {
     pub data: Vec<f32>,
 }
 
+impl HeadScores {
+    /// Every head's rows cut to the first `audio_frames` frames (the audio, not the padding):
+    /// `[heads][rows][f]` and `f`, at least 1.
+    pub(crate) fn audio_rows(&self, audio_frames: usize) -> (Vec<f32>, usize) {
+        let f = audio_frames.min(self.frames).max(1);
+        if self.frames == 0 {
+            return (vec![0.0; self.heads * self.rows], f);
+        }
+        let data = self
+            .data
+            .chunks(self.frames)
+            .flat_map(|row| &row[..f])
+            .copied()
+            .collect();
+        (data, f)
+    }
+}
+
 /// openai `find_alignment`'s matrix: softmax over the first `audio_frames` frames of each
 /// head's row (scores scaled by `qk_scale`), standardised per head and frame across rows,
 /// median-filtered along time with `medfilt_width`, averaged over heads. Returns
@@ -46,19 +64,12 @@ pub fn alignment_matrix(
     qk_scale: f32,
     medfilt_width: usize,
 ) -> Vec<f32> {
-    let (h, n, f) = (
-        scores.heads,
-        scores.rows,
-        audio_frames.min(scores.frames).max(1),
-    );
-    let mut w = vec![0.0f32; h * n * f];
+    let (h, n) = (scores.heads, scores.rows);
+    let (mut w, f) = scores.audio_rows(audio_frames);
     for head in 0..h {
         for row in 0..n {
-            let src = &scores.data[(head * n + row) * scores.frames..][..f];
             let dst = &mut w[(head * n + row) * f..][..f];
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = s * qk_scale;
-            }
+            dst.iter_mut().for_each(|x| *x *= qk_scale);
             softmax(dst);
         }
         // Standardise each frame across rows (torch.std_mean over dim -2, unbiased=False).
