@@ -3,15 +3,18 @@
 //! [`load_audio`] decodes WAV, FLAC, MP3, OGG/Vorbis and M4A/AAC with symphonia, downmixes to
 //! mono and resamples to 16 kHz with rubato. [`log_mel_spectrogram`] follows openai-whisper's
 //! `log_mel_spectrogram` (Hann window, reflect-padded STFT, Slaney mel filters, log10 clamped
-//! to 8 below the peak).
+//! to 8 below the peak). [`AudioStream`] reads a file the same way a little at a time, for
+//! inputs too long to hold.
 
 mod decode;
 mod loudness;
 mod mel;
+mod stream;
 
-pub use decode::{decode_file, load_audio, resample, DecodedAudio};
+pub use decode::{load_audio, resample};
 pub use loudness::loudness_db;
 pub use mel::{log_mel_spectrogram, mel_filters, Mel};
+pub use stream::{AudioStream, SampleSource};
 
 use std::path::PathBuf;
 
