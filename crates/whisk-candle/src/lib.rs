@@ -5,6 +5,7 @@
 //! the same pass that produces the logits. Computes in `f32` on the CPU; `cuda` and `metal`
 //! features add candle's GPU devices.
 
+mod cpu_ops;
 mod model;
 
 use candle_core::{DType, Device, Tensor};

@@ -6,6 +6,8 @@ use whisk_backend::{DecodeStep, SlotBatch, SlotTable, StepLayout, StepOutput};
 use whisk_types::ModelDims;
 use whisk_weights::{block_prefix, Side, WhisperWeights};
 
+use crate::cpu_ops;
+
 /// Whisper's layer norms use PyTorch's default epsilon.
 const LN_EPS: f64 = 1e-5;
 
@@ -112,11 +114,12 @@ fn attention(
     mask: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor)> {
     let dh = q.dim(D::Minus1)?;
-    let mut qk = (q.matmul(&k.t()?)? * (1.0 / (dh as f64).sqrt()))?;
+    // Scaling the queries rather than the scores saves a pass over `[t_q, t_k]`.
+    let mut qk = (q * (1.0 / (dh as f64).sqrt()))?.matmul(&k.t()?)?;
     if let Some(mask) = mask {
         qk = qk.broadcast_add(mask)?;
     }
-    let w = candle_nn::ops::softmax_last_dim(&qk)?;
+    let w = cpu_ops::softmax_last_dim(&qk)?;
     Ok((merge_heads(&w.matmul(v)?)?, qk))
 }
 
@@ -128,8 +131,9 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2
-            .forward(&self.fc1.forward(&self.ln.forward(x)?)?.gelu_erf()?)
+        self.fc2.forward(&cpu_ops::gelu_erf(
+            &self.fc1.forward(&self.ln.forward(x)?)?,
+        )?)
     }
 }
 
@@ -231,9 +235,11 @@ impl Whisper {
     /// `[windows, n_mels, 3000]` -> `[windows, 1500, n_audio_state]` (openai `AudioEncoder`).
     pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
         let conv = |x: &Tensor, (w, b): &(Tensor, Tensor), stride| -> Result<Tensor> {
-            x.conv1d(w, 1, stride, 1, 1)?
-                .broadcast_add(&b.reshape((1, (), 1))?)?
-                .gelu_erf()
+            cpu_ops::gelu_erf(&x.conv1d(w, 1, stride, 1, 1)?.broadcast_add(&b.reshape((
+                1,
+                (),
+                1,
+            ))?)?)
         };
         let x = conv(mel, &self.conv1, 1)?;
         let x = conv(&x, &self.conv2, 2)?.transpose(1, 2)?;
