@@ -204,6 +204,44 @@ fn batched_rows_equal_single_decodes() {
         assert!(refeed.probs.iter().all(|p| (0.0..=1.0).contains(p)));
         lengths.push(single.tokens.len());
     }
+    // A pass asked for on its own, after the decode (as for a candidate chosen among several),
+    // gives what the pass at the end of the decode gave.
+    let mut passes = Scheduler::new(
+        &backend,
+        SchedulerConfig {
+            capacity: 3,
+            encoder_batch: 2,
+            rules: &rules,
+            special: &special,
+            heads: &heads,
+            spell: None,
+        },
+    )
+    .unwrap();
+    for (i, mel) in mels.iter().enumerate() {
+        let decoded = batched[i].as_ref().expect("every job finished");
+        passes.submit(Job {
+            key: i,
+            mel: mel.clone(),
+            request: RowRequest::alignment_pass(sot.clone(), decoded.tokens.clone()),
+        });
+    }
+    let Drained { results, .. } = drain(&mut passes);
+    for (r, result) in results.iter().enumerate() {
+        let inline = batched[r].as_ref().unwrap().refeed.as_ref().unwrap();
+        let alone = result
+            .as_ref()
+            .unwrap()
+            .refeed
+            .as_ref()
+            .expect("a pass ran");
+        assert_eq!(alone.text, inline.text);
+        assert_eq!(alone.qk.tokens, inline.qk.tokens);
+        let worst = worst_diff(alone.qk.data.iter(), inline.qk.data.iter());
+        assert!(worst < 1e-2, "{}: pass alone differs by {worst}", FILES[r]);
+        assert!(worst_diff(alone.probs.iter(), inline.probs.iter()) < 1e-3);
+    }
+
     // The rows really were ragged and the slots reused: finishing order is not submission
     // order, and the rows had different lengths.
     assert_ne!(finish_order, (0..FILES.len()).collect::<Vec<_>>());

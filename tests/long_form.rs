@@ -142,3 +142,44 @@ fn window_edges_lose_and_double_nothing() {
     );
     assert!(same as f64 >= 0.85 * sequential.len() as f64);
 }
+
+/// Files read a window at a time (an 8 kHz MP3 of four windows, resampled as it streams,
+/// sharing the batch with a FLAC) come out exactly as the same audio decoded whole first.
+#[test]
+fn streamed_files_equal_files_read_whole() {
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    let paths = [
+        shared_data("whisper_timestamped_clips/orig/apollo11.mp3"),
+        shared_data("whisper_test_clips/audio16k/jfk.flac"),
+    ];
+    let options = TranscribeOptions {
+        word_timestamps: true,
+        batch_size: 4,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let path_refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
+    let streamed = model
+        .transcribe_files(&path_refs, &options, &mut |p| seen.push(p))
+        .unwrap();
+    let whole: Vec<Vec<f32>> = paths
+        .iter()
+        .map(|p| whisk::load_audio(p).unwrap())
+        .collect();
+    let inputs: Vec<&[f32]> = whole.iter().map(Vec::as_slice).collect();
+    let read_first = model
+        .transcribe_many(&inputs, &options, &mut |_| {})
+        .unwrap();
+    assert!(
+        streamed[0].segments.len() > 3,
+        "apollo11 spans several windows"
+    );
+    for (s, w) in streamed.iter().zip(&read_first) {
+        check_invariants(s);
+        assert_eq!(s, w);
+    }
+    // Progress is counted against the lengths the headers announce.
+    let last = seen.last().unwrap();
+    assert!((last.done_seconds - 89.2 - 11.0).abs() < 0.5, "{last:?}");
+    assert!(seen.iter().all(|p| p.done_seconds <= p.total_seconds));
+}

@@ -51,9 +51,22 @@ pub struct RowRequest {
     pub refeed_sot: Option<Vec<u32>>,
     /// Beam search when `temperature` is 0; `None` decodes greedily.
     pub beam: Option<BeamOptions>,
+    /// Tokens already decoded elsewhere: the row skips sampling and only runs the alignment
+    /// pass over them (see [`RowRequest::alignment_pass`]).
+    pub decoded: Option<Vec<u32>>,
 }
 
 impl RowRequest {
+    /// Only the alignment pass over `tokens`, decoded before (for a candidate chosen among
+    /// several, so that the others need no pass): its result carries `refeed` alone.
+    pub fn alignment_pass(sot_sequence: Vec<u32>, tokens: Vec<u32>) -> Self {
+        Self {
+            refeed_sot: Some(sot_sequence),
+            decoded: Some(tokens),
+            ..Self::greedy(&[])
+        }
+    }
+
     /// A greedy request for a window with no previous text.
     pub fn greedy(sot_sequence: &[u32]) -> Self {
         Self {
@@ -65,6 +78,7 @@ impl RowRequest {
             keep_probs: false,
             refeed_sot: None,
             beam: None,
+            decoded: None,
         }
     }
 
@@ -210,7 +224,7 @@ impl Row {
             .sample_len
             .min(shared.n_text_ctx.saturating_sub(req.prompt.len()));
         let beam = req.beam_search();
-        Self {
+        let mut row = Self {
             phase: Phase::Prompt,
             slots,
             sot_index,
@@ -234,7 +248,12 @@ impl Row {
                 rng: req.rng,
             },
             prompt: req.prompt,
+        };
+        if let Some(tokens) = req.decoded {
+            row.result.tokens = tokens;
+            row.phase = row.alignment_phase(shared);
         }
+        row
     }
 
     pub fn is_done(&self) -> bool {
@@ -541,14 +560,20 @@ impl Row {
         }
         res.avg_logprob = res.sum_logprob / (res.tokens.len() + 1) as f64;
         self.logits = Vec::new();
+        self.phase = self.alignment_phase(shared);
+    }
+
+    /// The alignment pass over the decoded text, if one is asked for and fits the context.
+    fn alignment_phase(&self, shared: &Shared) -> Phase {
         let special = shared.special;
-        let text: Vec<u32> = res
+        let text: Vec<u32> = self
+            .result
             .tokens
             .iter()
             .copied()
             .filter(|&t| special.is_text(t))
             .collect();
-        self.phase = match &self.refeed_sot {
+        match &self.refeed_sot {
             Some(sot) if !text.is_empty() => {
                 let fed = match shared.spell {
                     Some(spell) => spell(sot, &text),
@@ -563,7 +588,7 @@ impl Row {
                 }
             }
             _ => Phase::Done,
-        };
+        }
     }
 }
 
@@ -676,6 +701,7 @@ pub fn decode_window<B: Backend>(
         keep_probs: req.keep_probs,
         refeed_sot: None,
         beam: req.beam,
+        decoded: None,
     };
     let lanes = request.lanes();
     let mut decoder = backend.new_decoder(lanes)?;

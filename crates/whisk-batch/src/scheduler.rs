@@ -179,12 +179,22 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 self.encoded.push_back((mel, encoded.clone(), w));
             }
         }
+        // The first slot of each window attached now; candidates of the same window copy its
+        // cross K/V from there, which is cheaper than computing them again.
+        let mut attached_now: Vec<(Arc<[f32]>, usize)> = Vec::new();
         for (job, slots) in jobs {
-            let i = cached(&job.mel, &self.encoded).expect("encoded above or before");
-            let (_, encoded, window) = &self.encoded[i];
-            // Other hypotheses' slots get the window when the search forks into them.
-            self.backend
-                .attach(&mut self.decoder, &slots[..1], encoded, &[*window])?;
+            let first = slots[0];
+            if let Some(&(_, from)) = attached_now.iter().find(|(m, _)| Arc::ptr_eq(m, &job.mel)) {
+                self.backend
+                    .copy_slots(&mut self.decoder, &[(from, first)])?;
+            } else {
+                let i = cached(&job.mel, &self.encoded).expect("encoded above or before");
+                let (_, encoded, window) = &self.encoded[i];
+                // Other hypotheses' slots get the window when the search forks into them.
+                self.backend
+                    .attach(&mut self.decoder, &[first], encoded, &[*window])?;
+                attached_now.push((job.mel.clone(), first));
+            }
             for &slot in &slots {
                 self.free[slot] = false;
             }

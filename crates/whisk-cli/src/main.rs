@@ -280,26 +280,31 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
         )
     })?;
 
-    // Files are loaded (and checked) first, so that a bad one fails before any work.
-    let inputs: Vec<Vec<f32>> = args
+    // Every file is opened (and checked) first, so that a bad one fails before any work; the
+    // audio itself is read as it is transcribed.
+    let lengths: Vec<Option<f64>> = args
         .files
         .iter()
-        .map(|f| whisk::load_audio(f).map_err(anyhow::Error::from))
+        .map(|f| whisk::probe_audio(f).map_err(anyhow::Error::from))
         .collect::<Result<_>>()?;
     let groups: Vec<Vec<usize>> = if options.batch_size > 1 {
-        vec![(0..inputs.len()).collect()]
+        vec![(0..args.files.len()).collect()]
     } else {
-        (0..inputs.len()).map(|i| vec![i]).collect()
+        (0..args.files.len()).map(|i| vec![i]).collect()
     };
     for group in groups {
-        let samples: Vec<&[f32]> = group.iter().map(|&i| inputs[i].as_slice()).collect();
-        let seconds: f64 = samples.iter().map(|s| s.len() as f64 / 16_000.0).sum();
+        let paths: Vec<&Path> = group.iter().map(|&i| args.files[i].as_path()).collect();
+        // A length the headers do not tell counts as long: better a bar too many than none.
+        let seconds: f64 = group
+            .iter()
+            .map(|&i| lengths[i].unwrap_or(f64::INFINITY))
+            .sum();
         let name = match group.as_slice() {
             [one] => args.files[*one].display().to_string(),
             many => format!("{} files", many.len()),
         };
         let bar = (!args.quiet && seconds > 30.0).then(|| {
-            let bar = ProgressBar::new((seconds * 1000.0) as u64);
+            let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template(
                     "{msg} [{bar:40}] {percent}% ({elapsed} elapsed, ETA {eta})",
@@ -311,8 +316,9 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
             bar
         });
         let transcripts = model
-            .transcribe_many(&samples, &options, &mut |p| {
+            .transcribe_files(&paths, &options, &mut |p| {
                 if let Some(bar) = &bar {
+                    bar.set_length((p.total_seconds * 1000.0) as u64);
                     bar.set_position((p.done_seconds * 1000.0) as u64);
                 }
             })

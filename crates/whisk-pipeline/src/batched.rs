@@ -19,7 +19,7 @@ use whisk_types::{
     SAMPLE_RATE, TIME_PRECISION,
 };
 
-use crate::plan::{plan_clips, FixedWindows, WindowSpan};
+use crate::plan::{plan_clips, FixedWindows, PlannedWindows, WindowSource, WindowSpan};
 use crate::{
     align, clip_ranges, fallback, hallucination, padded_mel, Pipeline, PipelineError, Progress,
     Result,
@@ -43,28 +43,25 @@ struct OpenWindow {
     outstanding: usize,
     best: Option<WindowResult>,
     tried: Vec<WindowResult>,
+    /// The chosen decode, waiting for its alignment pass.
+    awaiting_pass: Option<WindowResult>,
 }
 
-/// The windows of all inputs, in order, created one at a time so that memory stays bounded by
-/// the windows in flight rather than the length of the audio.
-struct WindowCursor {
-    plans: Vec<Vec<WindowSpan>>,
-    input: usize,
-    index: usize,
-}
-
-impl WindowCursor {
-    fn next(&mut self) -> Option<(usize, usize, WindowSpan)> {
-        while self.input < self.plans.len() {
-            if let Some(&span) = self.plans[self.input].get(self.index) {
-                self.index += 1;
-                return Some((self.input, self.index - 1, span));
-            }
-            self.input += 1;
-            self.index = 0;
-        }
-        None
-    }
+/// The windows of inputs in memory, as [`Pipeline::transcribe_many`] cuts them: fixed 30 s
+/// windows of each input, or of each of its clips (`options.clip_timestamps`).
+pub fn planned_windows<'a>(
+    inputs: &[&'a [f32]],
+    options: &TranscribeOptions,
+) -> Vec<Box<dyn WindowSource + 'a>> {
+    let planner = FixedWindows::default();
+    inputs
+        .iter()
+        .map(|&s| {
+            let clips = clip_ranges(&options.clip_timestamps, s.len(), SAMPLE_RATE);
+            Box::new(PlannedWindows::new(s, plan_clips(&planner, s, &clips)))
+                as Box<dyn WindowSource + 'a>
+        })
+        .collect()
 }
 
 /// Seed of one candidate's sampler: a function of the window's place in its own input and the
@@ -91,6 +88,18 @@ impl<B: Backend> Pipeline<B> {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
+        self.transcribe_windows(planned_windows(inputs, options), options, progress)
+    }
+
+    /// As [`Self::transcribe_many`], with each input's windows read from its source as the
+    /// batch has room (see [`crate::FileWindows`] for files too long to hold). The sources'
+    /// windows are taken as they come: `options.clip_timestamps` is the sources' business.
+    pub fn transcribe_windows(
+        &self,
+        mut sources: Vec<Box<dyn WindowSource + '_>>,
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<Transcript>> {
         let dims = self.backend.dims();
         let special = self.tokenizer.special().clone();
         let multilingual = self.tokenizer.is_multilingual();
@@ -112,23 +121,12 @@ impl<B: Backend> Pipeline<B> {
         let refeed =
             chars || options.word_timestamps && options.word_alignment == WordAlignment::Refeed;
         let spell = |sot: &[u32], text: &[u32]| self.spell(sot, text);
-        let planner = FixedWindows::default();
-        let plans: Vec<Vec<WindowSpan>> = inputs
-            .iter()
-            .map(|s| {
-                let clips = clip_ranges(&options.clip_timestamps, s.len(), SAMPLE_RATE);
-                plan_clips(&planner, s, &clips)
-            })
-            .collect();
-        let total_seconds: f64 = plans
-            .iter()
-            .flatten()
-            .map(|w| w.own_end - w.own_start)
-            .sum();
+        let mut total_seconds: f64 = sources.iter().filter_map(|s| s.seconds_hint()).sum();
         let mut done_seconds = 0.0;
-        let mut languages: Vec<Option<usize>> = vec![given_language; inputs.len()];
-        let mut outputs: Vec<Vec<Vec<Segment>>> =
-            plans.iter().map(|p| vec![Vec::new(); p.len()]).collect();
+        let mut languages: Vec<Option<usize>> = vec![given_language; sources.len()];
+        // Per input, its windows' spans and segments, filled in as windows are read and done.
+        let mut spans: Vec<Vec<WindowSpan>> = vec![Vec::new(); sources.len()];
+        let mut outputs: Vec<Vec<Vec<Segment>>> = vec![Vec::new(); sources.len()];
 
         let capacity = options.batch_size.max(1);
         let beam = BeamOptions::from_decode(&options.decode);
@@ -149,11 +147,7 @@ impl<B: Backend> Pipeline<B> {
                 spell: chars.then_some(&spell as &whisk_batch::Spell),
             },
         )?;
-        let mut cursor = WindowCursor {
-            plans: plans.clone(),
-            input: 0,
-            index: 0,
-        };
+        let mut reading = 0;
         let mut open: Vec<Option<OpenWindow>> = Vec::new();
         let submit = |scheduler: &mut Scheduler<'_, B, usize>, id: usize, w: &mut OpenWindow| {
             let temperature = temperatures[w.temperature_index];
@@ -175,8 +169,11 @@ impl<B: Backend> Pipeline<B> {
                         rng: StdRng::seed_from_u64(seed),
                         keep_qk: w.align && !refeed,
                         keep_probs: w.align && chars,
-                        refeed_sot: (w.align && refeed).then(|| w.sot.clone()),
+                        // A sole candidate is likely the one kept, so it runs its alignment
+                        // pass straight away; of several, only the chosen one gets a pass.
+                        refeed_sot: (w.align && refeed && candidates == 1).then(|| w.sot.clone()),
                         beam,
+                        decoded: None,
                     },
                 });
             }
@@ -185,14 +182,18 @@ impl<B: Backend> Pipeline<B> {
         loop {
             // Keep a batch's worth of windows waiting, so freed slots refill at once.
             while scheduler.waiting() < capacity {
-                let Some((input, index, span)) = cursor.next() else {
+                let Some(source) = sources.get_mut(reading) else {
                     break;
                 };
-                let (mel, content_frames) = window_mel(
-                    &inputs[input][span.start..span.end],
-                    dims.n_mels,
-                    options.mel_padding,
-                );
+                let Some(window) = source.next_window()? else {
+                    reading += 1;
+                    continue;
+                };
+                let (input, index, span) = (reading, spans[reading].len(), window.span);
+                spans[input].push(span);
+                outputs[input].push(Vec::new());
+                let (mel, content_frames) =
+                    window_mel(&window.samples, dims.n_mels, options.mel_padding);
                 if multilingual && languages[input].is_none() {
                     languages[input] = self.detect_language_of(&mel)?.first().map(|l| l.0);
                 }
@@ -210,11 +211,13 @@ impl<B: Backend> Pipeline<B> {
                     mel: mel.into(),
                     content_frames,
                     sot,
-                    align: options.word_timestamps || plans[input].len() > 1,
+                    // Windows with neighbours are timed for stitching.
+                    align: options.word_timestamps || !(index == 0 && window.last),
                     temperature_index: 0,
                     outstanding: 0,
                     best: None,
                     tried: Vec::new(),
+                    awaiting_pass: None,
                 };
                 submit(&mut scheduler, open.len(), &mut window);
                 open.push(Some(window));
@@ -223,37 +226,65 @@ impl<B: Backend> Pipeline<B> {
                 break;
             }
             for (id, mut result) in scheduler.step()? {
-                result.compression_ratio =
-                    compression_ratio(&self.tokenizer.decode(&result.tokens)?);
                 let w = open[id].as_mut().expect("results come for open windows");
-                w.outstanding -= 1;
-                if w.best
-                    .as_ref()
-                    .is_none_or(|b| fallback::score(&result) > fallback::score(b))
-                {
-                    w.best = Some(result);
-                }
-                if w.outstanding > 0 {
-                    continue;
-                }
-                let best = w.best.take().expect("a candidate finished");
-                let last = w.temperature_index + 1 == temperatures.len();
-                let chosen = if fallback::passes(&best, options) {
-                    best
-                } else if last {
-                    w.tried.push(best);
-                    fallback::least_bad(std::mem::take(&mut w.tried), options)
-                } else {
-                    w.tried.push(best);
-                    w.temperature_index += 1;
-                    submit(&mut scheduler, id, w);
-                    continue;
+                let chosen = match w.awaiting_pass.take() {
+                    // This result is the chosen candidate's alignment pass.
+                    Some(mut chosen) => {
+                        chosen.refeed = result.refeed;
+                        chosen
+                    }
+                    None => {
+                        result.compression_ratio =
+                            compression_ratio(&self.tokenizer.decode(&result.tokens)?);
+                        w.outstanding -= 1;
+                        if w.best
+                            .as_ref()
+                            .is_none_or(|b| fallback::score(&result) > fallback::score(b))
+                        {
+                            w.best = Some(result);
+                        }
+                        if w.outstanding > 0 {
+                            continue;
+                        }
+                        let best = w.best.take().expect("a candidate finished");
+                        let last = w.temperature_index + 1 == temperatures.len();
+                        let chosen = if fallback::passes(&best, options) {
+                            best
+                        } else if last {
+                            w.tried.push(best);
+                            fallback::least_bad(std::mem::take(&mut w.tried), options)
+                        } else {
+                            w.tried.push(best);
+                            w.temperature_index += 1;
+                            submit(&mut scheduler, id, w);
+                            continue;
+                        };
+                        if w.align
+                            && refeed
+                            && chosen.refeed.is_none()
+                            && !fallback::is_silent(&chosen, options)
+                            && chosen.tokens.iter().any(|&t| special.is_text(t))
+                        {
+                            scheduler.submit(Job {
+                                key: id,
+                                mel: w.mel.clone(),
+                                request: RowRequest::alignment_pass(
+                                    w.sot.clone(),
+                                    chosen.tokens.clone(),
+                                ),
+                            });
+                            w.awaiting_pass = Some(chosen);
+                            continue;
+                        }
+                        chosen
+                    }
                 };
                 let w = open[id].take().expect("checked above");
                 let language =
                     languages[w.input].map_or("en", |i| self.tokenizer.languages()[i].as_str());
                 outputs[w.input][w.index] = self.window_segments(&w, chosen, language, options)?;
                 done_seconds += w.span.own_end - w.span.own_start;
+                total_seconds = total_seconds.max(done_seconds);
                 progress(Progress {
                     done_seconds,
                     total_seconds,
@@ -263,7 +294,7 @@ impl<B: Backend> Pipeline<B> {
 
         outputs
             .into_iter()
-            .zip(plans)
+            .zip(spans)
             .zip(languages)
             .map(|((windows, plan), language)| {
                 let mut segments = self.stitch(windows, &plan)?;

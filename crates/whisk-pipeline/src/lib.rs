@@ -24,7 +24,11 @@ use whisk_types::{
     N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
-pub use plan::{plan_clips, FixedWindows, WindowPlanner, WindowSpan};
+pub use batched::planned_windows;
+pub use plan::{
+    plan_clips, FileWindows, FixedWindows, PlannedWindows, StreamedWindows, Window, WindowPlanner,
+    WindowSource, WindowSpan,
+};
 pub use whisk_batch::{decode_window, WindowRequest, WindowResult};
 pub use window::{detect_language, encode_window};
 
@@ -41,6 +45,8 @@ pub enum PipelineError {
     MelBins(usize),
     #[error("invalid option: {0}")]
     InvalidOption(String),
+    #[error(transparent)]
+    Audio(#[from] whisk_audio::AudioError),
 }
 
 pub type Result<T> = std::result::Result<T, PipelineError>;

@@ -1,6 +1,11 @@
 //! Where an input is cut into windows for batched decoding.
 
+use std::path::{Path, PathBuf};
+
+use whisk_audio::{AudioStream, SampleSource};
 use whisk_types::{N_SAMPLES, SAMPLE_RATE, WINDOW_OVERLAP_SECONDS};
+
+use crate::Result;
 
 /// One window of an input: the samples it decodes and the stretch of time whose words it
 /// contributes. Owned stretches of one input tile it without gaps or overlap.
@@ -34,32 +39,221 @@ impl Default for FixedWindows {
     }
 }
 
+impl FixedWindows {
+    fn stride(&self) -> usize {
+        N_SAMPLES - self.overlap.min(N_SAMPLES / 2)
+    }
+
+    /// Window `k` of an input of which the first `known` samples are read (`ended`: that is
+    /// all of it), and whether it is the last. Unless `ended`, `known` must reach past the
+    /// window's end, so that the next window's start is certain to exist.
+    fn window(&self, k: usize, known: usize, ended: bool) -> (WindowSpan, bool) {
+        let stride = self.stride();
+        let seconds = |s: usize| s as f64 / SAMPLE_RATE as f64;
+        let end_of = |start: usize| (start + N_SAMPLES).min(known);
+        let start = k * stride;
+        let last = ended && start + N_SAMPLES >= known;
+        let span = WindowSpan {
+            start,
+            end: end_of(start),
+            own_start: if k == 0 {
+                0.0
+            } else {
+                seconds(start + end_of(start - stride)) / 2.0
+            },
+            own_end: if last {
+                seconds(known)
+            } else {
+                seconds(start + stride + end_of(start)) / 2.0
+            },
+        };
+        (span, last)
+    }
+}
+
 impl WindowPlanner for FixedWindows {
     fn plan(&self, samples: &[f32]) -> Vec<WindowSpan> {
-        let len = samples.len();
-        let stride = N_SAMPLES - self.overlap.min(N_SAMPLES / 2);
-        let mut starts = vec![0];
-        while starts.last().expect("non-empty") + N_SAMPLES < len {
-            starts.push(starts.last().expect("non-empty") + stride);
+        let mut spans = Vec::new();
+        if samples.is_empty() {
+            return spans;
         }
-        let seconds = |s: usize| s as f64 / SAMPLE_RATE as f64;
-        let end_of = |start: usize| (start + N_SAMPLES).min(len);
-        (0..starts.len())
-            .filter(|_| len > 0)
-            .map(|k| WindowSpan {
-                start: starts[k],
-                end: end_of(starts[k]),
-                own_start: if k == 0 {
-                    0.0
-                } else {
-                    seconds(starts[k] + end_of(starts[k - 1])) / 2.0
-                },
-                own_end: match starts.get(k + 1) {
-                    Some(&next) => seconds(next + end_of(starts[k])) / 2.0,
-                    None => seconds(len),
-                },
-            })
-            .collect()
+        for k in 0.. {
+            let (span, last) = self.window(k, samples.len(), true);
+            spans.push(span);
+            if last {
+                break;
+            }
+        }
+        spans
+    }
+}
+
+/// One window handed out by a [`WindowSource`].
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub span: WindowSpan,
+    /// The samples `span.start..span.end`.
+    pub samples: Vec<f32>,
+    /// No window of this input follows.
+    pub last: bool,
+}
+
+/// The windows of one input, handed out in order as the batch has room for them, so that
+/// only the windows in flight need to be in memory.
+pub trait WindowSource {
+    fn next_window(&mut self) -> Result<Option<Window>>;
+    /// Seconds of audio the input holds, when known before reading it (for progress).
+    fn seconds_hint(&self) -> Option<f64>;
+}
+
+/// Windows of samples already in memory, by any plan (clips included).
+pub struct PlannedWindows<'a> {
+    samples: &'a [f32],
+    plan: Vec<WindowSpan>,
+    next: usize,
+}
+
+impl<'a> PlannedWindows<'a> {
+    pub fn new(samples: &'a [f32], plan: Vec<WindowSpan>) -> Self {
+        Self {
+            samples,
+            plan,
+            next: 0,
+        }
+    }
+}
+
+impl WindowSource for PlannedWindows<'_> {
+    fn next_window(&mut self) -> Result<Option<Window>> {
+        let Some(&span) = self.plan.get(self.next) else {
+            return Ok(None);
+        };
+        self.next += 1;
+        Ok(Some(Window {
+            span,
+            samples: self.samples[span.start..span.end].to_vec(),
+            last: self.next == self.plan.len(),
+        }))
+    }
+
+    fn seconds_hint(&self) -> Option<f64> {
+        Some(self.plan.iter().map(|w| w.own_end - w.own_start).sum())
+    }
+}
+
+/// [`FixedWindows`] over samples read as they are needed: the same windows as planning the
+/// whole input, holding at most one window and a little more.
+pub struct StreamedWindows<S> {
+    source: S,
+    planner: FixedWindows,
+    /// Samples from `buf_start` on (earlier ones are no longer needed).
+    buf: Vec<f32>,
+    buf_start: usize,
+    next: usize,
+    ended: bool,
+    done: bool,
+    seconds: Option<f64>,
+}
+
+impl<S: SampleSource> StreamedWindows<S> {
+    /// `seconds`: the input's length if known ahead (for progress).
+    pub fn new(source: S, planner: FixedWindows, seconds: Option<f64>) -> Self {
+        Self {
+            source,
+            planner,
+            buf: Vec::new(),
+            buf_start: 0,
+            next: 0,
+            ended: false,
+            done: false,
+            seconds,
+        }
+    }
+}
+
+impl<S: SampleSource> WindowSource for StreamedWindows<S> {
+    fn next_window(&mut self) -> Result<Option<Window>> {
+        if self.done {
+            return Ok(None);
+        }
+        let start = self.next * self.planner.stride();
+        // One sample past the window tells whether another follows.
+        let needed = start + N_SAMPLES + 1;
+        while !self.ended && self.buf_start + self.buf.len() < needed {
+            let want = needed - self.buf_start - self.buf.len();
+            if self.source.read(&mut self.buf, want)? == 0 {
+                self.ended = true;
+            }
+        }
+        let known = self.buf_start + self.buf.len();
+        if known == 0 {
+            self.done = true;
+            return Ok(None);
+        }
+        let (span, last) = self.planner.window(self.next, known, self.ended);
+        let samples = self.buf[span.start - self.buf_start..span.end - self.buf_start].to_vec();
+        self.next += 1;
+        self.done = last;
+        let next_start = self.next * self.planner.stride();
+        self.buf
+            .drain(..(next_start - self.buf_start).min(self.buf.len()));
+        self.buf_start = next_start;
+        Ok(Some(Window {
+            span,
+            samples,
+            last,
+        }))
+    }
+
+    fn seconds_hint(&self) -> Option<f64> {
+        self.seconds
+    }
+}
+
+/// An audio file's [`StreamedWindows`], opened only when its first window is asked for (so
+/// that many files in one batch do not all hold a decoder) and closed after its last.
+pub struct FileWindows {
+    path: PathBuf,
+    planner: FixedWindows,
+    seconds: Option<f64>,
+    open: Option<StreamedWindows<AudioStream>>,
+    finished: bool,
+}
+
+impl FileWindows {
+    /// Checks that `path` opens as audio (so a bad file fails before any work) and reads its
+    /// length from the header.
+    pub fn probe(path: &Path, planner: FixedWindows) -> Result<Self> {
+        let seconds = AudioStream::open(path)?.duration_hint();
+        Ok(Self {
+            path: path.to_path_buf(),
+            planner,
+            seconds,
+            open: None,
+            finished: false,
+        })
+    }
+}
+
+impl WindowSource for FileWindows {
+    fn next_window(&mut self) -> Result<Option<Window>> {
+        if self.finished {
+            return Ok(None);
+        }
+        if self.open.is_none() {
+            let stream = AudioStream::open(&self.path)?;
+            self.open = Some(StreamedWindows::new(stream, self.planner, self.seconds));
+        }
+        let window = self.open.as_mut().expect("opened above").next_window()?;
+        if window.as_ref().is_none_or(|w| w.last) {
+            self.open = None;
+            self.finished = true;
+        }
+        Ok(window)
+    }
+
+    fn seconds_hint(&self) -> Option<f64> {
+        self.seconds
     }
 }
 
@@ -143,6 +337,68 @@ mod tests {
             assert!(w.end - w.start <= N_SAMPLES);
             assert!(w.own_start >= w.start as f64 / s as f64);
             assert!(w.own_end <= w.end as f64 / s as f64);
+        }
+    }
+
+    /// Reads at most `chunk` samples a call, as a decoder hands out packets.
+    struct Trickle<'a> {
+        rest: &'a [f32],
+        chunk: usize,
+    }
+
+    impl SampleSource for Trickle<'_> {
+        fn read(&mut self, buf: &mut Vec<f32>, max: usize) -> whisk_audio::Result<usize> {
+            let mut head: &[f32] = self.rest;
+            let n = head.read(buf, max.min(self.chunk))?;
+            self.rest = &self.rest[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn streamed_windows_are_the_planned_windows() {
+        let planner = FixedWindows::default();
+        let stride = planner.stride();
+        let lengths = [
+            0,
+            1,
+            N_SAMPLES - 1,
+            N_SAMPLES,
+            N_SAMPLES + 1,
+            stride + N_SAMPLES,
+            stride + N_SAMPLES + 1,
+            5 * stride + 12_345,
+        ];
+        for len in lengths {
+            let samples: Vec<f32> = (0..len).map(|i| i as f32).collect();
+            let plan = planner.plan(&samples);
+            for chunk in [1000, 4096, N_SAMPLES + 7] {
+                let source = Trickle {
+                    rest: &samples,
+                    chunk,
+                };
+                let mut streamed = StreamedWindows::new(source, planner, None);
+                let mut windows = Vec::new();
+                while let Some(w) = streamed.next_window().unwrap() {
+                    windows.push(w);
+                }
+                assert!(streamed.next_window().unwrap().is_none());
+                let spans: Vec<WindowSpan> = windows.iter().map(|w| w.span).collect();
+                assert_eq!(spans, plan, "{len} samples read {chunk} at a time");
+                for (k, w) in windows.iter().enumerate() {
+                    assert_eq!(w.samples, &samples[w.span.start..w.span.end]);
+                    assert_eq!(w.last, k + 1 == windows.len());
+                }
+                // Only about a window is ever held.
+                assert!(streamed.buf.capacity() <= 3 * N_SAMPLES);
+            }
+            let mut planned = PlannedWindows::new(&samples, plan.clone());
+            let mut spans = Vec::new();
+            while let Some(w) = planned.next_window().unwrap() {
+                assert_eq!(w.last, spans.len() + 1 == plan.len());
+                spans.push(w.span);
+            }
+            assert_eq!(spans, plan);
         }
     }
 }

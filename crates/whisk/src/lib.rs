@@ -47,7 +47,8 @@ pub use whisk_weights::WhisperWeights;
 #[cfg(feature = "candle")]
 pub use whisk_candle::CandleDevice;
 
-use whisk_pipeline::Pipeline;
+use whisk_audio::AudioStream;
+use whisk_pipeline::{FileWindows, FixedWindows, Pipeline, WindowSource};
 
 /// Everything that can go wrong, each with a message naming the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -251,9 +252,9 @@ trait Engine {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Transcript>;
-    fn transcribe_batched(
+    fn transcribe_windows(
         &self,
-        inputs: &[&[f32]],
+        sources: Vec<Box<dyn WindowSource + '_>>,
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>>;
@@ -274,13 +275,15 @@ impl<B: Backend> Engine for Pipeline<B> {
         Ok(Pipeline::transcribe(self, samples, options, progress)?)
     }
 
-    fn transcribe_batched(
+    fn transcribe_windows(
         &self,
-        inputs: &[&[f32]],
+        sources: Vec<Box<dyn WindowSource + '_>>,
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
-        Ok(self.transcribe_many(inputs, options, progress)?)
+        Ok(Pipeline::transcribe_windows(
+            self, sources, options, progress,
+        )?)
     }
 
     fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>> {
@@ -343,6 +346,12 @@ fn new_engine(
             },
         )),
     }
+}
+
+/// Opens `path` as audio without decoding it: checks that it holds a decodable track, and
+/// returns its length in seconds if its header tells.
+pub fn probe_audio(path: &Path) -> Result<Option<f64>> {
+    Ok(AudioStream::open(path)?.duration_hint())
 }
 
 /// A loaded Whisper model with its tokenizer, ready to transcribe.
@@ -425,7 +434,8 @@ impl Model {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
         if options.batch_size > 1 {
-            return self.engine.transcribe_batched(inputs, options, progress);
+            let sources = whisk_pipeline::planned_windows(inputs, options);
+            return self.engine.transcribe_windows(sources, options, progress);
         }
         let total: f64 = inputs.iter().map(|s| s.len() as f64 / 16_000.0).sum();
         let mut before = 0.0;
@@ -444,8 +454,71 @@ impl Model {
 
     /// Decodes, resamples and transcribes an audio file.
     pub fn transcribe_file(&self, path: &Path, options: &TranscribeOptions) -> Result<Transcript> {
-        let samples = load_audio(path)?;
-        self.transcribe(&samples, options)
+        let mut all = self.transcribe_files(&[path], options, &mut |_| {})?;
+        Ok(all.remove(0))
+    }
+
+    /// Transcribes audio files; every file is opened and checked before any work, so a bad one
+    /// fails first. With `options.batch_size` above 1 the files share one batch and each is read
+    /// as its windows are needed, so memory does not grow with the audio's length (unless
+    /// `options.clip_timestamps` is set, which reads each file whole). Otherwise each file is
+    /// read and transcribed in turn by the sequential loop. Progress counts seconds over all
+    /// files, as far as their headers tell.
+    ///
+    /// ```no_run
+    /// # fn main() -> whisk::Result<()> {
+    /// let model = whisk::Model::builder("target/models/tiny.en").build()?;
+    /// let files = ["a.flac".as_ref(), "b.mp3".as_ref()];
+    /// let options = whisk::TranscribeOptions::default();
+    /// let transcripts = model.transcribe_files(&files, &options, &mut |p| {
+    ///     eprintln!("{:.0} of {:.0} s", p.done_seconds, p.total_seconds)
+    /// })?;
+    /// assert_eq!(transcripts.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn transcribe_files(
+        &self,
+        paths: &[&Path],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<Transcript>> {
+        let streamed = options.batch_size > 1 && options.clip_timestamps.is_empty();
+        if streamed {
+            let sources = paths
+                .iter()
+                .map(|p| {
+                    FileWindows::probe(p, FixedWindows::default())
+                        .map(|w| Box::new(w) as Box<dyn WindowSource>)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            return self.engine.transcribe_windows(sources, options, progress);
+        }
+        let seconds = paths
+            .iter()
+            .map(|p| Ok(probe_audio(p)?.unwrap_or(0.0)))
+            .collect::<Result<Vec<f64>>>()?;
+        if options.batch_size > 1 {
+            let inputs = paths
+                .iter()
+                .map(|p| load_audio(p))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let inputs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+            return self.transcribe_many(&inputs, options, progress);
+        }
+        let total: f64 = seconds.iter().sum();
+        let mut before = 0.0;
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            let samples = load_audio(path)?;
+            out.push(self.engine.transcribe(&samples, options, &mut |pr| {
+                progress(Progress {
+                    done_seconds: before + pr.done_seconds,
+                    total_seconds: total.max(before + pr.total_seconds),
+                })
+            })?);
+            before += samples.len() as f64 / 16_000.0;
+        }
+        Ok(out)
     }
 
     /// Languages spoken in the first 30 s, likeliest first, with probabilities.
