@@ -1,7 +1,8 @@
 //! Burn on wgpu, smoke-tested: on machines without a GPU it runs on Mesa's software Vulkan
 //! driver (lavapipe), far too slowly for the whole suite, so these check that the wgpu path
 //! computes the same model as candle on one short file. Needs `--features wgpu` and an
-//! adapter; set `WHISK_TEST_WGPU=1` to run them (CI does, after installing Mesa).
+//! adapter; set `WHISK_TEST_WGPU=1` to run them (CI does, after installing Mesa). The
+//! missing-adapter check needs no adapter and always runs.
 
 use whisk::{BackendKind, DecodeOptions, Device, Model, TranscribeOptions};
 use whisk_tests::{assert_same_transcript, check_invariants, model_dir, shared_data};
@@ -45,4 +46,41 @@ fn jfk_on_wgpu_matches_candle() {
         check_invariants(&b);
         assert_same_transcript(&a, &b, &format!("beam {beam_size:?}"));
     }
+}
+
+/// With no graphics driver in reach, asking for wgpu is an error that says what is missing,
+/// not a panic. The test runs itself again in a child process that sees no Vulkan driver and
+/// no EGL vendor (for OpenGL), since the loaders read their lists from the environment.
+#[test]
+fn without_an_adapter_wgpu_is_a_clear_error() {
+    if std::env::var_os("WHISK_TEST_NO_ADAPTER_CHILD").is_some() {
+        let built = Model::builder(model_dir("tiny.en"))
+            .backend(BackendKind::Burn)
+            .device(Device::Wgpu)
+            .build();
+        match built {
+            Err(e) => {
+                assert!(e.to_string().contains("no wgpu adapter found"), "{e}");
+                eprintln!("error as expected: {e}");
+            }
+            Ok(model) => panic!("an adapter is still in reach: {}", model.device_name()),
+        }
+        return;
+    }
+    let missing = "/nonexistent/whisk-no-driver.json";
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "without_an_adapter_wgpu_is_a_clear_error",
+            "--nocapture",
+        ])
+        .env("WHISK_TEST_NO_ADAPTER_CHILD", "1")
+        .env("VK_ICD_FILENAMES", missing)
+        .env("VK_DRIVER_FILES", missing)
+        .env("__EGL_VENDOR_LIBRARY_FILENAMES", missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "child failed:\n{stderr}");
+    assert!(stderr.contains("error as expected"), "{stderr}");
 }
