@@ -34,6 +34,22 @@ fn map8(src: &[f32], dst: &mut [f32], f: impl Fn(f32x8) -> f32x8) {
     }
 }
 
+/// Folds `x` with `op` eight lanes at a time, then the lanes and the tail with `op1`.
+fn reduce8(
+    x: &[f32],
+    init: f32,
+    op: impl Fn(f32x8, f32x8) -> f32x8,
+    op1: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    let acc = chunks.fold(f32x8::splat(init), |acc, c| op(acc, lanes(c)));
+    acc.to_array()
+        .into_iter()
+        .chain(rest.iter().copied())
+        .fold(init, op1)
+}
+
 /// The contiguous `f32` data of a CPU tensor's storage.
 fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -62,18 +78,19 @@ impl CustomOp1 for SoftmaxLastDim {
             .zip(dst.par_chunks_mut(n * rows_per_task))
             .for_each(|(src, dst)| {
                 for (src, dst) in src.chunks(n).zip(dst.chunks_mut(n)) {
-                    let max = src.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let max = reduce8(src, f32::NEG_INFINITY, f32x8::max, f32::max);
                     if max == f32::NEG_INFINITY {
                         // Everything masked (a padded position): zeros rather than 0/0.
                         continue;
                     }
                     let shift = f32x8::splat(max);
                     map8(src, dst, |v| (v - shift).exp());
-                    let sum: f32 = dst.iter().sum();
-                    let scale = 1.0 / sum;
-                    for d in dst.iter_mut() {
-                        *d *= scale;
-                    }
+                    let sum = reduce8(dst, 0.0, |a, b| a + b, |a, b| a + b);
+                    let scale = f32x8::splat(1.0 / sum);
+                    dst.chunks_exact_mut(8)
+                        .for_each(|d| d.copy_from_slice(&(lanes(d) * scale).to_array()));
+                    let tail = n - n % 8;
+                    dst[tail..].iter_mut().for_each(|d| *d /= sum);
                 }
             });
         Ok((CpuStorage::F32(dst), layout.shape().clone()))
