@@ -110,10 +110,27 @@ impl Setup {
             mels,
         }
     }
+
+    /// A scheduler over this setup's model with `capacity` decoder slots.
+    fn scheduler(&self, capacity: usize) -> Scheduler<'_, CandleBackend, usize> {
+        Scheduler::new(
+            &self.backend,
+            SchedulerConfig {
+                capacity,
+                encoder_batch: 2,
+                rules: &self.rules,
+                special: &self.special,
+                heads: &self.heads,
+                spell: None,
+            },
+        )
+        .unwrap()
+    }
 }
 
 #[test]
 fn batched_rows_equal_single_decodes() {
+    let setup = Setup::new();
     let Setup {
         backend,
         special,
@@ -121,19 +138,8 @@ fn batched_rows_equal_single_decodes() {
         sot,
         heads,
         mels,
-    } = Setup::new();
-    let mut scheduler = Scheduler::new(
-        &backend,
-        SchedulerConfig {
-            capacity: 3,
-            encoder_batch: 2,
-            rules: &rules,
-            special: &special,
-            heads: &heads,
-            spell: None,
-        },
-    )
-    .unwrap();
+    } = &setup;
+    let mut scheduler = setup.scheduler(3);
     for (i, mel) in mels.iter().enumerate() {
         scheduler.submit(Job {
             key: i,
@@ -142,7 +148,7 @@ fn batched_rows_equal_single_decodes() {
                 refeed_sot: Some(sot.clone()),
                 keep_qk: true,
                 sample_len: 224,
-                ..RowRequest::greedy(&sot)
+                ..RowRequest::greedy(sot)
             },
         });
     }
@@ -155,20 +161,20 @@ fn batched_rows_equal_single_decodes() {
 
     let request = WindowRequest {
         previous: &[],
-        sot_sequence: &sot,
-        rules: &rules,
-        special: &special,
+        sot_sequence: sot,
+        rules,
+        special,
         sample_len: 224,
-        cross_qk_heads: &heads,
+        cross_qk_heads: heads,
         keep_probs: false,
         beam: None,
     };
     let mut lengths = Vec::new();
     for (r, mel) in mels.iter().enumerate() {
         let batched = batched[r].as_ref().expect("every job finished");
-        let encoded = whisk_pipeline::encode_window(&backend, mel).unwrap();
+        let encoded = whisk_pipeline::encode_window(backend, mel).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-        let single = decode_window(&backend, &encoded, &request, 0.0, &mut rng).unwrap();
+        let single = decode_window(backend, &encoded, &request, 0.0, &mut rng).unwrap();
         assert_eq!(batched.tokens, single.tokens, "{}", FILES[r]);
         assert!((batched.sum_logprob - single.sum_logprob).abs() < 1e-2);
         assert!((batched.no_speech_prob - single.no_speech_prob).abs() < 1e-3);
@@ -192,7 +198,7 @@ fn batched_rows_equal_single_decodes() {
         fed.push(special.no_timestamps);
         fed.extend_from_slice(&text);
         fed.push(special.eot);
-        let out = forward_alone(&backend, &encoded, &fed, &[], &heads);
+        let out = forward_alone(backend, &encoded, &fed, &[], heads);
         let alone = &out.cross_qk[0];
         let first = sot.len();
         for h in 0..alone.heads {
@@ -206,18 +212,7 @@ fn batched_rows_equal_single_decodes() {
     }
     // A pass asked for on its own, after the decode (as for a candidate chosen among several),
     // gives what the pass at the end of the decode gave.
-    let mut passes = Scheduler::new(
-        &backend,
-        SchedulerConfig {
-            capacity: 3,
-            encoder_batch: 2,
-            rules: &rules,
-            special: &special,
-            heads: &heads,
-            spell: None,
-        },
-    )
-    .unwrap();
+    let mut passes = setup.scheduler(3);
     for (i, mel) in mels.iter().enumerate() {
         let decoded = batched[i].as_ref().expect("every job finished");
         passes.submit(Job {
@@ -256,6 +251,7 @@ fn batched_rows_equal_single_decodes() {
 /// rows included (they follow the hypotheses through every reorder).
 #[test]
 fn batched_beam_searches_equal_single_searches() {
+    let setup = Setup::new();
     let Setup {
         backend,
         special,
@@ -263,25 +259,14 @@ fn batched_beam_searches_equal_single_searches() {
         sot,
         heads,
         mels,
-    } = Setup::new();
+    } = &setup;
     let beam = BeamOptions {
         beam_size: 5,
         patience: 1.0,
         length_penalty: None,
     };
     // Room for two searches and one greedy row: the fourth window waits for a search to end.
-    let mut scheduler = Scheduler::new(
-        &backend,
-        SchedulerConfig {
-            capacity: 11,
-            encoder_batch: 2,
-            rules: &rules,
-            special: &special,
-            heads: &heads,
-            spell: None,
-        },
-    )
-    .unwrap();
+    let mut scheduler = setup.scheduler(11);
     let searched = [true, true, false, true, true];
     for (i, mel) in mels.iter().enumerate() {
         scheduler.submit(Job {
@@ -291,7 +276,7 @@ fn batched_beam_searches_equal_single_searches() {
                 keep_qk: true,
                 sample_len: 224,
                 beam: searched[i].then_some(beam),
-                ..RowRequest::greedy(&sot)
+                ..RowRequest::greedy(sot)
             },
         });
     }
@@ -305,20 +290,20 @@ fn batched_beam_searches_equal_single_searches() {
     let mut differs_from_greedy = 0;
     for (r, mel) in mels.iter().enumerate() {
         let batched = batched[r].as_ref().expect("every job finished");
-        let encoded = whisk_pipeline::encode_window(&backend, mel).unwrap();
+        let encoded = whisk_pipeline::encode_window(backend, mel).unwrap();
         let request = |beam| WindowRequest {
             previous: &[],
-            sot_sequence: &sot,
-            rules: &rules,
-            special: &special,
+            sot_sequence: sot,
+            rules,
+            special,
             sample_len: 224,
-            cross_qk_heads: &heads,
+            cross_qk_heads: heads,
             keep_probs: false,
             beam,
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
         let alone = decode_window(
-            &backend,
+            backend,
             &encoded,
             &request(searched[r].then_some(beam)),
             0.0,
@@ -347,7 +332,7 @@ fn batched_beam_searches_equal_single_searches() {
             let mut fed = sot.clone();
             fed.extend_from_slice(&alone.tokens);
             let logits_at: Vec<usize> = (sot.len() - 1..fed.len()).collect();
-            let out = forward_alone(&backend, &encoded, &fed, &logits_at, &[]);
+            let out = forward_alone(backend, &encoded, &fed, &logits_at, &[]);
             let vocab = backend.dims().n_vocab;
             let mut rescored = 0.0f64;
             for (k, row) in out.logits[0].chunks(vocab).enumerate() {
@@ -362,7 +347,7 @@ fn batched_beam_searches_equal_single_searches() {
                 FILES[r],
                 alone.sum_logprob
             );
-            let greedy = decode_window(&backend, &encoded, &request(None), 0.0, &mut rng).unwrap();
+            let greedy = decode_window(backend, &encoded, &request(None), 0.0, &mut rng).unwrap();
             differs_from_greedy += usize::from(greedy.tokens != alone.tokens);
         }
     }
