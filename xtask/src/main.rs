@@ -9,6 +9,9 @@
 //!   faster-whisper's, and whisk's distance from faster-whisper's word times.
 //! - `bench`: speed, memory and WER of whisk beside faster-whisper (from PyPI, in a venv) on
 //!   the same model and audio, interleaved in one run.
+//! - `build-cuda`: build the CLI with candle's `cuda` feature on a machine without a GPU or a
+//!   system CUDA toolkit (the toolkit comes from NVIDIA's PyPI wheels), to carry to a GPU
+//!   machine.
 
 mod bench;
 mod fetch;
@@ -44,6 +47,50 @@ fn vulkan_driver_installed() -> bool {
         .flatten()
         .flatten()
         .any(|entry| entry.path().extension().is_some_and(|e| e == "json"))
+}
+
+/// Release build of `whisk` with the `cuda` feature, in its own target folder so that the
+/// CPU build's artifacts stay as they are. Kernels are compiled for `CUDA_COMPUTE_CAP`
+/// (default 90: H100/H200).
+fn build_cuda(root: &std::path::Path, extra: &[String]) -> Result<()> {
+    let toolkit = root.join("target/cuda/toolkit");
+    run(Command::new(env!("CARGO")).current_dir(root).arg("fetch"))?;
+    run(Command::new("bash")
+        .arg(root.join("xtask/cuda-toolkit.sh"))
+        .arg(&toolkit))?;
+    let path = format!(
+        "{}:{}",
+        toolkit.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let lib = toolkit.join("lib64");
+    let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
+    run(Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "whisk-cli",
+            "--features",
+            "cuda",
+        ])
+        .args(["--target-dir", "target/cuda/build"])
+        .args(extra)
+        .env("CUDA_HOME", &toolkit)
+        .env("CUDA_PATH", &toolkit)
+        .env("PATH", path)
+        .env("CUDA_COMPUTE_CAP", cap)
+        .env("CUDARC_CUDA_VERSION", "13000")
+        .env(
+            "LIBRARY_PATH",
+            format!("{}:{}", lib.display(), lib.join("stubs").display()),
+        ))?;
+    println!(
+        "built {}; on the GPU machine put cuBLAS/cuRAND/cudart 13 on LD_LIBRARY_PATH",
+        root.join("target/cuda/build/release/whisk").display()
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -85,8 +132,9 @@ fn main() -> Result<()> {
                 ])
                 .args(&args[1..]))
         }
+        Some("build-cuda") => build_cuda(&root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
+            eprintln!("usage: cargo xtask <build-cuda [cargo build args] | fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
             std::process::exit(2);
         }
     }
