@@ -1,9 +1,9 @@
 //! Whisper's encoder and decoder in Burn, the same computation as the candle backend (both are
 //! pinned to openai-whisper's `model.py`), so the two agree to float rounding.
 
-use burn::tensor::module::{conv1d, layer_norm, linear};
-use burn::tensor::ops::ConvOptions;
-use burn::tensor::{activation, Device, Int, Tensor, TensorData};
+use burn::tensor::module::{self, conv1d, layer_norm, linear};
+use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
+use burn::tensor::{activation, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 use whisk_backend::{
     BackendError, DecodeStep, Result, SlotBatch, SlotTable, StepLayout, StepOutput,
 };
@@ -157,6 +157,16 @@ impl Attention {
         )
     }
 
+    /// Self-attention without a mask, whose scores nobody reads: Burn's fused attention
+    /// (flash attention on long sequences, on the CPU and GPU backends alike), which never
+    /// materialises the `[t, t]` score matrix of each head.
+    fn attend_fused(&self, x: Tensor<3>) -> Tensor<3> {
+        let q = split_heads(self.query.forward(x.clone()), self.n_head);
+        let (k, v) = self.kv(x);
+        let out = module::attention(q, k, v, None, None, AttentionModuleOptions::default());
+        self.out.forward(merge_heads(out))
+    }
+
     fn attend(
         &self,
         x: Tensor<3>,
@@ -239,8 +249,11 @@ pub struct Whisper {
 pub struct DecoderState {
     /// Per layer: `[slots, n_head, n_audio_ctx, dh]` keys and values.
     cross: Vec<(Tensor<4>, Tensor<4>)>,
-    /// Per layer: `[slots, n_head, n_text_ctx, dh]` keys and values.
-    cache: Vec<(Tensor<4>, Tensor<4>)>,
+    /// Per layer: keys and values as `[slots * n_text_ctx, n_text_state]`, row
+    /// `slot * n_text_ctx + position`, so that one indexed write stores every row's new
+    /// tokens and one indexed read gathers what a step attends to (a kernel each on a GPU,
+    /// not one per row).
+    cache: Vec<(Tensor<2>, Tensor<2>)>,
     pub table: SlotTable,
 }
 
@@ -248,6 +261,11 @@ pub struct DecoderState {
 fn put(t: &mut Tensor<4>, slot: usize, start: usize, value: Tensor<4>) {
     let [_, h, len, dh] = value.dims();
     t.inplace(|t| t.slice_assign([slot..slot + 1, 0..h, start..start + len, 0..dh], value));
+}
+
+/// Overwrites rows `rows` of `t` with `values` (one row each, rows distinct).
+fn put_rows(t: &mut Tensor<2>, rows: Tensor<1, Int>, values: Tensor<2>) {
+    t.inplace(|t| t.select_assign(0, rows, values, IndexingUpdateOp::Assign));
 }
 
 impl Whisper {
@@ -293,9 +311,7 @@ impl Whisper {
         let x = conv(x, &self.conv2, 2).swap_dims(1, 2);
         let mut x = x + self.enc_pos.clone().unsqueeze::<3>();
         for block in &self.enc_blocks {
-            let h = block.attn_ln.forward(x.clone());
-            let (k, v) = block.attn.kv(h.clone());
-            x = x + block.attn.attend(h, k, v, None).0;
+            x = x.clone() + block.attn.attend_fused(block.attn_ln.forward(x));
             x = x.clone() + block.mlp.forward(x);
         }
         self.ln_post.forward(x)
@@ -305,11 +321,11 @@ impl Whisper {
         let d = &self.dims;
         let slots = table.slots();
         let dh = d.n_text_state / d.n_text_head;
-        let zeros = |len| Tensor::<4>::zeros([slots, d.n_text_head, len, dh], &self.device);
-        let pair = |len| (zeros(len), zeros(len));
+        let cross = || Tensor::<4>::zeros([slots, d.n_text_head, d.n_audio_ctx, dh], &self.device);
+        let cache = || Tensor::<2>::zeros([slots * d.n_text_ctx, d.n_text_state], &self.device);
         DecoderState {
-            cross: (0..d.n_text_layer).map(|_| pair(d.n_audio_ctx)).collect(),
-            cache: (0..d.n_text_layer).map(|_| pair(d.n_text_ctx)).collect(),
+            cross: (0..d.n_text_layer).map(|_| (cross(), cross())).collect(),
+            cache: (0..d.n_text_layer).map(|_| (cache(), cache())).collect(),
             table,
         }
     }
@@ -337,26 +353,26 @@ impl Whisper {
     /// when the two slots attend to different windows.
     pub fn copy_slots(&self, state: &mut DecoderState, moves: &[(usize, usize)]) {
         let cross_moves = state.table.cross_moves(moves);
-        let table = &state.table;
-        // Sources are gathered (copied) before any destination is written: a view would keep
-        // the cache shared, and writing into a shared tensor copies all of it.
-        let gathered = |t: &Tensor<4>, from: usize| t.clone().select(0, self.indices(&[from]));
-        for (k, v) in &mut state.cache {
-            for t in [k, v] {
-                let sources: Vec<Option<Tensor<4>>> = moves
-                    .iter()
-                    .map(|&(from, _)| {
-                        let len = table.length(from);
-                        (len > 0).then(|| gathered(t, from).narrow(2, 0, len))
-                    })
-                    .collect();
-                for (src, &(_, to)) in sources.into_iter().zip(moves) {
-                    if let Some(src) = src {
-                        put(t, to, 0, src);
-                    }
+        // Cached tokens: every source row read (a copy) before any destination is written.
+        let ctx = self.dims.n_text_ctx;
+        let (mut from_rows, mut to_rows) = (Vec::new(), Vec::new());
+        for &(from, to) in moves {
+            let len = state.table.length(from);
+            from_rows.extend(from * ctx..from * ctx + len);
+            to_rows.extend(to * ctx..to * ctx + len);
+        }
+        if !from_rows.is_empty() {
+            let (from_rows, to_rows) = (self.indices(&from_rows), self.indices(&to_rows));
+            for (k, v) in &mut state.cache {
+                for t in [k, v] {
+                    let sources = t.clone().select(0, from_rows.clone());
+                    put_rows(t, to_rows.clone(), sources);
                 }
             }
         }
+        // Sources are gathered (copied) before any destination is written: a view would keep
+        // the tensor shared, and writing into a shared tensor copies all of it.
+        let gathered = |t: &Tensor<4>, from: usize| t.clone().select(0, self.indices(&[from]));
         for (k, v) in &mut state.cross {
             for t in [k, v] {
                 let sources: Vec<Tensor<4>> = cross_moves
@@ -407,22 +423,50 @@ impl Whisper {
             + self.dec_pos.clone().select(0, positions))
         .reshape([size, n, d.n_text_state]);
 
+        // The step's new tokens (flat rows of the padded `[size * n]` batch) and the cache
+        // rows they go to; then the cache rows every computed row attends to.
+        let ctx = d.n_text_ctx;
+        let (mut new_rows, mut cache_rows) = (Vec::new(), Vec::new());
+        for (r, row) in rows.iter().enumerate() {
+            let b = layout.index[r];
+            for j in 0..row.tokens.len() {
+                new_rows.push(b * n + j);
+                cache_rows.push(row.slot * ctx + row.position + j);
+            }
+        }
+        // Every padded row is a token of its row: no gather needed.
+        let all_new = new_rows.iter().copied().eq(0..size * n);
+        let new_rows = self.indices(&new_rows);
+        let cache_rows = self.indices(&cache_rows);
+        let batch_slots: Vec<usize> = match &layout.batch {
+            SlotBatch::Gather(slots) => slots.clone(),
+            SlotBatch::Range { first, len } => (*first..first + len).collect(),
+        };
+        let attended: Vec<usize> = batch_slots
+            .iter()
+            .flat_map(|&slot| slot * ctx..slot * ctx + span)
+            .collect();
+        let attended = self.indices(&attended);
+        let store = |t: &mut Tensor<2>, new: Tensor<3>| {
+            let new = new.reshape([size * n, d.n_text_state]);
+            let new = if all_new {
+                new
+            } else {
+                new.select(0, new_rows.clone())
+            };
+            put_rows(t, cache_rows.clone(), new);
+            let seen = t.clone().select(0, attended.clone());
+            split_heads(seen.reshape([size, span, d.n_text_state]), d.n_text_head)
+        };
+
         let mut qk_parts: Vec<Option<Tensor<4>>> = vec![None; step.cross_qk_heads.len()];
         for (layer, block) in self.dec_blocks.iter().enumerate() {
             let attn = &block.attn;
             let h = block.attn_ln.forward(x.clone());
             let q = split_heads(attn.query.forward(h.clone()), attn.n_head);
-            let (k_new, v_new) = attn.kv(h);
             let (k_cache, v_cache) = &mut state.cache[layer];
-            for (r, row) in rows.iter().enumerate() {
-                let (b, len) = (layout.index[r], row.tokens.len());
-                for (cache, new) in [(&mut *k_cache, &k_new), (&mut *v_cache, &v_new)] {
-                    let src = new.clone().narrow(0, b, 1).narrow(2, 0, len);
-                    put(cache, row.slot, row.position, src);
-                }
-            }
-            let k = batch(k_cache).narrow(2, 0, span);
-            let v = batch(v_cache).narrow(2, 0, span);
+            let k = store(k_cache, attn.key.forward(h.clone()));
+            let v = store(v_cache, attn.value.forward(h));
             let (out, _) = attention(q, k, v, Some(mask.clone()));
             x = x + attn.out.forward(out);
 
