@@ -1,7 +1,9 @@
 //! The integration suite, written once and run on every backend compiled into this test
 //! build: candle on the CPU always; Burn's `flex` CPU backend with `--features burn-cpu`.
-//! (Burn on wgpu has its own smoke tests, `wgpu_smoke.rs`: software Vulkan is too slow for
-//! the whole suite.) Each case names the backend it failed on.
+//! `WHISK_TEST_DEVICES` adds devices to run it on as well (`cuda:0` with `--features cuda`,
+//! `wgpu` with `--features wgpu`, `metal`): CI runs it on wgpu through software Vulkan
+//! (`cargo xtask test` does wherever a Vulkan driver is installed), and on a machine with a GPU
+//! it runs there. Each case names the backend it failed on.
 
 use whisk::{BackendKind, DecodeOptions, MelPadding, Model, TranscribeOptions};
 use whisk_backend::{Backend, DecodeStep, MelBatch, RowStep};
@@ -12,18 +14,34 @@ use whisk_tests::{
 };
 use whisk_weights::WhisperWeights;
 
-/// The backends compiled in, each on its CPU device.
+/// The backends compiled in, each on its CPU device, then the devices `WHISK_TEST_DEVICES`
+/// names (wgpu on Burn, the others on candle).
 fn models() -> Vec<(String, Model)> {
     let kinds = BackendKind::compiled();
     assert!(!kinds.is_empty());
-    kinds
+    let mut targets: Vec<(BackendKind, whisk::Device)> = kinds
         .into_iter()
-        .map(|kind| {
+        .map(|kind| (kind, whisk::Device::Cpu))
+        .collect();
+    let extra = std::env::var("WHISK_TEST_DEVICES").unwrap_or_default();
+    for name in extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let device: whisk::Device = name
+            .parse()
+            .unwrap_or_else(|e| panic!("WHISK_TEST_DEVICES: {e}"));
+        let kind = match device {
+            whisk::Device::Wgpu => BackendKind::Burn,
+            _ => BackendKind::Candle,
+        };
+        targets.push((kind, device));
+    }
+    targets
+        .into_iter()
+        .map(|(kind, device)| {
             let model = Model::builder(model_dir("tiny.en"))
                 .backend(kind)
-                .device(whisk::Device::Cpu)
+                .device(device)
                 .build()
-                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+                .unwrap_or_else(|e| panic!("{kind} on {device:?}: {e}"));
             (model.device_name(), model)
         })
         .collect()
