@@ -84,3 +84,58 @@ fn without_an_adapter_wgpu_is_a_clear_error() {
     assert!(child.status.success(), "child failed:\n{stderr}");
     assert!(stderr.contains("error as expected"), "{stderr}");
 }
+
+/// A decoder too large for the device's buffers (4096 slots: a 2.8 GB self-attention cache
+/// per layer) is an error that says what failed, not a panic or an abort. It runs in a child
+/// process so the failed allocation cannot disturb the other tests sharing the device.
+#[test]
+fn a_decoder_too_large_for_the_device_is_an_error() {
+    if !enabled() {
+        return;
+    }
+    if std::env::var_os("WHISK_TEST_TOO_LARGE_CHILD").is_some() {
+        let message = decode_with_too_many_slots().unwrap_err().to_string();
+        assert!(message.contains("can't allocate buffer"), "{message}");
+        eprintln!("error as expected");
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_decoder_too_large_for_the_device_is_an_error",
+            "--nocapture",
+        ])
+        .env("WHISK_TEST_TOO_LARGE_CHILD", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "child failed:\n{stderr}");
+    assert!(stderr.contains("error as expected"), "{stderr}");
+}
+
+fn decode_with_too_many_slots() -> whisk_backend::Result<whisk_backend::StepOutput> {
+    use whisk_backend::{Backend, DecodeStep, MelBatch, RowStep};
+    let weights = whisk_weights::WhisperWeights::from_dir(&model_dir("tiny.en")).unwrap();
+    let backend = whisk_burn::BurnBackend::new(&weights, whisk_burn::BurnDevice::Wgpu)?;
+    let dims = backend.dims().clone();
+    let mel = vec![0.0f32; dims.n_mels * 2 * dims.n_audio_ctx];
+    let encoded = backend.encode(MelBatch {
+        data: &mel,
+        windows: 1,
+        n_mels: dims.n_mels,
+        frames: 2 * dims.n_audio_ctx,
+    })?;
+    let mut decoder = backend.new_decoder(4096)?;
+    backend.attach(&mut decoder, &[0], &encoded, &[0])?;
+    let tokens = [50257u32];
+    let step = DecodeStep {
+        rows: &[RowStep {
+            slot: 0,
+            position: 0,
+            tokens: &tokens,
+            logits_at: &[0],
+        }],
+        cross_qk_heads: &[],
+    };
+    backend.decode_step(&mut decoder, step)
+}

@@ -90,9 +90,26 @@ pub struct BurnBackend {
 impl BurnBackend {
     pub fn new(weights: &WhisperWeights, device: BurnDevice) -> Result<Self> {
         let burn_device = device.open()?;
-        let model = Whisper::load(weights, &burn_device)?;
+        let model = guarded(device, || Whisper::load(weights, &burn_device))?;
         Ok(Self { model, device })
     }
+}
+
+/// Runs Burn work, turning a panic into an error. Burn reports a failed allocation, kernel
+/// compilation or a lost device by panicking, where whisk promises an error; a decoder whose
+/// step failed this way is left half-updated and should be dropped.
+fn guarded<T>(device: BurnDevice, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        Err(BackendError::Compute(format!(
+            "burn {} failed: {message}",
+            device.name()
+        )))
+    })
 }
 
 /// Encoder output: `[windows, n_audio_ctx, n_audio_state]`.
@@ -115,15 +132,18 @@ impl Backend for BurnBackend {
 
     fn encode(&self, mel: MelBatch<'_>) -> Result<Encoded> {
         check_mel(&self.model.dims, &mel)?;
-        let x = Tensor::<3>::from_data(
-            TensorData::new(mel.data.to_vec(), [mel.windows, mel.n_mels, mel.frames]),
-            self.model.device(),
-        );
-        Ok(Encoded(self.model.encode(x)))
+        guarded(self.device, || {
+            let x = Tensor::<3>::from_data(
+                TensorData::new(mel.data.to_vec(), [mel.windows, mel.n_mels, mel.frames]),
+                self.model.device(),
+            );
+            Ok(Encoded(self.model.encode(x)))
+        })
     }
 
     fn new_decoder(&self, slots: usize) -> Result<Decoder> {
-        Ok(Decoder(self.model.new_decoder(SlotTable::new(slots)?)))
+        let table = SlotTable::new(slots)?;
+        guarded(self.device, || Ok(Decoder(self.model.new_decoder(table))))
     }
 
     fn attach(
@@ -137,15 +157,19 @@ impl Backend for BurnBackend {
             .0
             .table
             .check_attach(slots, windows, encoded.0.dims()[0])?;
-        self.model
-            .attach(&mut decoder.0, slots, &encoded.0, windows);
-        Ok(())
+        guarded(self.device, || {
+            self.model
+                .attach(&mut decoder.0, slots, &encoded.0, windows);
+            Ok(())
+        })
     }
 
     fn copy_slots(&self, decoder: &mut Decoder, moves: &[(usize, usize)]) -> Result<()> {
         decoder.0.table.check_copy(moves)?;
-        self.model.copy_slots(&mut decoder.0, moves);
-        Ok(())
+        guarded(self.device, || {
+            self.model.copy_slots(&mut decoder.0, moves);
+            Ok(())
+        })
     }
 
     fn decode_step(&self, decoder: &mut Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
@@ -153,6 +177,35 @@ impl Backend for BurnBackend {
         if step.rows.is_empty() {
             return Ok(StepOutput::default());
         }
-        self.model.decode_step(&mut decoder.0, step)
+        guarded(self.device, || self.model.decode_step(&mut decoder.0, step))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_burn_becomes_an_error_naming_the_device() {
+        let err = guarded(BurnDevice::Wgpu, || -> Result<()> {
+            panic!("Unable to allocate buffer of size 4294967296")
+        })
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, BackendError::Compute(_)), "{err:?}");
+        assert!(message.contains("burn wgpu failed"), "{message}");
+        assert!(message.contains("Unable to allocate buffer"), "{message}");
+
+        let formatted = guarded(BurnDevice::Flex, || -> Result<()> { panic!("lost {}", 7) });
+        assert!(formatted.unwrap_err().to_string().contains("lost 7"));
+    }
+
+    #[test]
+    fn errors_and_values_pass_through() {
+        assert_eq!(guarded(BurnDevice::Flex, || Ok(3)).unwrap(), 3);
+        let err = guarded(BurnDevice::Flex, || -> Result<()> {
+            Err(BackendError::InvalidRequest("x".into()))
+        });
+        assert!(matches!(err, Err(BackendError::InvalidRequest(_))));
     }
 }
