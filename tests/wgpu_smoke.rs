@@ -68,16 +68,23 @@ fn without_an_adapter_wgpu_is_a_clear_error() {
         return;
     }
     let missing = "/nonexistent/whisk-no-driver.json";
+    expect_error_in_child(
+        "without_an_adapter_wgpu_is_a_clear_error",
+        &[
+            ("WHISK_TEST_NO_ADAPTER_CHILD", "1"),
+            ("VK_ICD_FILENAMES", missing),
+            ("VK_DRIVER_FILES", missing),
+            ("__EGL_VENDOR_LIBRARY_FILENAMES", missing),
+        ],
+    );
+}
+
+/// Runs the test `name` again in a child process with `env` set, and checks that the child
+/// passed after printing "error as expected".
+fn expect_error_in_child(name: &str, env: &[(&str, &str)]) {
     let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "without_an_adapter_wgpu_is_a_clear_error",
-            "--nocapture",
-        ])
-        .env("WHISK_TEST_NO_ADAPTER_CHILD", "1")
-        .env("VK_ICD_FILENAMES", missing)
-        .env("VK_DRIVER_FILES", missing)
-        .env("__EGL_VENDOR_LIBRARY_FILENAMES", missing)
+        .args(["--exact", name, "--nocapture"])
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&child.stderr);
@@ -99,18 +106,10 @@ fn a_decoder_too_large_for_the_device_is_an_error() {
         eprintln!("error as expected");
         return;
     }
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "a_decoder_too_large_for_the_device_is_an_error",
-            "--nocapture",
-        ])
-        .env("WHISK_TEST_TOO_LARGE_CHILD", "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&child.stderr);
-    assert!(child.status.success(), "child failed:\n{stderr}");
-    assert!(stderr.contains("error as expected"), "{stderr}");
+    expect_error_in_child(
+        "a_decoder_too_large_for_the_device_is_an_error",
+        &[("WHISK_TEST_TOO_LARGE_CHILD", "1")],
+    );
 }
 
 fn decode_with_too_many_slots() -> whisk_backend::Result<whisk_backend::StepOutput> {
