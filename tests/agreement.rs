@@ -70,7 +70,12 @@ fn first_decoder_steps_agree() {
         sot,
         heads,
     } = RawDecode::tiny_en();
-    let candle = CandleBackend::new(&weights, CandleDevice::Cpu).unwrap();
+    let candle = CandleBackend::new(
+        &weights,
+        CandleDevice::Cpu,
+        whisk_types::ComputeType::Float32,
+    )
+    .unwrap();
     let burn = BurnBackend::new(&weights, BurnDevice::Flex).unwrap();
     for file in [
         "whisper_test_clips/audio16k/jfk.flac",

@@ -317,7 +317,12 @@ fn row<'a>(slot: usize, position: usize, tokens: &'a [u32]) -> RowStep<'a> {
 fn invalid_backend_requests_are_errors() {
     let weights = WhisperWeights::from_dir(&model_dir("tiny.en")).unwrap();
     invalid_requests_are_errors(
-        &whisk_candle::CandleBackend::new(&weights, whisk_candle::CandleDevice::Cpu).unwrap(),
+        &whisk_candle::CandleBackend::new(
+            &weights,
+            whisk_candle::CandleDevice::Cpu,
+            whisk_types::ComputeType::Float32,
+        )
+        .unwrap(),
     );
     #[cfg(feature = "burn-cpu")]
     invalid_requests_are_errors(

@@ -99,7 +99,12 @@ impl Setup {
             sot,
             heads,
         } = RawDecode::tiny_en();
-        let backend = CandleBackend::new(&weights, CandleDevice::Cpu).unwrap();
+        let backend = CandleBackend::new(
+            &weights,
+            CandleDevice::Cpu,
+            whisk_types::ComputeType::Float32,
+        )
+        .unwrap();
         let mels: Vec<Arc<[f32]>> = FILES.iter().map(|f| first_mel_window(f).into()).collect();
         Self {
             backend,

@@ -9,9 +9,11 @@ use whisk_types::ModelDims;
 
 mod layout;
 mod slots;
+mod timed;
 
 pub use layout::{SlotBatch, StepLayout};
 pub use slots::{check_mel, SlotTable};
+pub use timed::{BackendTimes, TimeLog, Timed};
 
 /// Error a backend reports; carries the tensor library's message.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,12 @@ pub trait Backend {
     /// Feeds every row its tokens, extends the rows' caches, returns the asked-for logits
     /// and cross-attention scores.
     fn decode_step(&self, decoder: &mut Self::Decoder, step: DecodeStep<'_>) -> Result<StepOutput>;
+
+    /// Waits until the work queued on the device has finished. GPUs run asynchronously, so a
+    /// call may return before its work is done; timing calls needs this (a no-op on the CPU).
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// A decoder whose slot `i` attends to window `windows[i]` of `encoded`.
     fn start_decoder(&self, encoded: &Self::Encoded, windows: &[usize]) -> Result<Self::Decoder> {

@@ -1,7 +1,8 @@
 //! Softmax and GELU for `f32` on the CPU, eight lanes at a time. candle's CPU versions call
 //! the scalar `exp`/`erf` per element, and the encoder's attention alone takes 54 million
-//! exponentials per window (tiny), which made them a large share of encoding. Other devices
-//! and dtypes use candle's own ops.
+//! exponentials per window (tiny), which made them a large share of encoding. Half-precision
+//! CPU tensors go through the same `f32` code (candle's CPU softmax would sum 1500 scores in
+//! `f16`); other devices use candle's own ops.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -10,8 +11,21 @@ use wide::f32x8;
 /// Elements per parallel task for element-wise ops.
 const TASK: usize = 1 << 14;
 
-fn on_cpu_f32(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+/// Runs `op` on `x` in `f32` where `x` is on the CPU (widening and narrowing half-precision
+/// tensors around it), else `other`.
+fn on_cpu_in_f32(
+    x: &Tensor,
+    op: &impl CustomOp1,
+    other: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return other(x);
+    }
+    let dtype = x.dtype();
+    x.to_dtype(DType::F32)?
+        .contiguous()?
+        .apply_op1_no_bwd(op)?
+        .to_dtype(dtype)
 }
 
 fn lanes(c: &[f32]) -> f32x8 {
@@ -99,11 +113,7 @@ impl CustomOp1 for SoftmaxLastDim {
 
 /// `softmax(x)` over the last dimension.
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if on_cpu_f32(x) {
-        x.contiguous()?.apply_op1_no_bwd(&SoftmaxLastDim)
-    } else {
-        candle_nn::ops::softmax_last_dim(x)
-    }
+    on_cpu_in_f32(x, &SoftmaxLastDim, candle_nn::ops::softmax_last_dim)
 }
 
 /// `erf(x)` by Abramowitz and Stegun 7.1.26 (absolute error below 1.5e-7, about `f32`'s
@@ -146,11 +156,7 @@ impl CustomOp1 for GeluErf {
 
 /// GELU with the exact `erf` form, as openai-whisper's `nn.GELU()`.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    if on_cpu_f32(x) {
-        x.contiguous()?.apply_op1_no_bwd(&GeluErf)
-    } else {
-        x.gelu_erf()
-    }
+    on_cpu_in_f32(x, &GeluErf, Tensor::gelu_erf)
 }
 
 #[cfg(test)]
@@ -210,5 +216,36 @@ mod tests {
         let row: Vec<f32> = ours.get(1).unwrap().to_vec1().unwrap();
         assert!(row[1_401..].iter().all(|&p| p == 0.0));
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn half_precision_is_computed_in_f32_and_keeps_its_type() {
+        let x: Vec<f32> = (0..1_500).map(|i| (i % 97) as f32 / 10.0 - 4.0).collect();
+        let x = Tensor::from_vec(x, (1, 1_500), &Device::Cpu).unwrap();
+        for (dtype, relative) in [(DType::F16, 1e-3), (DType::BF16, 8e-3)] {
+            let half = x.to_dtype(dtype).unwrap();
+            let wide = half.to_dtype(DType::F32).unwrap();
+            for (ours, exact) in [
+                (softmax_last_dim(&half), softmax_last_dim(&wide)),
+                (gelu_erf(&half), gelu_erf(&wide)),
+            ] {
+                let ours = ours.unwrap();
+                assert_eq!(ours.dtype(), dtype);
+                let ours: Vec<f32> = ours
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let exact: Vec<f32> = exact.unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                for (a, b) in ours.iter().zip(&exact) {
+                    assert!(
+                        (a - b).abs() <= relative * b.abs() + 1e-6,
+                        "{dtype:?}: {a} vs {b}"
+                    );
+                }
+            }
+        }
     }
 }

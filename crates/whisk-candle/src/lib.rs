@@ -2,15 +2,16 @@
 //!
 //! Our own Whisper forward pass (candle-transformers' model hides attention weights): the
 //! decoder returns the pre-softmax cross-attention scores of the heads a caller asks for, in
-//! the same pass that produces the logits. Computes in `f32` on the CPU; `cuda` and `metal`
-//! features add candle's GPU devices.
+//! the same pass that produces the logits. Computes in `f32`, `f16` or `bf16`
+//! ([`ComputeType`]) on the CPU; `cuda` and `metal` features add candle's GPU devices. Logits
+//! and attention scores cross the trait as `f32` whatever the compute type.
 
 mod cpu_ops;
 mod model;
 
 use candle_core::{DType, Device, Tensor};
 use whisk_backend::{check_mel, Backend, BackendError, DecodeStep, MelBatch, Result, StepOutput};
-use whisk_types::ModelDims;
+use whisk_types::{ComputeType, ModelDims};
 use whisk_weights::WhisperWeights;
 
 pub use model::Whisper;
@@ -34,11 +35,26 @@ pub enum CandleDevice {
 pub struct CandleBackend {
     model: Whisper,
     device: Device,
+    dtype: DType,
+}
+
+/// candle's element type for a compute type.
+pub fn dtype_of(compute: ComputeType) -> DType {
+    match compute.resolved() {
+        ComputeType::Float16 => DType::F16,
+        ComputeType::BFloat16 => DType::BF16,
+        _ => DType::F32,
+    }
 }
 
 impl CandleBackend {
-    /// Builds the model from loaded weights on `device`.
-    pub fn new(weights: &WhisperWeights, device: CandleDevice) -> Result<Self> {
+    /// Builds the model from loaded weights on `device`, its weights and activations in
+    /// `compute`'s type.
+    pub fn new(
+        weights: &WhisperWeights,
+        device: CandleDevice,
+        compute: ComputeType,
+    ) -> Result<Self> {
         let missing = |feature: &str| {
             BackendError::InvalidRequest(format!(
                 "{feature} support is not compiled in: build whisk with `--features {feature}`"
@@ -55,8 +71,13 @@ impl CandleBackend {
             CandleDevice::Cuda(i) => Device::new_cuda(i).map_err(err)?,
             CandleDevice::Metal => Device::new_metal(0).map_err(err)?,
         };
-        let model = Whisper::load(weights, &device, DType::F32).map_err(err)?;
-        Ok(Self { model, device })
+        let dtype = dtype_of(compute);
+        let model = Whisper::load(weights, &device, dtype).map_err(err)?;
+        Ok(Self {
+            model,
+            device,
+            dtype,
+        })
     }
 }
 
@@ -89,8 +110,13 @@ impl Backend for CandleBackend {
             (mel.windows, mel.n_mels, mel.frames),
             &self.device,
         )
+        .and_then(|x| x.to_dtype(self.dtype))
         .map_err(err)?;
         self.model.encode(&x).map(Encoded).map_err(err)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.device.synchronize().map_err(err)
     }
 
     fn new_decoder(&self, slots: usize) -> Result<Decoder> {

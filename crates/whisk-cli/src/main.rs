@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use whisk::output::{format_timestamp, Format};
-use whisk::{BackendKind, Device, Model, Task, TranscribeOptions};
+use whisk::{BackendKind, ComputeType, Device, Model, Task, TranscribeOptions};
+
+mod synthetic;
 
 #[derive(Parser)]
 #[command(
@@ -23,7 +25,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Transcribe audio files (WAV, FLAC, MP3, OGG/Vorbis, M4A/AAC).
-    Transcribe(TranscribeArgs),
+    Transcribe(Box<TranscribeArgs>),
+    /// Throughput of a device on random weights of an official model's shape (no text).
+    #[command(hide = true)]
+    BenchSynthetic(synthetic::Args),
+    /// Joins audio files into one 16 kHz mono WAV with silence between them (test inputs).
+    #[command(hide = true)]
+    JoinAudio(JoinArgs),
+}
+
+#[derive(clap::Args)]
+struct JoinArgs {
+    /// The WAV file to write.
+    output: PathBuf,
+    /// Files to join, in order.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Silence between two files, in seconds.
+    #[arg(long, default_value_t = 0.5, value_parser = non_negative)]
+    gap_seconds: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -73,6 +93,14 @@ struct TranscribeArgs {
     /// cpu, cuda, cuda:N, metal (candle) or wgpu (burn). Default: the backend's CPU device.
     #[arg(long)]
     device: Option<String>,
+    /// Number type of the computation: default (float32), float32, float16 or bfloat16
+    /// (half precision is meant for GPUs; candle only).
+    #[arg(long, default_value = "default", value_parser = compute_type)]
+    compute_type: ComputeType,
+    /// Profiling: time every backend call (waiting for the device after each) and print the
+    /// totals as one JSON line on stderr.
+    #[arg(long, hide = true)]
+    backend_timing: bool,
     /// Text to prompt the first window with.
     #[arg(long)]
     initial_prompt: Option<String>,
@@ -177,6 +205,10 @@ fn clip_list(s: &str) -> std::result::Result<ClipList, String> {
         .map(ClipList)
 }
 
+fn compute_type(s: &str) -> std::result::Result<ComputeType, String> {
+    s.parse()
+}
+
 fn non_negative(s: &str) -> std::result::Result<f64, String> {
     match s.parse::<f64>() {
         Ok(x) if x >= 0.0 && x.is_finite() => Ok(x),
@@ -216,7 +248,13 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
     if let Some(device) = &args.device {
         builder = builder.device(device.parse::<Device>().map_err(anyhow::Error::msg)?);
     }
-    let model = builder.build()?;
+    let load_started = std::time::Instant::now();
+    let model = builder
+        .compute_type(args.compute_type)
+        .time_backend(args.backend_timing)
+        .build()?;
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    let run_started = std::time::Instant::now();
     let subtitle_words = args.max_words_per_line.is_some() || args.highlight_words;
     let batch_size = args.batch_size.unwrap_or(8);
     let word_timestamps = args.word_timestamps.unwrap_or(
@@ -350,7 +388,70 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
             )?;
         }
     }
+    if let Some(times) = model.backend_times() {
+        eprintln!(
+            "{}",
+            timing_json(&times, load_seconds, run_started.elapsed().as_secs_f64())
+        );
+    }
     Ok(())
+}
+
+/// `--backend-timing`'s line: seconds in each kind of backend call, and the rest of the run
+/// (audio, mel, decoding rules, alignment, output) as host time.
+fn timing_json(t: &whisk::BackendTimes, load_seconds: f64, wall_seconds: f64) -> String {
+    let backend = t.total().as_secs_f64();
+    serde_json::json!({
+        "load_s": load_seconds,
+        "wall_s": wall_seconds,
+        "encode_s": t.encode.as_secs_f64(),
+        "attach_s": t.attach.as_secs_f64(),
+        "copy_s": t.copy.as_secs_f64(),
+        "decode_s": t.decode.as_secs_f64(),
+        "host_s": (wall_seconds - backend).max(0.0),
+        "windows_encoded": t.windows_encoded,
+        "encode_calls": t.encode_calls,
+        "decode_steps": t.decode_steps,
+        "rows_stepped": t.rows_stepped,
+    })
+    .to_string()
+}
+
+fn join_audio(args: &JoinArgs) -> Result<()> {
+    let gap = vec![0.0; (args.gap_seconds * whisk::SAMPLE_RATE as f64).round() as usize];
+    let mut joined = Vec::new();
+    for (i, file) in args.files.iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(&gap);
+        }
+        joined.extend(whisk::load_audio(file)?);
+    }
+    std::fs::write(&args.output, wav_16bit(&joined))
+        .with_context(|| format!("cannot write {}", args.output.display()))
+}
+
+/// A 16-bit PCM WAV file of 16 kHz mono samples.
+fn wav_16bit(samples: &[f32]) -> Vec<u8> {
+    let rate = whisk::SAMPLE_RATE as u32;
+    let data_len = 2 * samples.len() as u32;
+    let mut out = Vec::with_capacity(44 + data_len as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(2 * rate).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for &s in samples {
+        let s = (s.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
 }
 
 /// `0, step, 2 step, ... <= 1` (openai's `--temperature_increment_on_fallback`).
@@ -391,6 +492,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Transcribe(args) => transcribe(args),
+        Command::BenchSynthetic(args) => synthetic::run(args),
+        Command::JoinAudio(args) => join_audio(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,14 +3,16 @@
 //! Nothing here computes; these are the nouns the other crates speak in: model dimensions
 //! ([`ModelDims`]), the special-token layout of a vocabulary ([`SpecialTokens`]), what a
 //! transcription produces ([`Segment`], [`Word`], [`Transcript`]), the options that steer it
-//! ([`DecodeOptions`], [`TranscribeOptions`]) and alignment-head presets.
+//! ([`DecodeOptions`], [`TranscribeOptions`], [`ComputeType`]) and alignment-head presets.
 
+mod compute;
 mod dims;
 mod heads;
 mod options;
 mod output;
 mod tokens;
 
+pub use compute::ComputeType;
 pub use dims::ModelDims;
 pub use heads::{AlignmentHeads, HeadsSource};
 pub use options::{

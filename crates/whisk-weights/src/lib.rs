@@ -9,6 +9,7 @@
 mod ct2;
 mod hf;
 mod names;
+mod random;
 mod tensor;
 mod write;
 
@@ -45,6 +46,8 @@ pub type Result<T> = std::result::Result<T, WeightsError>;
 pub enum WeightFormat {
     CTranslate2,
     HuggingFace,
+    /// [`WhisperWeights::random`]: no file, for throughput measurements only.
+    Random,
 }
 
 /// A Whisper checkpoint in OpenAI's naming, ready for a backend to turn into its tensors.

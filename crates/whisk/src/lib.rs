@@ -29,26 +29,31 @@
 //! # Ok::<(), whisk::Error>(())
 //! ```
 
+mod engine;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod output;
+#[doc(hidden)]
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
 pub use whisk_audio::{load_audio, log_mel_spectrogram};
-pub use whisk_backend::Backend;
+pub use whisk_backend::{Backend, BackendTimes};
 pub use whisk_pipeline::Progress;
 pub use whisk_types::{
-    AlignmentHeads, DecodeOptions, HeadsSource, MelPadding, ModelDims, Segment, Task,
-    TranscribeOptions, Transcript, Word, WordAlignment,
+    AlignmentHeads, ComputeType, DecodeOptions, HeadsSource, MelPadding, ModelDims, Segment, Task,
+    TranscribeOptions, Transcript, Word, WordAlignment, SAMPLE_RATE,
 };
 pub use whisk_weights::WhisperWeights;
 
 #[cfg(feature = "candle")]
 pub use whisk_candle::CandleDevice;
 
+use engine::{with_backend, Engine, MakeEngine};
 use whisk_audio::AudioStream;
-use whisk_pipeline::{FileWindows, FixedWindows, Pipeline, WindowSource};
+use whisk_backend::TimeLog;
+use whisk_pipeline::{FileWindows, FixedWindows, WindowSource};
 
 /// Everything that can go wrong, each with a message naming the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +204,8 @@ pub struct ModelBuilder {
     dir: PathBuf,
     backend: Option<BackendKind>,
     device: Option<Device>,
+    compute_type: ComputeType,
+    time_backend: bool,
 }
 
 impl ModelBuilder {
@@ -211,6 +218,20 @@ impl ModelBuilder {
     /// The device (default: the backend's [`BackendKind::default_device`]).
     pub fn device(mut self, device: Device) -> Self {
         self.device = Some(device);
+        self
+    }
+
+    /// The number type the model computes in (default: [`ComputeType::Default`]). The Burn
+    /// backend computes in float32 only.
+    pub fn compute_type(mut self, compute_type: ComputeType) -> Self {
+        self.compute_type = compute_type;
+        self
+    }
+
+    /// Times every backend call ([`Model::backend_times`]), waiting for the device after
+    /// each: for profiling, since on a GPU it costs the overlap of host and device work.
+    pub fn time_backend(mut self, on: bool) -> Self {
+        self.time_backend = on;
         self
     }
 
@@ -233,118 +254,19 @@ impl ModelBuilder {
             })?,
         };
         let device = self.device.unwrap_or(backend.default_device());
-        let engine = new_engine(backend, device, &weights, tokenizer, heads.pairs.clone())?;
+        let make = MakeEngine {
+            tokenizer,
+            heads: heads.pairs.clone(),
+            timed: self.time_backend,
+        };
+        let (engine, times) = with_backend(backend, device, self.compute_type, &weights, make)?;
         Ok(Model {
             engine,
+            times,
             dims: weights.dims.clone(),
             dir: self.dir,
             alignment_heads: heads,
         })
-    }
-}
-
-/// A pipeline on some backend, behind one object-safe face.
-trait Engine {
-    fn device_name(&self) -> String;
-    fn transcribe(
-        &self,
-        samples: &[f32],
-        options: &TranscribeOptions,
-        progress: &mut dyn FnMut(Progress),
-    ) -> Result<Transcript>;
-    fn transcribe_windows(
-        &self,
-        sources: Vec<Box<dyn WindowSource + '_>>,
-        options: &TranscribeOptions,
-        progress: &mut dyn FnMut(Progress),
-    ) -> Result<Vec<Transcript>>;
-    fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>>;
-}
-
-impl<B: Backend> Engine for Pipeline<B> {
-    fn device_name(&self) -> String {
-        self.backend().device_name()
-    }
-
-    fn transcribe(
-        &self,
-        samples: &[f32],
-        options: &TranscribeOptions,
-        progress: &mut dyn FnMut(Progress),
-    ) -> Result<Transcript> {
-        Ok(Pipeline::transcribe(self, samples, options, progress)?)
-    }
-
-    fn transcribe_windows(
-        &self,
-        sources: Vec<Box<dyn WindowSource + '_>>,
-        options: &TranscribeOptions,
-        progress: &mut dyn FnMut(Progress),
-    ) -> Result<Vec<Transcript>> {
-        Ok(Pipeline::transcribe_windows(
-            self, sources, options, progress,
-        )?)
-    }
-
-    fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>> {
-        Ok(Pipeline::detect_language(self, samples)?)
-    }
-}
-
-#[cfg(not(all(feature = "candle", any(feature = "burn-cpu", feature = "wgpu"))))]
-fn unavailable(backend: BackendKind, device: Device, feature: &str) -> Error {
-    Error::Unavailable(format!(
-        "{backend} on {device:?} is not compiled in: build whisk with `--features {feature}`"
-    ))
-}
-
-#[allow(unused_variables)]
-fn new_engine(
-    backend: BackendKind,
-    device: Device,
-    weights: &WhisperWeights,
-    tokenizer: whisk_text::Tokenizer,
-    heads: Vec<(usize, usize)>,
-) -> Result<Box<dyn Engine>> {
-    match (backend, device) {
-        (BackendKind::Candle, Device::Wgpu) => Err(Error::Unavailable(
-            "candle has no wgpu device: use `--backend burn` for wgpu".into(),
-        )),
-        (BackendKind::Burn, Device::Cuda(_) | Device::Metal) => Err(Error::Unavailable(
-            "whisk's Burn backend runs on cpu or wgpu: use `--backend candle` for cuda and metal"
-                .into(),
-        )),
-        #[cfg(feature = "candle")]
-        (BackendKind::Candle, device) => {
-            let device = match device {
-                Device::Cuda(i) => CandleDevice::Cuda(i),
-                Device::Metal => CandleDevice::Metal,
-                _ => CandleDevice::Cpu,
-            };
-            let backend = whisk_candle::CandleBackend::new(weights, device)?;
-            Ok(Box::new(Pipeline::new(backend, tokenizer, heads)?))
-        }
-        #[cfg(not(feature = "candle"))]
-        (BackendKind::Candle, _) => Err(unavailable(backend, device, "candle")),
-        #[cfg(any(feature = "burn-cpu", feature = "wgpu"))]
-        (BackendKind::Burn, device) => {
-            let device = match device {
-                Device::Wgpu => whisk_burn::BurnDevice::Wgpu,
-                _ => whisk_burn::BurnDevice::Flex,
-            };
-            let backend = whisk_burn::BurnBackend::new(weights, device)?;
-            Ok(Box::new(Pipeline::new(backend, tokenizer, heads)?))
-        }
-        #[cfg(not(any(feature = "burn-cpu", feature = "wgpu")))]
-        (BackendKind::Burn, _) => Err(unavailable(
-            backend,
-            device,
-            if device == Device::Wgpu {
-                "wgpu"
-            } else {
-                "burn-cpu"
-            },
-        )),
     }
 }
 
@@ -357,6 +279,7 @@ pub fn probe_audio(path: &Path) -> Result<Option<f64>> {
 /// A loaded Whisper model with its tokenizer, ready to transcribe.
 pub struct Model {
     engine: Box<dyn Engine>,
+    times: Option<TimeLog>,
     dims: ModelDims,
     dir: PathBuf,
     alignment_heads: AlignmentHeads,
@@ -369,7 +292,15 @@ impl Model {
             dir: dir.into(),
             backend: None,
             device: None,
+            compute_type: ComputeType::Default,
+            time_backend: false,
         }
+    }
+
+    /// Time spent in the backend since the model was built, when it was built with
+    /// [`ModelBuilder::time_backend`].
+    pub fn backend_times(&self) -> Option<BackendTimes> {
+        self.times.as_ref().map(TimeLog::snapshot)
     }
 
     pub fn dims(&self) -> &ModelDims {
