@@ -12,9 +12,13 @@
 //! - `build-cuda`: build the CLI with candle's `cuda` feature on a machine without a GPU or a
 //!   system CUDA toolkit (the toolkit comes from NVIDIA's PyPI wheels), to carry to a GPU
 //!   machine.
+//! - `gpu-bundle`: the CUDA binary, a model, audio, the CPU's reference transcripts and the
+//!   driver script in `target/gpu-bundle`, under 60 MiB, proven here on the CPU; carried to
+//!   a GPU machine, `gpu-check.sh` there checks correctness and measures throughput in one call.
 
 mod bench;
 mod fetch;
+mod gpu_bundle;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -160,8 +164,9 @@ fn main() -> Result<()> {
                 .args(&args[1..]))
         }
         Some("build-cuda") => build_cuda(&root(), &args[1..]),
+        Some("gpu-bundle") => gpu_bundle::gpu_bundle(&root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
+            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
             std::process::exit(2);
         }
     }
