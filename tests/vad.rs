@@ -1,0 +1,149 @@
+//! whisk-vad against faster-whisper 1.2.1's Silero VAD run through onnxruntime
+//! (`tests/data/vad_reference.json`, made by `tests/data/make_vad_reference.py`): the same
+//! speech probability for every frame within 1e-4, and the same segments to the sample.
+
+use std::time::Instant;
+
+use serde_json::Value;
+use whisk_tests::{root, shared_data};
+use whisk_vad::{speech_segments, SileroVad, SpeechSegment, VadError, VadOptions};
+
+fn reference() -> Value {
+    let path = root().join("tests/data/vad_reference.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn vad() -> SileroVad {
+    let path = root().join("target/models/silero-vad-v6/silero_vad_v6.onnx");
+    assert!(
+        path.is_file(),
+        "run `cargo xtask fetch-models` for {}",
+        path.display()
+    );
+    SileroVad::from_file(&path).unwrap()
+}
+
+fn options(set: &Value) -> VadOptions {
+    let mut o = VadOptions::default();
+    for (key, value) in set.as_object().unwrap() {
+        let x = value.as_f64().unwrap();
+        match key.as_str() {
+            "threshold" => o.threshold = x,
+            "neg_threshold" => o.neg_threshold = Some(x),
+            "min_speech_duration_ms" => o.min_speech_duration_ms = x as u32,
+            "max_speech_duration_s" => o.max_speech_duration_s = x,
+            "min_silence_duration_ms" => o.min_silence_duration_ms = x as u32,
+            "speech_pad_ms" => o.speech_pad_ms = x as u32,
+            other => panic!("unknown option {other}"),
+        }
+    }
+    o
+}
+
+fn probabilities(entry: &Value) -> Vec<f32> {
+    entry["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// The reference's inputs, rebuilt from the same files.
+fn input(name: &str, reference: &Value) -> Vec<f32> {
+    let load = |rel: &str| whisk::load_audio(&shared_data(rel)).unwrap();
+    match name {
+        "jfk" => load("whisper_test_clips/audio16k/jfk.flac"),
+        "long" => {
+            let gap = vec![0.0; (reference["gap_seconds"].as_f64().unwrap() * 16e3) as usize];
+            let mut out = Vec::new();
+            for (i, part) in reference["long_parts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+            {
+                if i > 0 {
+                    out.extend_from_slice(&gap);
+                }
+                out.extend(load(part.as_str().unwrap()));
+            }
+            out
+        }
+        "silence" => {
+            vec![0.0; reference["inputs"]["silence"]["samples"].as_u64().unwrap() as usize]
+        }
+        other => panic!("unknown input {other}"),
+    }
+}
+
+#[test]
+fn segments_match_faster_whisper_to_the_sample() {
+    let reference = reference();
+    let mut compared = 0;
+    for (name, entry) in reference["inputs"].as_object().unwrap() {
+        let samples = entry["samples"].as_u64().unwrap() as usize;
+        let probs = probabilities(entry);
+        for (set, expected) in entry["timestamps"].as_object().unwrap() {
+            let got = speech_segments(&probs, samples, &options(&reference["option_sets"][set]));
+            let expected: Vec<SpeechSegment> = expected
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|pair| SpeechSegment {
+                    start: pair[0].as_u64().unwrap() as usize,
+                    end: pair[1].as_u64().unwrap() as usize,
+                })
+                .collect();
+            assert_eq!(got, expected, "{name}, options {set}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 15);
+}
+
+#[test]
+fn probabilities_match_onnxruntime_within_1e_4() {
+    let reference = reference();
+    let vad = vad();
+    for (name, entry) in reference["inputs"].as_object().unwrap() {
+        let audio = input(name, &reference);
+        assert_eq!(
+            audio.len() as u64,
+            entry["samples"].as_u64().unwrap(),
+            "{name}"
+        );
+        let started = Instant::now();
+        let ours = vad.speech_probabilities(&audio);
+        let spent = started.elapsed();
+        let theirs = probabilities(entry);
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!(
+            "{name}: {} frames, worst difference {worst:.2e}, {:.1} ms for {:.1} s of audio",
+            ours.len(),
+            spent.as_secs_f64() * 1e3,
+            audio.len() as f64 / 16e3
+        );
+        assert!(worst <= 1e-4, "{name}: worst difference {worst}");
+    }
+}
+
+#[test]
+fn a_missing_or_foreign_model_file_is_an_error_naming_it() {
+    let missing = root().join("target/models/no-such-vad.onnx");
+    let err = SileroVad::from_file(&missing).err().unwrap();
+    assert!(matches!(err, VadError::Io { .. }));
+    assert!(err.to_string().contains("no-such-vad.onnx"), "{err}");
+    let flac = shared_data("whisper_test_clips/audio16k/jfk.flac");
+    let err = SileroVad::from_file(&flac).err().unwrap();
+    assert!(matches!(err, VadError::Format { .. }), "{err}");
+    assert!(err.to_string().contains("jfk.flac"), "{err}");
+    // A Whisper model is ONNX-shaped nowhere: also refused, not misread.
+    let not_vad = root().join("target/models/tiny.en/config.json");
+    assert!(SileroVad::from_file(&not_vad).is_err());
+}
