@@ -147,3 +147,112 @@ fn a_missing_or_foreign_model_file_is_an_error_naming_it() {
     let not_vad = root().join("target/models/tiny.en/config.json");
     assert!(SileroVad::from_file(&not_vad).is_err());
 }
+
+fn model() -> whisk::Model {
+    whisk::Model::builder(whisk_tests::model_dir("tiny.en"))
+        .vad_model(root().join("target/models/silero-vad-v6/silero_vad_v6.onnx"))
+        .build()
+        .unwrap()
+}
+
+fn with_vad(batch_size: usize) -> whisk::TranscribeOptions {
+    whisk::TranscribeOptions {
+        word_timestamps: true,
+        batch_size,
+        vad: Some(if batch_size > 1 {
+            VadOptions::batched()
+        } else {
+            VadOptions::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Three TIMIT utterances with 3 s of digital silence before, between and after them, and
+/// where each utterance lies (seconds).
+fn spaced_utterances() -> (Vec<f32>, Vec<(f64, f64)>) {
+    let gap = vec![0.0f32; 3 * 16_000];
+    let mut audio = gap.clone();
+    let mut spans = Vec::new();
+    // Utterances tiny.en (and faster-whisper) transcribe word for word on their own.
+    for name in ["dr1-mcpm0_sx114", "dr2-faem0_si1392", "dr2-faem0_sx312"] {
+        let path = shared_data(&format!("timit_nltk_sample/audio/{name}.flac"));
+        let utterance = whisk::load_audio(&path).unwrap();
+        let start = audio.len() as f64 / 16e3;
+        audio.extend(&utterance);
+        spans.push((start, audio.len() as f64 / 16e3));
+        audio.extend(&gap);
+    }
+    (audio, spans)
+}
+
+#[test]
+fn silence_gives_an_empty_transcript_in_both_modes() {
+    let model = model();
+    let silence = vec![0.0f32; 40 * 16_000];
+    for batch_size in [1, 8] {
+        let t = model.transcribe(&silence, &with_vad(batch_size)).unwrap();
+        assert!(t.segments.is_empty(), "batch {batch_size}: {:?}", t.text);
+        assert_eq!(t.text, "");
+    }
+}
+
+#[test]
+fn speech_only_windows_keep_every_word_on_the_inputs_timeline() {
+    let model = model();
+    let (audio, spans) = spaced_utterances();
+    // Speech segments are padded by 400 ms; nothing may come from the silence beyond.
+    let heard = |t: f64| spans.iter().any(|&(a, b)| a - 0.4 <= t && t <= b + 0.4);
+    for batch_size in [1, 8] {
+        let t = model.transcribe(&audio, &with_vad(batch_size)).unwrap();
+        whisk_tests::check_invariants(&t);
+        let words: Vec<whisk::Word> = t
+            .segments
+            .iter()
+            .flat_map(|s| s.words.clone().unwrap_or_default())
+            .collect();
+        assert!(words.len() >= 20, "batch {batch_size}: {}", t.text);
+        for w in &words {
+            assert!(
+                heard(w.start) && heard(w.end),
+                "batch {batch_size}: {w:?} lies in audio VAD cut away ({spans:?})"
+            );
+        }
+        // Every utterance is transcribed: each has words inside it.
+        for &(a, b) in &spans {
+            assert!(
+                words
+                    .iter()
+                    .filter(|w| a - 0.4 <= w.start && w.end <= b + 0.4)
+                    .count()
+                    >= 5,
+                "batch {batch_size}: utterance {a:.1}-{b:.1} s lost: {}",
+                t.text
+            );
+        }
+    }
+}
+
+#[test]
+fn a_file_without_speech_among_others_is_empty_and_the_others_are_whole() {
+    let model = model();
+    let jfk = whisk::load_audio(&shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();
+    let silence = vec![0.0f32; 10 * 16_000];
+    let plain = model
+        .transcribe(
+            &jfk,
+            &whisk::TranscribeOptions {
+                batch_size: 8,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let all = model
+        .transcribe_many(&[&jfk, &silence, &jfk], &with_vad(8), &mut |_| {})
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all[1].segments.is_empty(), "{:?}", all[1].text);
+    for t in [&all[0], &all[2]] {
+        assert_eq!(t.text, plain.text);
+    }
+}

@@ -165,6 +165,27 @@ struct TranscribeArgs {
     /// end is the end of the file).
     #[arg(long, value_parser = clip_list)]
     clip_timestamps: Option<ClipList>,
+    /// Transcribe only the stretches Silero VAD v6 hears speech in (merged into clips of up to
+    /// 30 s; times stay on the file's own timeline). Off by default.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    vad: bool,
+    /// Silero VAD v6's ONNX file (default: $WHISK_VAD_MODEL, the model's directory, then
+    /// target/models/silero-vad-v6 from `cargo xtask fetch-models`).
+    #[arg(long)]
+    vad_model: Option<PathBuf>,
+    /// VAD: speech probability from which a 32 ms frame is speech.
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    vad_threshold: f64,
+    /// VAD: silence that ends a speech segment, in ms (default 160 batched, 2000 with
+    /// --batch-size 1, as faster-whisper).
+    #[arg(long)]
+    vad_min_silence_ms: Option<u32>,
+    /// VAD: padding added at both ends of each speech segment, in ms.
+    #[arg(long, default_value_t = 400)]
+    vad_speech_pad_ms: u32,
+    /// VAD: speech segments shorter than this are dropped, in ms.
+    #[arg(long, default_value_t = 0)]
+    vad_min_speech_ms: u32,
     /// Skip silent stretches longer than this (seconds) around suspected hallucinations
     /// (needs word timestamps, which it turns on). With --batch-size 1 as openai-whisper
     /// (decoding resumes after the silence); batched, a suspect segment with silence on both
@@ -249,6 +270,9 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
         builder = builder.device(device.parse::<Device>().map_err(anyhow::Error::msg)?);
     }
     let load_started = std::time::Instant::now();
+    if let Some(path) = &args.vad_model {
+        builder = builder.vad_model(path);
+    }
     let model = builder
         .compute_type(args.compute_type)
         .time_backend(args.backend_timing)
@@ -309,6 +333,7 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
         hallucination_silence_threshold: args.hallucination_silence_threshold,
         temperatures: fallback_temperatures(args.temperature_increment_on_fallback)?,
         best_of: args.best_of as usize,
+        vad: args.vad.then(|| vad_options(args, batch_size > 1)),
         ..Default::default()
     };
     std::fs::create_dir_all(&args.output_dir).with_context(|| {
@@ -452,6 +477,24 @@ fn wav_16bit(samples: &[f32]) -> Vec<u8> {
         out.extend_from_slice(&s.to_le_bytes());
     }
     out
+}
+
+/// faster-whisper's VAD choices for the mode, with the command line's on top.
+fn vad_options(args: &TranscribeArgs, batched: bool) -> whisk::VadOptions {
+    let base = if batched {
+        whisk::VadOptions::batched()
+    } else {
+        whisk::VadOptions::default()
+    };
+    whisk::VadOptions {
+        threshold: args.vad_threshold,
+        min_silence_duration_ms: args
+            .vad_min_silence_ms
+            .unwrap_or(base.min_silence_duration_ms),
+        speech_pad_ms: args.vad_speech_pad_ms,
+        min_speech_duration_ms: args.vad_min_speech_ms,
+        ..base
+    }
 }
 
 /// `0, step, 2 step, ... <= 1` (openai's `--temperature_increment_on_fallback`).

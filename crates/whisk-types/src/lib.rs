@@ -11,6 +11,7 @@ mod heads;
 mod options;
 mod output;
 mod tokens;
+mod vad;
 
 pub use compute::ComputeType;
 pub use dims::ModelDims;
@@ -20,6 +21,7 @@ pub use options::{
 };
 pub use output::{Segment, Transcript, Word};
 pub use tokens::SpecialTokens;
+pub use vad::VadOptions;
 
 /// Audio sample rate every Whisper model expects (OpenAI `SAMPLE_RATE`).
 pub const SAMPLE_RATE: usize = 16_000;

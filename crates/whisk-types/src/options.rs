@@ -145,6 +145,10 @@ pub struct TranscribeOptions {
     /// on its own and there is no seek to move, a suspect segment with silence (or the
     /// input's edge, or another suspect) on both sides is dropped.
     pub hallucination_silence_threshold: Option<f64>,
+    /// Voice activity detection: transcribe only the stretches Silero VAD hears speech in
+    /// (`whisk`'s facade runs it; it turns them into clips, merged up to 30 s, so no word can
+    /// land in audio it cut away). Default `None`: the whole input.
+    pub vad: Option<crate::VadOptions>,
 }
 
 /// Overlap of consecutive windows in batched long-form mode. Each side keeps the words of its
@@ -169,6 +173,7 @@ impl Default for TranscribeOptions {
             batch_size: 1,
             clip_timestamps: Vec::new(),
             hallucination_silence_threshold: None,
+            vad: None,
         }
     }
 }

@@ -24,8 +24,9 @@ mod silero;
 
 use std::path::{Path, PathBuf};
 
-pub use segments::{speech_segments, SpeechSegment, VadOptions};
+pub use segments::{speech_segments, SpeechSegment};
 pub use silero::{SileroVad, FRAME_SAMPLES};
+pub use whisk_types::VadOptions;
 
 /// Why a VAD model could not be loaded; names the file.
 #[derive(Debug, thiserror::Error)]

@@ -1,45 +1,12 @@
 //! Speech segments from frame probabilities: faster-whisper 1.2.1's `get_speech_timestamps`,
 //! decision for decision, so that both cut the same audio at the same sample.
 
-use crate::FRAME_SAMPLES;
+use crate::{VadOptions, FRAME_SAMPLES};
 
 const SAMPLE_RATE: f64 = 16_000.0;
 /// A silence must last this long before an over-long segment may be split there (98 ms, as
 /// faster-whisper).
 const MIN_SILENCE_AT_MAX_SPEECH_MS: f64 = 98.0;
-
-/// When a stretch of frames counts as speech. Defaults are faster-whisper's `VadOptions`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VadOptions {
-    /// A frame whose probability reaches this is speech.
-    pub threshold: f64,
-    /// Below this a frame is silence; between the two it continues what came before.
-    /// `None`: `threshold - 0.15`, at least 0.01.
-    pub neg_threshold: Option<f64>,
-    /// Shorter segments are dropped.
-    pub min_speech_duration_ms: u32,
-    /// Longer segments are split at their last silence of 98 ms or more, else cut just before
-    /// this length.
-    pub max_speech_duration_s: f64,
-    /// Silence needed to end a segment.
-    pub min_silence_duration_ms: u32,
-    /// Each segment is widened by this much at both ends (neighbours closer than twice this
-    /// share the silence between them).
-    pub speech_pad_ms: u32,
-}
-
-impl Default for VadOptions {
-    fn default() -> Self {
-        Self {
-            threshold: 0.5,
-            neg_threshold: None,
-            min_speech_duration_ms: 0,
-            max_speech_duration_s: f64::INFINITY,
-            min_silence_duration_ms: 2000,
-            speech_pad_ms: 400,
-        }
-    }
-}
 
 /// A stretch of speech, in samples of the 16 kHz input: `start..end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

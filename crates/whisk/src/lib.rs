@@ -33,6 +33,7 @@ mod engine;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod output;
+mod speech;
 #[doc(hidden)]
 pub mod synthetic;
 
@@ -43,7 +44,7 @@ pub use whisk_backend::{Backend, BackendTimes};
 pub use whisk_pipeline::Progress;
 pub use whisk_types::{
     AlignmentHeads, ComputeType, DecodeOptions, HeadsSource, MelPadding, ModelDims, Segment, Task,
-    TranscribeOptions, Transcript, Word, WordAlignment, SAMPLE_RATE,
+    TranscribeOptions, Transcript, VadOptions, Word, WordAlignment, SAMPLE_RATE,
 };
 pub use whisk_weights::WhisperWeights;
 
@@ -53,7 +54,8 @@ pub use whisk_candle::CandleDevice;
 use engine::{with_backend, Engine, MakeEngine};
 use whisk_audio::AudioStream;
 use whisk_backend::TimeLog;
-use whisk_pipeline::{FileWindows, FixedWindows, WindowSource};
+use whisk_pipeline::{plan_clips, FileWindows, FixedWindows, PlannedWindows, WindowSource};
+use whisk_vad::SileroVad;
 
 /// Everything that can go wrong, each with a message naming the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,9 @@ pub enum Error {
     /// The backend failed or was misused.
     #[error(transparent)]
     Backend(#[from] whisk_backend::BackendError),
+    /// The voice activity model could not be loaded.
+    #[error(transparent)]
+    Vad(#[from] whisk_vad::VadError),
     /// A model directory lacks `tokenizer.json`.
     #[error("{0} has no tokenizer.json")]
     MissingTokenizer(PathBuf),
@@ -206,6 +211,7 @@ pub struct ModelBuilder {
     device: Option<Device>,
     compute_type: ComputeType,
     time_backend: bool,
+    vad_model: Option<PathBuf>,
 }
 
 impl ModelBuilder {
@@ -232,6 +238,14 @@ impl ModelBuilder {
     /// each: for profiling, since on a GPU it costs the overlap of host and device work.
     pub fn time_backend(mut self, on: bool) -> Self {
         self.time_backend = on;
+        self
+    }
+
+    /// Silero VAD v6's ONNX file, for [`TranscribeOptions::vad`]. Default: `WHISK_VAD_MODEL`,
+    /// then `silero_vad_v6.onnx` in the model's directory, then where `cargo xtask
+    /// fetch-models` puts it; loaded on first use.
+    pub fn vad_model(mut self, path: impl Into<PathBuf>) -> Self {
+        self.vad_model = Some(path.into());
         self
     }
 
@@ -263,6 +277,8 @@ impl ModelBuilder {
         Ok(Model {
             engine,
             times,
+            vad_path: self.vad_model,
+            vad: std::sync::OnceLock::new(),
             dims: weights.dims.clone(),
             dir: self.dir,
             alignment_heads: heads,
@@ -280,6 +296,8 @@ pub fn probe_audio(path: &Path) -> Result<Option<f64>> {
 pub struct Model {
     engine: Box<dyn Engine>,
     times: Option<TimeLog>,
+    vad_path: Option<PathBuf>,
+    vad: std::sync::OnceLock<SileroVad>,
     dims: ModelDims,
     dir: PathBuf,
     alignment_heads: AlignmentHeads,
@@ -294,7 +312,65 @@ impl Model {
             device: None,
             compute_type: ComputeType::Default,
             time_backend: false,
+            vad_model: None,
         }
+    }
+
+    /// Silero VAD, loaded on first use.
+    fn vad(&self) -> Result<&SileroVad> {
+        if let Some(vad) = self.vad.get() {
+            return Ok(vad);
+        }
+        let path = match &self.vad_path {
+            Some(path) => path.clone(),
+            None => speech::find_vad_model(&self.dir)?,
+        };
+        let _ = self.vad.set(SileroVad::from_file(&path)?);
+        Ok(self.vad.get().expect("set above"))
+    }
+
+    /// Transcribes only what `vad` hears speech in: each input's speech becomes its clips.
+    fn transcribe_speech(
+        &self,
+        inputs: &[&[f32]],
+        options: &TranscribeOptions,
+        vad: &VadOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<Transcript>> {
+        let detector = self.vad()?;
+        let clips: Vec<Vec<(usize, usize)>> = inputs
+            .iter()
+            .map(|s| speech::speech_clips(detector, s, vad))
+            .collect();
+        if options.batch_size > 1 {
+            let planner = FixedWindows::default();
+            let sources = inputs
+                .iter()
+                .zip(&clips)
+                .map(|(&s, c)| {
+                    Box::new(PlannedWindows::new(s, plan_clips(&planner, s, c)))
+                        as Box<dyn WindowSource>
+                })
+                .collect();
+            return self.engine.transcribe_windows(sources, options, progress);
+        }
+        let mut out = Vec::with_capacity(inputs.len());
+        for (samples, clips) in inputs.iter().zip(&clips) {
+            if clips.is_empty() {
+                out.push(Transcript {
+                    text: String::new(),
+                    language: options.decode.language.clone().unwrap_or("en".into()),
+                    segments: Vec::new(),
+                });
+                continue;
+            }
+            let clipped = TranscribeOptions {
+                clip_timestamps: speech::clip_seconds(clips),
+                ..options.clone()
+            };
+            out.push(self.engine.transcribe(samples, &clipped, progress)?);
+        }
+        Ok(out)
     }
 
     /// Time spent in the backend since the model was built, when it was built with
@@ -337,7 +413,7 @@ impl Model {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Transcript> {
-        if options.batch_size > 1 {
+        if options.batch_size > 1 || options.vad.is_some() {
             let mut all = self.transcribe_many(&[samples], options, progress)?;
             return Ok(all.remove(0));
         }
@@ -364,6 +440,11 @@ impl Model {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
+        if let Some(vad) = options.vad.as_ref() {
+            if options.clip_timestamps.is_empty() {
+                return self.transcribe_speech(inputs, options, vad, progress);
+            }
+        }
         if options.batch_size > 1 {
             let sources = whisk_pipeline::planned_windows(inputs, options);
             return self.engine.transcribe_windows(sources, options, progress);
@@ -392,7 +473,8 @@ impl Model {
     /// Transcribes audio files; every file is opened and checked before any work, so a bad one
     /// fails first. With `options.batch_size` above 1 the files share one batch and each is read
     /// as its windows are needed, so memory does not grow with the audio's length (unless
-    /// `options.clip_timestamps` is set, which reads each file whole). Otherwise each file is
+    /// `options.clip_timestamps` or `options.vad` is set, which read each file whole). With
+    /// `options.vad`, only what Silero VAD hears speech in is transcribed. Otherwise each file is
     /// read and transcribed in turn by the sequential loop. Progress counts seconds over all
     /// files, as far as their headers tell.
     ///
@@ -413,7 +495,8 @@ impl Model {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
-        let streamed = options.batch_size > 1 && options.clip_timestamps.is_empty();
+        let streamed =
+            options.batch_size > 1 && options.clip_timestamps.is_empty() && options.vad.is_none();
         if streamed {
             let sources = paths
                 .iter()
@@ -428,7 +511,7 @@ impl Model {
             .iter()
             .map(|p| Ok(probe_audio(p)?.unwrap_or(0.0)))
             .collect::<Result<Vec<f64>>>()?;
-        if options.batch_size > 1 {
+        if options.batch_size > 1 || options.vad.is_some() {
             let inputs = paths
                 .iter()
                 .map(|p| load_audio(p))
