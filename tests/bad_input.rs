@@ -42,12 +42,54 @@ fn non_audio_bytes() {
 }
 
 #[test]
-fn truncated_flac() {
+fn a_truncated_flac_is_read_up_to_the_cut_with_a_warning() {
     let full = std::fs::read(shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();
     let path = scratch("truncated").join("jfk-half.flac");
     std::fs::write(&path, &full[..full.len() / 2]).unwrap();
-    let msg = audio_error(&path);
-    assert!(msg.contains("truncated"), "{msg}");
+    let (samples, damage) = whisk::load_audio_with_damage(&path).unwrap();
+    let damage = damage.expect("a cut file is damaged");
+    let seconds = samples.len() as f64 / 16_000.0;
+    assert!((3.0..9.0).contains(&seconds), "{seconds} s of 11 s decoded");
+    assert!((damage.seconds - seconds).abs() < 0.1, "{damage}");
+    let warning = damage.to_string();
+    assert!(
+        warning.contains("jfk-half.flac") && warning.contains("stopped at"),
+        "{warning}"
+    );
+
+    // Transcribed up to there, in both modes, with the warning on the transcript.
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    for batch_size in [1, 8] {
+        let options = whisk::TranscribeOptions {
+            batch_size,
+            ..Default::default()
+        };
+        let t = model.transcribe_file(&path, &options).unwrap();
+        assert!(
+            t.text.contains("fellow Americans"),
+            "batch {batch_size}: {}",
+            t.text
+        );
+        assert!(
+            !t.text.contains("your country."),
+            "batch {batch_size}: {}",
+            t.text
+        );
+        assert_eq!(
+            t.warnings,
+            std::slice::from_ref(&warning),
+            "batch {batch_size}"
+        );
+    }
+}
+
+#[test]
+fn a_file_cut_before_any_audio_is_still_an_error() {
+    let full = std::fs::read(shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();
+    let path = scratch("truncated-header").join("jfk-head.flac");
+    // Past the header (STREAMINFO and the seek table), short of a whole audio frame.
+    std::fs::write(&path, &full[..full.len().min(8_500)]).unwrap();
+    audio_error(&path);
 }
 
 #[test]

@@ -4,6 +4,7 @@ use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler};
 use whisk_types::SAMPLE_RATE;
 
+use crate::stream::Damage;
 use crate::stream::{AudioStream, SampleSource};
 use crate::{AudioError, Result};
 
@@ -22,10 +23,17 @@ pub fn resample(samples: &[f32], from: u32) -> Result<Vec<f32>> {
     Ok(out.take_data())
 }
 
-/// Reads any supported audio file as 16 kHz mono `f32` samples, what Whisper expects.
+/// Reads any supported audio file as 16 kHz mono `f32` samples, what Whisper expects. A
+/// damaged file gives what decodes before the damage ([`load_audio_with_damage`] says where
+/// it stopped); a file with nothing decodable is an error.
 pub fn load_audio(path: &Path) -> Result<Vec<f32>> {
+    load_audio_with_damage(path).map(|(samples, _)| samples)
+}
+
+/// [`load_audio`], and where decoding stopped if the file is damaged.
+pub fn load_audio_with_damage(path: &Path) -> Result<(Vec<f32>, Option<Damage>)> {
     let mut stream = AudioStream::open(path)?;
     let mut samples = Vec::new();
     while stream.read(&mut samples, 1 << 20)? > 0 {}
-    Ok(samples)
+    Ok((samples, stream.damage().cloned()))
 }

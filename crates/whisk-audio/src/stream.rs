@@ -49,6 +49,29 @@ pub struct AudioStream {
     /// 16 kHz samples decoded but not read yet.
     ready: VecDeque<f32>,
     ended: bool,
+    damage: Option<Damage>,
+}
+
+/// Where a damaged file (a crashed recorder, a cut download) stopped decoding. What came
+/// before is read as usual; only a file with nothing decodable is an error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Damage {
+    pub path: PathBuf,
+    /// Seconds decoded before it stopped.
+    pub seconds: f64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: damaged audio: decoding stopped at {:.2} s ({}); transcribed up to there",
+            self.path.display(),
+            self.seconds,
+            self.reason
+        )
+    }
 }
 
 impl AudioStream {
@@ -102,6 +125,7 @@ impl AudioStream {
             resampler: None,
             ready: VecDeque::new(),
             ended: false,
+            damage: None,
         };
         if rate != 0 {
             stream.set_rate(rate)?;
@@ -127,6 +151,25 @@ impl AudioStream {
         Ok(())
     }
 
+    /// Where decoding stopped early, once the stream has ended there.
+    pub fn damage(&self) -> Option<&Damage> {
+        self.damage.as_ref()
+    }
+
+    /// Ends the stream at a fault: what was decoded stands (with [`Damage`] recorded), unless
+    /// nothing was, which is an error.
+    fn stop_at_fault(&mut self, reason: String) -> Result<()> {
+        if self.decoded_frames == 0 {
+            return Err(self.corrupt(reason));
+        }
+        self.damage = Some(Damage {
+            path: self.path.clone(),
+            seconds: self.decoded_frames as f64 / self.rate.max(1) as f64,
+            reason,
+        });
+        self.finish()
+    }
+
     fn corrupt(&self, reason: String) -> AudioError {
         AudioError::Corrupt {
             path: self.path.clone(),
@@ -145,7 +188,7 @@ impl AudioStream {
                 Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     return self.finish()
                 }
-                Err(e) => return Err(self.corrupt(e.to_string())),
+                Err(e) => return self.stop_at_fault(e.to_string()),
             };
             if packet.track_id != self.track_id {
                 continue;
@@ -154,7 +197,7 @@ impl AudioStream {
                 Ok(buf) => buf,
                 // A damaged packet is skipped, as players do; the frame count check still applies.
                 Err(SymError::DecodeError(_)) => continue,
-                Err(e) => return Err(self.corrupt(e.to_string())),
+                Err(e) => return self.stop_at_fault(e.to_string()),
             };
             let spec = buf.spec();
             let (rate, channels) = (spec.rate(), spec.channels().count().max(1));
@@ -193,11 +236,15 @@ impl AudioStream {
         }
         if let Some(expected) = self.expected_frames {
             // Allow one packet of slack: encoders pad the last packet differently.
-            if self.decoded_frames + 8192 < expected {
-                return Err(self.corrupt(format!(
-                    "decoded {} of the {expected} samples the header announces (truncated file?)",
-                    self.decoded_frames
-                )));
+            if self.damage.is_none() && self.decoded_frames + 8192 < expected {
+                self.damage = Some(Damage {
+                    path: self.path.clone(),
+                    seconds: self.decoded_frames as f64 / self.rate.max(1) as f64,
+                    reason: format!(
+                        "{} of the {expected} samples the header announces: truncated file?",
+                        self.decoded_frames
+                    ),
+                });
             }
         }
         if let Some(r) = &mut self.resampler {

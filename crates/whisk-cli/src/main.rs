@@ -391,6 +391,10 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
         }
         for (&i, transcript) in group.iter().zip(&transcripts) {
             let file = &args.files[i];
+            // Warnings name the file and are printed even with --quiet, as errors are.
+            for warning in &transcript.warnings {
+                eprintln!("whisk: warning: {warning}");
+            }
             if !args.quiet {
                 if group.len() > 1 {
                     println!("{}:", file.display());

@@ -292,11 +292,13 @@ impl<B: Backend> Pipeline<B> {
             }
         }
 
+        let warnings: Vec<Vec<String>> = sources.iter().map(|s| s.warnings()).collect();
         outputs
             .into_iter()
             .zip(spans)
             .zip(languages)
-            .map(|((windows, plan), language)| {
+            .zip(warnings)
+            .map(|(((windows, plan), language), warnings)| {
                 let mut segments = self.stitch(windows, &plan)?;
                 let screen = options.word_timestamps;
                 if let Some(threshold) = options.hallucination_silence_threshold.filter(|_| screen)
@@ -320,6 +322,7 @@ impl<B: Backend> Pipeline<B> {
                         None => "en".to_string(),
                     },
                     segments,
+                    warnings,
                 })
             })
             .collect()

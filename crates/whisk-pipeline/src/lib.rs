@@ -330,6 +330,7 @@ impl<B: Backend> Pipeline<B> {
             text,
             language,
             segments,
+            warnings: Vec::new(),
         })
     }
 }

@@ -104,6 +104,11 @@ pub trait WindowSource {
     fn next_window(&mut self) -> Result<Option<Window>>;
     /// Seconds of audio the input holds, when known before reading it (for progress).
     fn seconds_hint(&self) -> Option<f64>;
+    /// What went wrong with the input without stopping it (a damaged file read up to where
+    /// decoding stopped), once its last window has been handed out.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Windows of samples already in memory, by any plan (clips included).
@@ -218,6 +223,7 @@ pub struct FileWindows {
     seconds: Option<f64>,
     open: Option<StreamedWindows<AudioStream>>,
     finished: bool,
+    warnings: Vec<String>,
 }
 
 impl FileWindows {
@@ -231,6 +237,7 @@ impl FileWindows {
             seconds,
             open: None,
             finished: false,
+            warnings: Vec::new(),
         })
     }
 }
@@ -246,7 +253,8 @@ impl WindowSource for FileWindows {
         }
         let window = self.open.as_mut().expect("opened above").next_window()?;
         if window.as_ref().is_none_or(|w| w.last) {
-            self.open = None;
+            let stream = self.open.take().expect("opened above").source;
+            self.warnings.extend(stream.damage().map(|d| d.to_string()));
             self.finished = true;
         }
         Ok(window)
@@ -254,6 +262,10 @@ impl WindowSource for FileWindows {
 
     fn seconds_hint(&self) -> Option<f64> {
         self.seconds
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.warnings.clone()
     }
 }
 

@@ -36,4 +36,8 @@ pub struct Transcript {
     pub text: String,
     pub language: String,
     pub segments: Vec<Segment>,
+    /// What went wrong with the input without stopping its transcription, e.g. a damaged
+    /// file transcribed up to where decoding stopped. Empty (and left out of JSON) when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

@@ -39,7 +39,7 @@ pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
-pub use whisk_audio::{load_audio, log_mel_spectrogram};
+pub use whisk_audio::{load_audio, load_audio_with_damage, log_mel_spectrogram, Damage};
 pub use whisk_backend::{Backend, BackendTimes};
 pub use whisk_pipeline::Progress;
 pub use whisk_types::{
@@ -286,6 +286,12 @@ impl ModelBuilder {
     }
 }
 
+/// A transcript with its input's damage, if any, among its warnings.
+fn warn((mut transcript, damage): (Transcript, Option<Damage>)) -> Transcript {
+    transcript.warnings.extend(damage.map(|d| d.to_string()));
+    transcript
+}
+
 /// Opens `path` as audio without decoding it: checks that it holds a decodable track, and
 /// returns its length in seconds if its header tells.
 pub fn probe_audio(path: &Path) -> Result<Option<f64>> {
@@ -361,6 +367,7 @@ impl Model {
                     text: String::new(),
                     language: options.decode.language.clone().unwrap_or("en".into()),
                     segments: Vec::new(),
+                    warnings: Vec::new(),
                 });
                 continue;
             }
@@ -512,24 +519,27 @@ impl Model {
             .map(|p| Ok(probe_audio(p)?.unwrap_or(0.0)))
             .collect::<Result<Vec<f64>>>()?;
         if options.batch_size > 1 || options.vad.is_some() {
-            let inputs = paths
+            let loaded = paths
                 .iter()
-                .map(|p| load_audio(p))
+                .map(|p| load_audio_with_damage(p))
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            let inputs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
-            return self.transcribe_many(&inputs, options, progress);
+            let inputs: Vec<&[f32]> = loaded.iter().map(|(s, _)| s.as_slice()).collect();
+            let transcripts = self.transcribe_many(&inputs, options, progress)?;
+            let damage = loaded.iter().map(|(_, d)| d.clone());
+            return Ok(transcripts.into_iter().zip(damage).map(warn).collect());
         }
         let total: f64 = seconds.iter().sum();
         let mut before = 0.0;
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {
-            let samples = load_audio(path)?;
-            out.push(self.engine.transcribe(&samples, options, &mut |pr| {
+            let (samples, damage) = load_audio_with_damage(path)?;
+            let transcript = self.engine.transcribe(&samples, options, &mut |pr| {
                 progress(Progress {
                     done_seconds: before + pr.done_seconds,
                     total_seconds: total.max(before + pr.total_seconds),
                 })
-            })?);
+            })?;
+            out.push(warn((transcript, damage)));
             before += samples.len() as f64 / 16_000.0;
         }
         Ok(out)

@@ -241,6 +241,7 @@ mod tests {
                 seg(0, 0.0, 1.5, " Hello there."),
                 seg(1, 3661.25, 3662.0, " General --> Kenobi"),
             ],
+            warnings: Vec::new(),
         }
     }
 
