@@ -11,18 +11,7 @@ use whisk_types::{DecodeOptions, ModelDims, SpecialTokens, TranscribeOptions};
 
 /// tiny.en's shape, so the real tokenizer fits.
 fn dims() -> ModelDims {
-    ModelDims {
-        n_mels: 80,
-        n_audio_ctx: 1500,
-        n_audio_state: 384,
-        n_audio_head: 6,
-        n_audio_layer: 4,
-        n_vocab: 51864,
-        n_text_ctx: 448,
-        n_text_state: 384,
-        n_text_head: 6,
-        n_text_layer: 4,
-    }
+    ModelDims::official("tiny.en").expect("a known shape")
 }
 
 /// Proposes `script` token by token after the SOT sequence, then end-of-text, with the

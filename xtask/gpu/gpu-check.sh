@@ -20,7 +20,10 @@ fi
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-tar -xJf "$here/payload.tar.xz" -C "$work"
+# Python's tarfile where the image has no xz.
+tar -xJf "$here/payload.tar.xz" -C "$work" 2>/dev/null ||
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+        "$here/payload.tar.xz" "$work"
 
 libs=$(python3 - <<'PY'
 import glob, os, site

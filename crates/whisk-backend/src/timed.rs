@@ -183,18 +183,7 @@ mod tests {
 
     #[test]
     fn counts_and_times_every_kind_of_call_and_passes_errors_through() {
-        let dims = ModelDims {
-            n_mels: 80,
-            n_audio_ctx: 1500,
-            n_audio_state: 384,
-            n_audio_head: 6,
-            n_audio_layer: 4,
-            n_vocab: 51864,
-            n_text_ctx: 448,
-            n_text_state: 384,
-            n_text_head: 6,
-            n_text_layer: 4,
-        };
+        let dims = ModelDims::official("tiny.en").expect("a known shape");
         let timed = Timed::new(Idle(dims));
         let log = timed.log();
         let mel = vec![0.0; 2 * 80 * 3000];
