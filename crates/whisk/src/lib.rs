@@ -360,8 +360,12 @@ impl Model {
                 .collect();
             return self.engine.transcribe_windows(sources, options, progress);
         }
+        let total: f64 = inputs.iter().map(|s| s.len() as f64 / 16_000.0).sum();
+        let mut done = 0.0;
         let mut out = Vec::with_capacity(inputs.len());
         for (samples, clips) in inputs.iter().zip(&clips) {
+            let start = done;
+            done += samples.len() as f64 / 16_000.0;
             if clips.is_empty() {
                 out.push(Transcript {
                     text: String::new(),
@@ -375,7 +379,12 @@ impl Model {
                 clip_timestamps: speech::clip_seconds(clips),
                 ..options.clone()
             };
-            out.push(self.engine.transcribe(samples, &clipped, progress)?);
+            out.push(self.engine.transcribe(samples, &clipped, &mut |p| {
+                progress(Progress {
+                    done_seconds: start + p.done_seconds,
+                    total_seconds: total,
+                })
+            })?);
         }
         Ok(out)
     }

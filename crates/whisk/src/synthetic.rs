@@ -133,44 +133,31 @@ fn measure<B: Backend>(
     // Any ids below the vocabulary size do: the weights are random.
     let token = |i: usize| ((i * 7_919) % 50_000) as u32;
     let prompt: Vec<u32> = (0..3).map(token).collect();
-    let last = [prompt.len() - 1];
-    let rows: Vec<RowStep> = slots
-        .iter()
-        .map(|&slot| RowStep {
-            slot,
-            position: 0,
-            tokens: &prompt,
-            logits_at: &last,
-        })
-        .collect();
-    step(backend, &mut decoder, &rows, every_step_heads)?;
-    for i in 0..tokens {
-        let fed = [token(i + 3)];
+    let mut step = |position: usize, fed: &[u32], logits_at: &[usize], heads: &[(usize, usize)]| {
         let rows: Vec<RowStep> = slots
             .iter()
             .map(|&slot| RowStep {
                 slot,
-                position: prompt.len() + i,
-                tokens: &fed,
-                logits_at: &[0],
+                position,
+                tokens: fed,
+                logits_at,
             })
             .collect();
-        step(backend, &mut decoder, &rows, every_step_heads)?;
+        let step = DecodeStep {
+            rows: &rows,
+            cross_qk_heads: heads,
+        };
+        backend.decode_step(&mut decoder, step).map(drop)
+    };
+    step(0, &prompt, &[prompt.len() - 1], every_step_heads)?;
+    for i in 0..tokens {
+        step(prompt.len() + i, &[token(i + 3)], &[0], every_step_heads)?;
     }
     if let Some(heads) = heads {
         let letters: Vec<u32> = (0..(4 * tokens).min(dims.n_text_ctx - 8))
             .map(token)
             .collect();
-        let rows: Vec<RowStep> = slots
-            .iter()
-            .map(|&slot| RowStep {
-                slot,
-                position: 0,
-                tokens: &letters,
-                logits_at: &[],
-            })
-            .collect();
-        step(backend, &mut decoder, &rows, heads)?;
+        step(0, &letters, &[], heads)?;
     }
     backend.synchronize()?;
     Ok(SyntheticResult {
@@ -180,22 +167,6 @@ fn measure<B: Backend>(
         decode_seconds: started.elapsed().as_secs_f64(),
         tokens,
     })
-}
-
-fn step<B: Backend>(
-    backend: &B,
-    decoder: &mut B::Decoder,
-    rows: &[RowStep],
-    heads: &[(usize, usize)],
-) -> Result<()> {
-    backend.decode_step(
-        decoder,
-        DecodeStep {
-            rows,
-            cross_qk_heads: heads,
-        },
-    )?;
-    Ok(())
 }
 
 #[cfg(all(test, feature = "candle"))]
