@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use whisk_backend::{Backend, CrossQk, DecodeStep, RowStep};
 use whisk_decode::{
     beam_step, best_hypothesis, build_prompt, greedy_pick, log_softmax_at, logsumexp, sample_pick,
-    BeamOptions, LogitRules,
+    trailing_repetition, BeamOptions, LogitRules,
 };
 
 use crate::alignment_pass::{alignment_pass_input, read_alignment_pass, Refeed};
@@ -117,6 +117,8 @@ pub struct WindowResult {
     pub refeed: Option<Refeed>,
     /// The row's random stream where it stopped, so a caller can continue it.
     pub rng: StdRng,
+    /// The text ends in a repetition loop ([`trailing_repetition`]): decoding stopped there.
+    pub looped: bool,
 }
 
 /// What every row of a batch shares.
@@ -246,6 +248,7 @@ impl Row {
                 token_probs: Vec::new(),
                 refeed: None,
                 rng: req.rng,
+                looped: false,
             },
             prompt: req.prompt,
         };
@@ -423,7 +426,7 @@ impl Row {
                 .push(text_probability(&self.logits, token, lse, special.eot));
         }
         res.tokens.push(token);
-        if res.tokens.len() == self.limit {
+        if res.tokens.len() == self.limit || special.is_text(token) && loops(&res.tokens, special) {
             return self.finish(shared);
         }
         self.phase = Phase::Sample(token);
@@ -522,7 +525,8 @@ impl Row {
         beams.live = live;
         let done = beams.finished.len() >= max_candidates
             || beams.live.is_empty()
-            || beams.live[0].tokens.len() >= self.limit;
+            || beams.live[0].tokens.len() >= self.limit
+            || loops(&beams.live[0].tokens, shared.special);
         if done {
             self.finish_beams(beams, shared);
             return Vec::new();
@@ -559,8 +563,13 @@ impl Row {
             res.qk_rows.push(last);
         }
         res.avg_logprob = res.sum_logprob / (res.tokens.len() + 1) as f64;
+        res.looped = loops(&res.tokens, shared.special);
         self.logits = Vec::new();
-        self.phase = self.alignment_phase(shared);
+        // A loop fails the thresholds; the caller cuts it before aligning, if it keeps it.
+        self.phase = match res.looped {
+            true => Phase::Done,
+            false => self.alignment_phase(shared),
+        };
     }
 
     /// The alignment pass over the decoded text, if one is asked for and fits the context.
@@ -590,6 +599,16 @@ impl Row {
             _ => Phase::Done,
         }
     }
+}
+
+/// Whether the text of `tokens` ends in a repetition loop.
+fn loops(tokens: &[u32], special: &SpecialTokens) -> bool {
+    let text: Vec<u32> = tokens
+        .iter()
+        .copied()
+        .filter(|&t| special.is_text(t))
+        .collect();
+    trailing_repetition(&text).is_some()
 }
 
 /// Probability of `token` among text tokens, from logits whose text part is untouched where

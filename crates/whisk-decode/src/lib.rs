@@ -7,11 +7,13 @@
 //! `BeamSearchDecoder`).
 
 mod beam;
+mod repetition;
 mod rules;
 mod sequence;
 mod stats;
 
 pub use beam::{beam_step, best_hypothesis, BeamOptions, BeamStep, Continuation};
+pub use repetition::{trailing_repetition, Repetition};
 pub use rules::LogitRules;
 pub use sequence::{build_prompt, sot_sequence};
 pub use stats::{
