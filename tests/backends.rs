@@ -182,9 +182,11 @@ fn batched_files_equal_files_decoded_alone() {
         .map(|f| whisk::load_audio(&shared_data(f)).unwrap())
         .collect();
     let inputs: Vec<&[f32]> = audio.iter().map(|a| a.as_slice()).collect();
-    // Character alignment's passes are rows of the batch too.
+    // Character alignment's passes are rows of the batch too. Unpacked: each file keeps
+    // windows of its own (packing is tested in `packing.rs`).
     let options = TranscribeOptions {
         batch_size: 3,
+        pack_short_inputs: false,
         word_alignment: whisk::WordAlignment::Chars,
         ..like_faster_whisper(true)
     };

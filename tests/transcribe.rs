@@ -138,25 +138,36 @@ fn clip_timestamps_transcribe_only_the_clips() {
 
     // Batched mode cuts each clip into windows of its own and hears only the clips. (Its
     // first clip reads "And so my fellow Americans." where the sequential loop, whose mel is
-    // the whole file's, reads "And so am I fellow Americans.".)
-    let batched = TranscribeOptions {
-        word_timestamps: true,
-        clip_timestamps: vec![0.0, 3.3, 7.0],
-        batch_size: 4,
-        ..Default::default()
-    };
-    let t = model.transcribe(&audio, &batched).unwrap();
-    check_invariants(&t);
-    let both = timed_words(&t);
-    assert!(
-        both.iter().all(|w| w.2 <= 3.3 + 0.02 || w.1 >= 7.0),
-        "{both:?}"
-    );
-    let texts = |w: &[(String, f64, f64)]| w.iter().map(|w| w.0.clone()).collect::<Vec<_>>();
-    let (first, second): (Vec<_>, Vec<_>) = both.into_iter().partition(|w| w.1 < 7.0);
-    assert_eq!(first[0].0, "And");
-    assert_eq!(first.last().unwrap().0, "Americans.");
-    assert_eq!(texts(&second), texts(&tail));
+    // the whole file's, reads "And so am I fellow Americans.".) Packed, both clips share one
+    // window, 2 s apart ("Americans," then), and each keeps its words.
+    for pack_short_inputs in [false, true] {
+        let batched = TranscribeOptions {
+            word_timestamps: true,
+            clip_timestamps: vec![0.0, 3.3, 7.0],
+            batch_size: 4,
+            pack_short_inputs,
+            ..Default::default()
+        };
+        let t = model.transcribe(&audio, &batched).unwrap();
+        check_invariants(&t);
+        let both = timed_words(&t);
+        assert!(
+            both.iter().all(|w| w.2 <= 3.3 + 0.02 || w.1 >= 7.0),
+            "{both:?}"
+        );
+        let texts = |w: &[(String, f64, f64)]| w.iter().map(|w| w.0.clone()).collect::<Vec<_>>();
+        let (first, second): (Vec<_>, Vec<_>) = both.into_iter().partition(|w| w.1 < 7.0);
+        assert_eq!(first[0].0, "And");
+        let last = &first.last().unwrap().0;
+        if pack_short_inputs {
+            assert!(last.starts_with("Americans"), "{first:?}");
+            assert_eq!(second[0].0, tail[0].0, "{second:?}");
+            assert_eq!(second.last().unwrap().0.trim_end_matches('.'), "country");
+        } else {
+            assert_eq!(last, "Americans.");
+            assert_eq!(texts(&second), texts(&tail));
+        }
+    }
 
     let invalid = TranscribeOptions {
         clip_timestamps: vec![-1.0],

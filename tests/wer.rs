@@ -1,9 +1,12 @@
 //! Word error rate on the 160 TIMIT utterances, against faster-whisper on the same weights:
-//! greedy against its greedy outputs, beam search against its beam-5 outputs.
+//! greedy against its greedy outputs, beam search against its beam-5 outputs; and packed
+//! into shared windows against each file decoded alone.
+
+use std::path::{Path, PathBuf};
 
 use whisk::{DecodeOptions, Model, TranscribeOptions};
 use whisk_eval::{normalize_english, WerTotals};
-use whisk_tests::{model_dir, shared_data, shared_reference};
+use whisk_tests::{check_invariants, model_dir, shared_data, shared_reference};
 
 /// (utterance id, normalised reference text) of the TIMIT sample.
 fn utterances() -> Vec<(String, String)> {
@@ -51,8 +54,12 @@ fn reference_wer(utts: &[(String, String)], setting: &str) -> WerTotals {
 fn timit_wer_within_one_point_of_faster_whisper() {
     let utts = utterances();
     assert_eq!(utts.len(), 160);
-    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    let model = Model::builder(model_dir("tiny.en"))
+        .time_backend(true)
+        .build()
+        .unwrap();
     let greedy = whisk_wer(&model, &utts, 1).wer();
+    packed_files_lose_nothing(&model, &utts, greedy);
     let beam = whisk_wer(&model, &utts, 5).wer();
     let fw_greedy = reference_wer(&utts, "fw-float32-beam1").wer();
     let fw_beam = reference_wer(&utts, "fw-float32-beam5").wer();
@@ -81,4 +88,53 @@ fn timit_wer_within_one_point_of_faster_whisper() {
         100.0 * beam,
         100.0 * greedy
     );
+}
+
+/// The 160 files packed into shared windows (batched, greedy, words on): WER at most 0.3
+/// points above each file decoded alone (`alone_wer`, greedy), every word inside its own
+/// file, and under a third of the encoder passes.
+fn packed_files_lose_nothing(model: &Model, utts: &[(String, String)], alone_wer: f64) {
+    let paths: Vec<PathBuf> = utts
+        .iter()
+        .map(|(id, _)| shared_data(&format!("timit_nltk_sample/audio/{id}.flac")))
+        .collect();
+    let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let options = TranscribeOptions {
+        batch_size: 8,
+        word_timestamps: true,
+        ..Default::default()
+    };
+    assert!(options.pack_short_inputs, "packing is on by default");
+    let encoded = || model.backend_times().unwrap().windows_encoded;
+    let before = encoded();
+    let packed = model
+        .transcribe_files(&paths, &options, &mut |_| {})
+        .unwrap();
+    let windows = encoded() - before;
+    let mut totals = WerTotals::default();
+    for ((t, path), (id, text)) in packed.iter().zip(&paths).zip(utts) {
+        check_invariants(t);
+        totals.add(text, &normalize_english(&t.text));
+        let seconds = whisk::probe_audio(path).unwrap().unwrap();
+        for w in t.segments.iter().flat_map(|s| s.words.iter().flatten()) {
+            assert!(
+                w.start >= 0.0 && w.end <= seconds + 1e-6,
+                "{id}: {w:?} outside its file (0-{seconds} s)"
+            );
+        }
+    }
+    let wer = totals.wer();
+    println!(
+        "packed: WER {:.2}% (alone {:.2}%), {windows} windows for {} files",
+        100.0 * wer,
+        100.0 * alone_wer,
+        utts.len()
+    );
+    assert!(
+        wer <= alone_wer + 0.003,
+        "packed WER {:.2}% is more than 0.3 points above {:.2}% alone",
+        100.0 * wer,
+        100.0 * alone_wer
+    );
+    assert!(3 * windows < utts.len(), "{windows} windows: little packed");
 }

@@ -186,6 +186,12 @@ struct TranscribeArgs {
     /// VAD: speech segments shorter than this are dropped, in ms.
     #[arg(long, default_value_t = 0)]
     vad_min_speech_ms: u32,
+    /// Batched: files (or --vad clips) of up to 30 s share windows, a second of silence
+    /// apart, each segment and word going back to its file by time; many short files need a
+    /// fraction of the encoder passes. Only where the language is known (an English model,
+    /// or --language).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pack: bool,
     /// Skip silent stretches longer than this (seconds) around suspected hallucinations
     /// (needs word timestamps, which it turns on). With --batch-size 1 as openai-whisper
     /// (decoding resumes after the silence); batched, a suspect segment with silence on both
@@ -334,6 +340,7 @@ fn transcribe(args: &TranscribeArgs) -> Result<()> {
         temperatures: fallback_temperatures(args.temperature_increment_on_fallback)?,
         best_of: args.best_of as usize,
         vad: args.vad.then(|| vad_options(args, batch_size > 1)),
+        pack_short_inputs: args.pack,
         ..Default::default()
     };
     std::fs::create_dir_all(&args.output_dir).with_context(|| {

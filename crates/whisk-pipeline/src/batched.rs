@@ -19,10 +19,10 @@ use whisk_types::{
     SAMPLE_RATE, TIME_PRECISION,
 };
 
-use crate::plan::{plan_clips, FixedWindows, PlannedWindows, WindowSource, WindowSpan};
+use crate::pack::BatchInput;
+use crate::plan::{WindowSource, WindowSpan};
 use crate::{
-    align, clip_ranges, fallback, hallucination, padded_mel, Pipeline, PipelineError, Progress,
-    Result,
+    align, fallback, hallucination, padded_mel, Pipeline, PipelineError, Progress, Result,
 };
 
 /// Windows per encoder call (see [`SchedulerConfig::encoder_batch`]).
@@ -45,23 +45,6 @@ struct OpenWindow {
     tried: Vec<WindowResult>,
     /// The chosen decode, waiting for its alignment pass.
     awaiting_pass: Option<WindowResult>,
-}
-
-/// The windows of inputs in memory, as [`Pipeline::transcribe_many`] cuts them: fixed 30 s
-/// windows of each input, or of each of its clips (`options.clip_timestamps`).
-pub fn planned_windows<'a>(
-    inputs: &[&'a [f32]],
-    options: &TranscribeOptions,
-) -> Vec<Box<dyn WindowSource + 'a>> {
-    let planner = FixedWindows::default();
-    inputs
-        .iter()
-        .map(|&s| {
-            let clips = clip_ranges(&options.clip_timestamps, s.len(), SAMPLE_RATE);
-            Box::new(PlannedWindows::new(s, plan_clips(&planner, s, &clips)))
-                as Box<dyn WindowSource + 'a>
-        })
-        .collect()
 }
 
 /// Seed of one candidate's sampler: a function of the window's place in its own input and the
@@ -88,7 +71,11 @@ impl<B: Backend> Pipeline<B> {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
-        self.transcribe_windows(planned_windows(inputs, options), options, progress)
+        let inputs = inputs
+            .iter()
+            .map(|s| BatchInput::samples(s, options))
+            .collect();
+        self.transcribe_batch(inputs, options, progress)
     }
 
     /// As [`Self::transcribe_many`], with each input's windows read from its source as the
@@ -122,6 +109,7 @@ impl<B: Backend> Pipeline<B> {
             chars || options.word_timestamps && options.word_alignment == WordAlignment::Refeed;
         let spell = |sot: &[u32], text: &[u32]| self.spell(sot, text);
         let mut total_seconds: f64 = sources.iter().filter_map(|s| s.seconds_hint()).sum();
+        let keep_words: Vec<bool> = sources.iter().map(|s| s.needs_words()).collect();
         let mut done_seconds = 0.0;
         let mut languages: Vec<Option<usize>> = vec![given_language; sources.len()];
         // Per input, its windows' spans and segments, filled in as windows are read and done.
@@ -212,7 +200,9 @@ impl<B: Backend> Pipeline<B> {
                     content_frames,
                     sot,
                     // Windows with neighbours are timed for stitching.
-                    align: options.word_timestamps || !(index == 0 && window.last),
+                    align: options.word_timestamps
+                        || keep_words[input]
+                        || !(index == 0 && window.last),
                     temperature_index: 0,
                     outstanding: 0,
                     best: None,
@@ -252,7 +242,7 @@ impl<B: Backend> Pipeline<B> {
                             best
                         } else if last {
                             w.tried.push(best);
-                            fallback::least_bad(std::mem::take(&mut w.tried), options)
+                            fallback::least_bad(std::mem::take(&mut w.tried), options, &special)
                         } else {
                             w.tried.push(best);
                             w.temperature_index += 1;
@@ -298,14 +288,15 @@ impl<B: Backend> Pipeline<B> {
             .zip(spans)
             .zip(languages)
             .zip(warnings)
-            .map(|(((windows, plan), language), warnings)| {
+            .zip(keep_words)
+            .map(|((((windows, plan), language), warnings), keep_words)| {
                 let mut segments = self.stitch(windows, &plan)?;
                 let screen = options.word_timestamps;
                 if let Some(threshold) = options.hallucination_silence_threshold.filter(|_| screen)
                 {
                     segments = hallucination::drop_isolated_anomalies(segments, threshold);
                 }
-                if !options.word_timestamps {
+                if !options.word_timestamps && !keep_words {
                     for s in &mut segments {
                         s.words = None;
                     }

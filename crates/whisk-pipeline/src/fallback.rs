@@ -2,7 +2,8 @@
 //! `decode_with_fallback`; the last resort as faster-whisper picks it).
 
 use whisk_batch::WindowResult;
-use whisk_types::TranscribeOptions;
+use whisk_decode::trailing_repetition;
+use whisk_types::{SpecialTokens, TranscribeOptions};
 
 /// Ranks candidates of one temperature: openai's `MaximumLikelihoodRanker` without a length
 /// penalty, log-probability per token.
@@ -10,12 +11,13 @@ pub(crate) fn score(r: &WindowResult) -> f64 {
     r.sum_logprob / r.tokens.len().max(1) as f64
 }
 
-/// A decode passes unless it is repetitive or unlikely; a likely-silent window passes too
-/// (it will be skipped as silence).
+/// A decode passes unless it is repetitive (a loop, or text that compresses too well) or
+/// unlikely; a likely-silent window passes too (it will be skipped as silence).
 pub(crate) fn passes(r: &WindowResult, options: &TranscribeOptions) -> bool {
-    let too_repetitive = options
-        .compression_ratio_threshold
-        .is_some_and(|c| r.compression_ratio > c);
+    let too_repetitive = r.looped
+        || options
+            .compression_ratio_threshold
+            .is_some_and(|c| r.compression_ratio > c);
     let too_unlikely = options
         .logprob_threshold
         .is_some_and(|lp| r.avg_logprob < lp);
@@ -27,13 +29,19 @@ pub(crate) fn passes(r: &WindowResult, options: &TranscribeOptions) -> bool {
 }
 
 /// Every temperature failed: the likeliest result among those that are not repetitive (all,
-/// if each is). Reports the last temperature tried, so the caller resets the prompt after it.
-pub(crate) fn least_bad(tried: Vec<WindowResult>, options: &TranscribeOptions) -> WindowResult {
+/// if each is), its loop cut after the phrase's first time. Reports the last temperature
+/// tried, so the caller resets the prompt after it.
+pub(crate) fn least_bad(
+    tried: Vec<WindowResult>,
+    options: &TranscribeOptions,
+    special: &SpecialTokens,
+) -> WindowResult {
     let last_temperature = tried.last().map_or(0.0, |r| r.temperature);
     let not_repetitive = |r: &WindowResult| {
-        options
-            .compression_ratio_threshold
-            .is_none_or(|c| r.compression_ratio <= c)
+        !r.looped
+            && options
+                .compression_ratio_threshold
+                .is_none_or(|c| r.compression_ratio <= c)
     };
     let any_fine = tried.iter().any(not_repetitive);
     let best = tried
@@ -41,10 +49,32 @@ pub(crate) fn least_bad(tried: Vec<WindowResult>, options: &TranscribeOptions) -
         .filter(|r| !any_fine || not_repetitive(r))
         .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
         .expect("at least one temperature was tried");
-    WindowResult {
+    let mut best = WindowResult {
         temperature: last_temperature,
         ..best
+    };
+    cut_loop(&mut best, special);
+    best
+}
+
+/// Cuts a looped decode after the first time of its repeated phrase (with what it holds of
+/// probabilities and attention), so no loop is ever written out.
+pub(crate) fn cut_loop(r: &mut WindowResult, special: &SpecialTokens) {
+    if !r.looped {
+        return;
     }
+    let text_at: Vec<usize> = (0..r.tokens.len())
+        .filter(|&j| special.is_text(r.tokens[j]))
+        .collect();
+    let text: Vec<u32> = text_at.iter().map(|&j| r.tokens[j]).collect();
+    if let Some(repetition) = trailing_repetition(&text) {
+        let end = text_at[repetition.keep];
+        r.tokens.truncate(end);
+        r.token_probs.truncate(end);
+        r.qk_rows.truncate(end + 1);
+        r.refeed = None;
+    }
+    r.looped = false;
 }
 
 /// Whether a window is silence to skip: likely no speech, and not confidently decoded.

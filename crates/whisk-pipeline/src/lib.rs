@@ -8,6 +8,7 @@ mod align;
 mod batched;
 mod fallback;
 mod hallucination;
+mod pack;
 mod plan;
 mod window;
 
@@ -24,7 +25,7 @@ use whisk_types::{
     N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
-pub use batched::planned_windows;
+pub use pack::{BatchInput, Pack, Piece, PACKED_FILE_SECONDS, PACK_GAP_SECONDS};
 pub use plan::{
     plan_clips, FileWindows, FixedWindows, PlannedWindows, StreamedWindows, Window, WindowPlanner,
     WindowSource, WindowSpan,
@@ -618,7 +619,11 @@ impl<B: Backend> Pipeline<B> {
             }
             tried.push(result);
         }
-        Ok(fallback::least_bad(tried, options))
+        Ok(fallback::least_bad(
+            tried,
+            options,
+            self.tokenizer.special(),
+        ))
     }
 
     /// Languages spoken in the first 30 s of `samples`, likeliest first, with probabilities.

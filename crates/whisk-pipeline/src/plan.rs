@@ -109,6 +109,11 @@ pub trait WindowSource {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Its words are needed after decoding (a window of packed inputs is cut between them
+    /// by word times), so its windows are timed even without word timestamps asked for.
+    fn needs_words(&self) -> bool {
+        false
+    }
 }
 
 /// Windows of samples already in memory, by any plan (clips included).
@@ -239,6 +244,10 @@ impl FileWindows {
             finished: false,
             warnings: Vec::new(),
         })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -149,6 +149,12 @@ pub struct TranscribeOptions {
     /// (`whisk`'s facade runs it; it turns them into clips, merged up to 30 s, so no word can
     /// land in audio it cut away). Default `None`: the whole input.
     pub vad: Option<crate::VadOptions>,
+    /// In batched mode, lay inputs (or VAD's clips) of up to 30 s end to end in shared
+    /// windows, a second of silence apart, and
+    /// hand each segment and word back to its input by time: many short files need a fraction
+    /// of the encoder passes. Only where the language is known (an English model, or
+    /// `decode.language`), since a window holds one language. Default `true`.
+    pub pack_short_inputs: bool,
 }
 
 /// Overlap of consecutive windows in batched long-form mode. Each side keeps the words of its
@@ -174,6 +180,7 @@ impl Default for TranscribeOptions {
             clip_timestamps: Vec::new(),
             hallucination_silence_threshold: None,
             vad: None,
+            pack_short_inputs: true,
         }
     }
 }

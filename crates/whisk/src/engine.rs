@@ -2,7 +2,7 @@
 //! concrete [`Backend`], shared by transcription and the synthetic throughput runs.
 
 use whisk_backend::{Backend, TimeLog, Timed};
-use whisk_pipeline::{Pipeline, Progress, WindowSource};
+use whisk_pipeline::{BatchInput, Pipeline, Progress};
 use whisk_types::{ComputeType, TranscribeOptions, Transcript};
 use whisk_weights::WhisperWeights;
 
@@ -17,9 +17,9 @@ pub(crate) trait Engine {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Transcript>;
-    fn transcribe_windows(
+    fn transcribe_batch(
         &self,
-        sources: Vec<Box<dyn WindowSource + '_>>,
+        inputs: Vec<BatchInput<'_>>,
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>>;
@@ -40,15 +40,13 @@ impl<B: Backend> Engine for Pipeline<B> {
         Ok(Pipeline::transcribe(self, samples, options, progress)?)
     }
 
-    fn transcribe_windows(
+    fn transcribe_batch(
         &self,
-        sources: Vec<Box<dyn WindowSource + '_>>,
+        inputs: Vec<BatchInput<'_>>,
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
-        Ok(Pipeline::transcribe_windows(
-            self, sources, options, progress,
-        )?)
+        Ok(Pipeline::transcribe_batch(self, inputs, options, progress)?)
     }
 
     fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>> {

@@ -54,7 +54,7 @@ pub use whisk_candle::CandleDevice;
 use engine::{with_backend, Engine, MakeEngine};
 use whisk_audio::AudioStream;
 use whisk_backend::TimeLog;
-use whisk_pipeline::{plan_clips, FileWindows, FixedWindows, PlannedWindows, WindowSource};
+use whisk_pipeline::{BatchInput, FileWindows, FixedWindows};
 use whisk_vad::SileroVad;
 
 /// Everything that can go wrong, each with a message naming the file or setting at fault.
@@ -349,16 +349,12 @@ impl Model {
             .map(|s| speech::speech_clips(detector, s, vad))
             .collect();
         if options.batch_size > 1 {
-            let planner = FixedWindows::default();
-            let sources = inputs
+            let inputs = inputs
                 .iter()
-                .zip(&clips)
-                .map(|(&s, c)| {
-                    Box::new(PlannedWindows::new(s, plan_clips(&planner, s, c)))
-                        as Box<dyn WindowSource>
-                })
+                .zip(clips)
+                .map(|(&samples, clips)| BatchInput::Clips { samples, clips })
                 .collect();
-            return self.engine.transcribe_windows(sources, options, progress);
+            return self.engine.transcribe_batch(inputs, options, progress);
         }
         let total: f64 = inputs.iter().map(|s| s.len() as f64 / 16_000.0).sum();
         let mut done = 0.0;
@@ -462,8 +458,11 @@ impl Model {
             }
         }
         if options.batch_size > 1 {
-            let sources = whisk_pipeline::planned_windows(inputs, options);
-            return self.engine.transcribe_windows(sources, options, progress);
+            let inputs = inputs
+                .iter()
+                .map(|s| BatchInput::samples(s, options))
+                .collect();
+            return self.engine.transcribe_batch(inputs, options, progress);
         }
         let total: f64 = inputs.iter().map(|s| s.len() as f64 / 16_000.0).sum();
         let mut before = 0.0;
@@ -514,14 +513,14 @@ impl Model {
         let streamed =
             options.batch_size > 1 && options.clip_timestamps.is_empty() && options.vad.is_none();
         if streamed {
-            let sources = paths
+            let inputs = paths
                 .iter()
                 .map(|p| {
                     FileWindows::probe(p, FixedWindows::default())
-                        .map(|w| Box::new(w) as Box<dyn WindowSource>)
+                        .map(|f| BatchInput::File(Box::new(f)))
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
-            return self.engine.transcribe_windows(sources, options, progress);
+            return self.engine.transcribe_batch(inputs, options, progress);
         }
         let seconds = paths
             .iter()
