@@ -12,6 +12,8 @@
 //! - `build-cuda`: build the CLI with candle's `cuda` feature on a machine without a GPU or a
 //!   system CUDA toolkit (the toolkit comes from NVIDIA's PyPI wheels), to carry to a GPU
 //!   machine.
+//! - `fuzz [--seconds N] [--seed S]`: random and mutated audio through decoding, resampling,
+//!   mel and VAD for N seconds (default 600; `tests/fuzz.rs`), never in CI.
 //! - `gpu-bundle`: the CUDA binary, a model, audio, the CPU's reference transcripts and the
 //!   driver script in `target/gpu-bundle`, under 60 MiB, proven here on the CPU; carried to
 //!   a GPU machine, `gpu-check.sh` there checks correctness and measures throughput in one call.
@@ -163,10 +165,18 @@ fn main() -> Result<()> {
                 ])
                 .args(&args[1..]))
         }
+        Some("fuzz") => {
+            fetch::fetch_all(&root())?;
+            run(Command::new(env!("CARGO"))
+                .current_dir(root())
+                .args(["run", "--release", "--quiet", "-p", "whisk-tests"])
+                .args(["--bin", "whisk-fuzz", "--"])
+                .args(&args[1..]))
+        }
         Some("build-cuda") => build_cuda(&root(), &args[1..]),
         Some("gpu-bundle") => gpu_bundle::gpu_bundle(&root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
+            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | fuzz [--seconds N] [--seed S] | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
             std::process::exit(2);
         }
     }

@@ -17,6 +17,9 @@ use whisk_types::SAMPLE_RATE;
 
 use crate::{AudioError, Result};
 
+/// Sample rates read as audio; outside them a header is taken to be damaged.
+const MIN_RATE: u32 = 2_000;
+const MAX_RATE: u32 = 768_000;
 /// Somewhere 16 kHz mono samples are read from, front to back.
 pub trait SampleSource {
     /// Appends up to `max` further samples to `buf` and returns how many; 0 only at the end.
@@ -142,6 +145,14 @@ impl AudioStream {
     }
 
     fn set_rate(&mut self, rate: u32) -> Result<()> {
+        // A header (damaged, or made to harm) claiming a rate of a few Hz would have a small
+        // file resampled into hours of audio.
+        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
+            return Err(AudioError::Unsupported {
+                path: self.path.clone(),
+                reason: format!("a sample rate of {rate} Hz, outside {MIN_RATE}-{MAX_RATE} Hz"),
+            });
+        }
         self.rate = rate;
         self.resampler = if rate as usize == SAMPLE_RATE {
             None
@@ -215,7 +226,7 @@ impl AudioStream {
             let mono = self
                 .interleaved
                 .chunks_exact(channels)
-                .map(|frame| frame.iter().sum::<f32>() / channels as f32);
+                .map(|frame| crate::decode::sane(frame.iter().sum::<f32>() / channels as f32));
             let before = self.ready.len();
             match &mut self.resampler {
                 Some(r) => r.push(mono, &mut self.ready)?,
