@@ -161,6 +161,9 @@ def main():
             # the same work for whisk.
             for words in (False, True):
                 configs.append(("whisk", f"batch {args['fw_batch']} no fallback", args["fw_batch"], words, None))
+            # Speech only, as faster-whisper's batched mode (its VAD is on by default).
+            for words in (False, True):
+                configs.append(("whisk", f"batch {args['fw_batch']} vad", args["fw_batch"], words, None))
         # Burn: the sequential loop and one batch size, on the CPU (flex) and, opted in, wgpu.
         for backend, system, batches in (("burn", "whisk burn", [1, args["fw_batch"]]),
                                          ("burn-wgpu", "whisk burn-wgpu", [args["fw_batch"]])):
@@ -199,6 +202,8 @@ def main():
                     cmd += ["--backend", "burn", "--device", "wgpu"]
                 if "no fallback" in label:
                     cmd += ["--temperature-increment-on-fallback", "0"]
+                if label.endswith(" vad"):
+                    cmd += ["--vad", "true", "--vad-model", args["vad_model"]]
                 wall, rss = run(cmd)
                 results = segments_of_whisk(out_dir, case["inputs"])
             else:

@@ -94,6 +94,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         "model": model,
         "whisk": root.join("target/release/whisk"),
         "whisk_eval": root.join("target/release/whisk-eval"),
+        "vad_model": root.join("target/models/silero-vad-v6/silero_vad_v6.onnx"),
         "whisk_batches": numbers(&whisk_batches)?,
         "backends": backends,
         "fw_batch": numbers(&fw_batch)?.first().copied().unwrap_or(8),
