@@ -239,7 +239,7 @@ impl<B: Backend> Pipeline<B> {
                         let best = w.best.take().expect("a candidate finished");
                         let last = w.temperature_index + 1 == temperatures.len();
                         let chosen = if fallback::passes(&best, options) {
-                            best
+                            fallback::cut_loop(best, &special)
                         } else if last {
                             w.tried.push(best);
                             fallback::least_bad(std::mem::take(&mut w.tried), options, &special)

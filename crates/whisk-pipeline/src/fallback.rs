@@ -11,13 +11,13 @@ pub(crate) fn score(r: &WindowResult) -> f64 {
     r.sum_logprob / r.tokens.len().max(1) as f64
 }
 
-/// A decode passes unless it is repetitive (a loop, or text that compresses too well) or
-/// unlikely; a likely-silent window passes too (it will be skipped as silence).
+/// A decode passes unless it is repetitive (a loop, or text that compresses too well; both
+/// only with a compression-ratio threshold) or unlikely; a likely-silent window passes too
+/// (it will be skipped as silence).
 pub(crate) fn passes(r: &WindowResult, options: &TranscribeOptions) -> bool {
-    let too_repetitive = r.looped
-        || options
-            .compression_ratio_threshold
-            .is_some_and(|c| r.compression_ratio > c);
+    let too_repetitive = options
+        .compression_ratio_threshold
+        .is_some_and(|c| r.looped || r.compression_ratio > c);
     let too_unlikely = options
         .logprob_threshold
         .is_some_and(|lp| r.avg_logprob < lp);
@@ -49,19 +49,20 @@ pub(crate) fn least_bad(
         .filter(|r| !any_fine || not_repetitive(r))
         .max_by(|a, b| a.avg_logprob.total_cmp(&b.avg_logprob))
         .expect("at least one temperature was tried");
-    let mut best = WindowResult {
-        temperature: last_temperature,
-        ..best
-    };
-    cut_loop(&mut best, special);
-    best
+    cut_loop(
+        WindowResult {
+            temperature: last_temperature,
+            ..best
+        },
+        special,
+    )
 }
 
-/// Cuts a looped decode after the first time of its repeated phrase (with what it holds of
+/// The decode kept, a loop in it cut after the phrase's first time (with what it holds of
 /// probabilities and attention), so no loop is ever written out.
-pub(crate) fn cut_loop(r: &mut WindowResult, special: &SpecialTokens) {
+pub(crate) fn cut_loop(mut r: WindowResult, special: &SpecialTokens) -> WindowResult {
     if !r.looped {
-        return;
+        return r;
     }
     let text_at: Vec<usize> = (0..r.tokens.len())
         .filter(|&j| special.is_text(r.tokens[j]))
@@ -75,6 +76,7 @@ pub(crate) fn cut_loop(r: &mut WindowResult, special: &SpecialTokens) {
         r.refeed = None;
     }
     r.looped = false;
+    r
 }
 
 /// Whether a window is silence to skip: likely no speech, and not confidently decoded.

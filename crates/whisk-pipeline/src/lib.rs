@@ -615,7 +615,7 @@ impl<B: Backend> Pipeline<B> {
             }
             let result = best.expect("at least one candidate");
             if fallback::passes(&result, options) {
-                return Ok(result);
+                return Ok(fallback::cut_loop(result, self.tokenizer.special()));
             }
             tried.push(result);
         }
