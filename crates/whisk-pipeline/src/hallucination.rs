@@ -193,7 +193,7 @@ pub(crate) fn drop_isolated_anomalies(segments: Vec<Segment>, threshold: f64) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn word(text: &str, start: f64, end: f64, probability: f64) -> Word {
@@ -205,7 +205,7 @@ mod tests {
         }
     }
 
-    fn segment(start: f64, end: f64, words: Vec<Word>) -> Segment {
+    pub(crate) fn segment(start: f64, end: f64, words: Vec<Word>) -> Segment {
         Segment {
             id: 0,
             seek: 0,

@@ -156,25 +156,25 @@ impl Pack {
         encode: &dyn Fn(&str) -> Result<Vec<u32>>,
     ) -> Result<Vec<(usize, Segment)>> {
         let mut out = Vec::new();
-        for segment in segments {
+        for mut segment in segments {
             // Only the model's fancy can put text in the silence it was given between pieces
             // ("Bang!", "Thank you."), and it would land in the wrong input.
             if self.in_gap(segment.start, segment.end) {
                 continue;
             }
-            let words = segment.words.clone().unwrap_or_default();
+            let timed = segment.words.is_some();
+            let words = segment.words.take().unwrap_or_default();
             let mid = |a: f64, b: f64| (a + b) / 2.0;
-            let owner: Vec<usize> = words
-                .iter()
-                .map(|w| self.piece_at(mid(w.start, w.end)))
-                .collect();
             let main = self.main_piece(segment.start, segment.end);
             let mut runs: Vec<(usize, std::ops::Range<usize>)> =
                 main.map(|k| (k, 0..words.len())).into_iter().collect();
-            for (i, &k) in owner.iter().enumerate().filter(|_| main.is_none()) {
-                match runs.last_mut() {
-                    Some((last, range)) if *last == k => range.end = i + 1,
-                    _ => runs.push((k, i..i + 1)),
+            if main.is_none() {
+                for (i, w) in words.iter().enumerate() {
+                    let k = self.piece_at(mid(w.start, w.end));
+                    match runs.last_mut() {
+                        Some((last, range)) if *last == k => range.end = i + 1,
+                        _ => runs.push((k, i..i + 1)),
+                    }
                 }
             }
             if runs.len() <= 1 {
@@ -185,10 +185,7 @@ impl Pack {
                     seek: self.pieces[k].0.start / HOP_LENGTH,
                     start: self.to_input(k, segment.start),
                     end: self.to_input(k, segment.end),
-                    words: segment
-                        .words
-                        .as_ref()
-                        .map(|ws| ws.iter().map(|w| self.word_to_input(k, w)).collect()),
+                    words: timed.then(|| words.iter().map(|w| self.word_to_input(k, w)).collect()),
                     ..segment
                 };
                 out.push((k, moved));
@@ -674,19 +671,11 @@ mod tests {
         }
     }
 
+    /// A segment of `words` with its own tokens (to tell them from re-encoded ones).
     fn segment(start: f64, end: f64, words: Vec<Word>) -> Segment {
         Segment {
-            id: 0,
-            seek: 0,
-            start,
-            end,
-            text: words.iter().map(|w| w.word.as_str()).collect(),
             tokens: vec![1, 2, 3],
-            temperature: 0.0,
-            avg_logprob: -0.2,
-            compression_ratio: 1.0,
-            no_speech_prob: 0.01,
-            words: Some(words),
+            ..crate::hallucination::tests::segment(start, end, words)
         }
     }
 
