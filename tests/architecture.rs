@@ -14,6 +14,7 @@ const INDEPENDENT: &[&str] = &[
     "whisk-batch",
     "whisk-pipeline",
     "whisk-align",
+    "whisk-int8",
 ];
 
 fn is_tensor_library(name: &str) -> bool {

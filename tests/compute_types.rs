@@ -1,5 +1,6 @@
-//! Half-precision compute, the type GPUs run in, checked on the CPU where candle supports it:
-//! jfk keeps its text and word times, and a backend that cannot compute in a type says so.
+//! Half-precision compute, the type GPUs run in, checked on the CPU where candle supports it,
+//! and int8 linear layers: jfk keeps its text and word times, and a backend that cannot compute
+//! in a type says so.
 
 use whisk::{ComputeType, Model, TranscribeOptions, Transcript};
 use whisk_tests::{check_invariants, model_dir, shared_data};
@@ -22,7 +23,7 @@ fn jfk(compute: ComputeType) -> Transcript {
 }
 
 #[test]
-fn half_precision_keeps_the_text_and_the_word_times() {
+fn half_precision_and_int8_keep_the_text_and_the_word_times() {
     let reference = jfk(ComputeType::Float32);
     let words = |t: &Transcript| -> Vec<whisk::Word> {
         t.segments
@@ -30,7 +31,11 @@ fn half_precision_keeps_the_text_and_the_word_times() {
             .flat_map(|s| s.words.clone().unwrap_or_default())
             .collect()
     };
-    for compute in [ComputeType::Float16, ComputeType::BFloat16] {
+    for compute in [
+        ComputeType::Float16,
+        ComputeType::BFloat16,
+        ComputeType::Int8,
+    ] {
         let t = jfk(compute);
         check_invariants(&t);
         assert_eq!(t.text, reference.text, "{compute}");
@@ -38,9 +43,11 @@ fn half_precision_keeps_the_text_and_the_word_times() {
         assert_eq!(ours.len(), theirs.len(), "{compute}");
         for (a, b) in ours.iter().zip(&theirs) {
             assert_eq!(a.word, b.word);
-            // One encoder frame (20 ms): what the GPU check allows against the CPU.
+            // One encoder frame (20 ms): what the GPU check allows against the CPU. Times
+            // are frames × 0.02, so a frame apart can read 0.0200000001.
+            let frame = 0.02 + 1e-9;
             assert!(
-                (a.start - b.start).abs() <= 0.02 && (a.end - b.end).abs() <= 0.02,
+                (a.start - b.start).abs() <= frame && (a.end - b.end).abs() <= frame,
                 "{compute}: {a:?} against float32's {b:?}"
             );
         }

@@ -58,19 +58,34 @@ fn jfk_openai_padding_has_the_same_words() {
 }
 
 #[test]
-fn base_detects_german_in_the_second_half() {
-    let model = Model::builder(model_dir("base")).build().unwrap();
+fn base_detects_german_in_the_second_half_in_float32_and_int8() {
     let audio = whisk::load_audio(&shared_data(
         "whisper_test_clips/audio16k/multilingual.flac",
     ))
     .unwrap();
-    let english = model.detect_language(&audio[..16_000 * 20]).unwrap();
-    assert_eq!(english[0].0, "en", "first half: {:?}", &english[..3]);
-    let german = model.detect_language(&audio[16_000 * 32..]).unwrap();
-    assert_eq!(german[0].0, "de", "second half: {:?}", &german[..3]);
-    assert!(german[0].1 > 0.5);
-    let total: f32 = german.iter().map(|l| l.1).sum();
-    assert!((total - 1.0).abs() < 1e-3);
+    for compute in [whisk::ComputeType::Float32, whisk::ComputeType::Int8] {
+        let model = Model::builder(model_dir("base"))
+            .compute_type(compute)
+            .build()
+            .unwrap();
+        let english = model.detect_language(&audio[..16_000 * 20]).unwrap();
+        assert_eq!(
+            english[0].0,
+            "en",
+            "{compute}, first half: {:?}",
+            &english[..3]
+        );
+        let german = model.detect_language(&audio[16_000 * 32..]).unwrap();
+        assert_eq!(
+            german[0].0,
+            "de",
+            "{compute}, second half: {:?}",
+            &german[..3]
+        );
+        assert!(german[0].1 > 0.5, "{compute}");
+        let total: f32 = german.iter().map(|l| l.1).sum();
+        assert!((total - 1.0).abs() < 1e-3, "{compute}");
+    }
 }
 
 #[test]

@@ -176,7 +176,7 @@ fn main() -> Result<()> {
         Some("build-cuda") => build_cuda(&root(), &args[1..]),
         Some("gpu-bundle") => gpu_bundle::gpu_bundle(&root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | fuzz [--seconds N] [--seed S] | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
+            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | fuzz [--seconds N] [--seed S] | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] [--compute-type T] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
             std::process::exit(2);
         }
     }

@@ -65,7 +65,7 @@ fn reduce8(
 }
 
 /// The contiguous `f32` data of a CPU tensor's storage.
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("expected f32 storage")
     };

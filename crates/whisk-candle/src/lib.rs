@@ -3,10 +3,11 @@
 //! Our own Whisper forward pass (candle-transformers' model hides attention weights): the
 //! decoder returns the pre-softmax cross-attention scores of the heads a caller asks for, in
 //! the same pass that produces the logits. Computes in `f32`, `f16` or `bf16`
-//! ([`ComputeType`]) on the CPU; `cuda` and `metal` features add candle's GPU devices. Logits
+//! ([`ComputeType`]) on the CPU, or with int8 linear layers (`whisk-int8`); `cuda` and `metal` features add candle's GPU devices. Logits
 //! and attention scores cross the trait as `f32` whatever the compute type.
 
 mod cpu_ops;
+mod int8;
 mod model;
 
 use candle_core::{DType, Device, Tensor};
@@ -71,8 +72,14 @@ impl CandleBackend {
             CandleDevice::Cuda(i) => Device::new_cuda(i).map_err(err)?,
             CandleDevice::Metal => Device::new_metal(0).map_err(err)?,
         };
+        let int8 = compute.resolved() == ComputeType::Int8;
+        if int8 && !device.is_cpu() {
+            return Err(BackendError::InvalidRequest(
+                "int8 runs on the CPU only: use float16 or float32 on a GPU".into(),
+            ));
+        }
         let dtype = dtype_of(compute);
-        let model = Whisper::load(weights, &device, dtype).map_err(err)?;
+        let model = Whisper::load(weights, &device, dtype, int8).map_err(err)?;
         Ok(Self {
             model,
             device,

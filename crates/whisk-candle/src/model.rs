@@ -1,12 +1,13 @@
 //! Whisper's encoder and decoder in candle, pinned to openai-whisper's `model.py`.
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, D};
-use candle_nn::{LayerNorm, Linear};
+use candle_nn::LayerNorm;
 use whisk_backend::{DecodeStep, SlotBatch, SlotTable, StepLayout, StepOutput};
 use whisk_types::ModelDims;
 use whisk_weights::{block_prefix, Side, WhisperWeights};
 
 use crate::cpu_ops;
+use crate::int8::{Linear, TokenEmbedding};
 
 /// Whisper's layer norms use PyTorch's default epsilon.
 const LN_EPS: f64 = 1e-5;
@@ -15,6 +16,8 @@ struct Loader<'a> {
     weights: &'a WhisperWeights,
     device: &'a Device,
     dtype: DType,
+    /// Linear layers and the token embedding in int8 (CPU, `f32` activations).
+    int8: bool,
 }
 
 impl Loader<'_> {
@@ -34,10 +37,11 @@ impl Loader<'_> {
     }
 
     fn linear(&self, prefix: &str) -> Result<Linear> {
-        Ok(Linear::new(
+        Linear::new(
             self.tensor(&format!("{prefix}.weight"))?,
             self.optional(&format!("{prefix}.bias"))?,
-        ))
+            self.int8,
+        )
     }
 
     fn layer_norm(&self, prefix: &str) -> Result<LayerNorm> {
@@ -175,10 +179,12 @@ pub struct Whisper {
     enc_pos: Tensor,
     enc_blocks: Vec<Block>,
     ln_post: LayerNorm,
-    token_embedding: Tensor,
+    token_embedding: TokenEmbedding,
     dec_pos: Tensor,
     dec_blocks: Vec<Block>,
     ln: LayerNorm,
+    /// The activations' type (and the caches').
+    dtype: DType,
 }
 
 /// Per-decode state. Every slot has its window's cross-attention K/V and a self-attention
@@ -201,11 +207,22 @@ fn select(batch: &SlotBatch, index: Option<&Tensor>, t: &Tensor) -> Result<Tenso
 }
 
 impl Whisper {
-    pub fn load(weights: &WhisperWeights, device: &Device, dtype: DType) -> Result<Self> {
+    /// The model on `device` in `dtype`, its linear layers in int8 when `int8` (CPU only;
+    /// `dtype` is then `f32`).
+    pub fn load(
+        weights: &WhisperWeights,
+        device: &Device,
+        dtype: DType,
+        int8: bool,
+    ) -> Result<Self> {
+        if int8 && (!device.is_cpu() || dtype != DType::F32) {
+            candle_core::bail!("int8 layers run on the CPU with f32 activations");
+        }
         let l = Loader {
             weights,
             device,
             dtype,
+            int8,
         };
         let dims = weights.dims.clone();
         let conv = |p: &str| -> Result<(Tensor, Tensor)> {
@@ -222,13 +239,17 @@ impl Whisper {
                 .map(|i| Block::load(&l, Side::Encoder, i, dims.n_audio_head))
                 .collect::<Result<_>>()?,
             ln_post: l.layer_norm("encoder.ln_post")?,
-            token_embedding: l.tensor("decoder.token_embedding.weight")?,
+            token_embedding: TokenEmbedding::new(
+                l.tensor("decoder.token_embedding.weight")?,
+                int8,
+            )?,
             dec_pos: l.tensor("decoder.positional_embedding")?,
             dec_blocks: (0..dims.n_text_layer)
                 .map(|i| Block::load(&l, Side::Decoder, i, dims.n_text_head))
                 .collect::<Result<_>>()?,
             ln: l.layer_norm("decoder.ln")?,
             dims,
+            dtype,
         })
     }
 
@@ -257,7 +278,7 @@ impl Whisper {
         let slots = table.slots();
         let d = &self.dims;
         let dh = d.n_text_state / d.n_text_head;
-        let dtype = self.token_embedding.dtype();
+        let dtype = self.dtype;
         let zeros = |len| Tensor::zeros((slots, d.n_text_head, len, dh), dtype, device);
         let pair = |len| -> Result<(Tensor, Tensor)> { Ok((zeros(len)?, zeros(len)?)) };
         Ok(DecoderState {
@@ -352,11 +373,10 @@ impl Whisper {
             SlotBatch::Range { .. } => None,
         };
         let batch = |t: &Tensor| select(&layout.batch, gather.as_ref(), t);
-        let dtype = self.token_embedding.dtype();
+        let dtype = self.dtype;
         let mask = Tensor::from_slice(&layout.mask, (size, 1, n, span), device)?.to_dtype(dtype)?;
-        let tokens = Tensor::from_slice(&layout.tokens, size * n, device)?;
         let positions = Tensor::from_slice(&layout.positions, size * n, device)?;
-        let mut x = (self.token_embedding.index_select(&tokens, 0)?
+        let mut x = (self.token_embedding.embed(&layout.tokens, device)?
             + self.dec_pos.index_select(&positions, 0)?)?
         .reshape((size, n, ()))?;
 
@@ -406,12 +426,9 @@ impl Whisper {
         } else {
             let picks: Vec<u32> = layout.picks.iter().map(|&p| p as u32).collect();
             let picks = Tensor::new(picks.as_slice(), device)?;
-            // `E · xᵀ` rather than `x · Eᵀ`: with the vocabulary as the long side of the
-            // product, candle's gemm runs 2-2.5x faster for a handful of rows.
             let all = self
                 .token_embedding
-                .matmul(&x.index_select(&picks, 0)?.t()?)?
-                .t()?
+                .logits(&x.index_select(&picks, 0)?)?
                 .to_dtype(DType::F32)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use whisk::{MelPadding, Model, TranscribeOptions, WordAlignment};
+use whisk::{ComputeType, MelPadding, Model, TranscribeOptions, WordAlignment};
 use whisk_eval::timing::{
     match_words, read_labels, reference_words, transcript_words, ErrorStats, TimingReport,
 };
@@ -21,6 +21,9 @@ struct Args {
     beams: Vec<usize>,
     /// Word alignment modes `words` measures.
     modes: Vec<WordAlignment>,
+    compute: ComputeType,
+    /// Where `wer` writes each setting's transcripts (`id<TAB>text` per utterance).
+    hypotheses: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -36,6 +39,8 @@ fn parse_args() -> Result<Args> {
             WordAlignment::Refeed,
             WordAlignment::Chars,
         ],
+        compute: ComputeType::Default,
+        hypotheses: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -44,6 +49,8 @@ fn parse_args() -> Result<Args> {
             "--model" => args.model = value()?.into(),
             "--shared" => args.shared = value()?.into(),
             "--reference" => args.reference_setting = value()?,
+            "--hypotheses" => args.hypotheses = Some(value()?.into()),
+            "--compute-type" => args.compute = value()?.parse().map_err(anyhow::Error::msg)?,
             "--padding" => {
                 args.padding = match value()?.as_str() {
                     "openai" => vec![MelPadding::Silence],
@@ -164,7 +171,9 @@ fn word_options(padding: MelPadding, mode: WordAlignment, beam: usize) -> Transc
 /// for faster-whisper's reference timings; plus whisk's distance from faster-whisper.
 fn eval_words(args: &Args) -> Result<()> {
     let utts = timit_utterances(&args.shared)?;
-    let model = Model::builder(&args.model).build()?;
+    let model = Model::builder(&args.model)
+        .compute_type(args.compute)
+        .build()?;
     let ref_dir = args
         .shared
         .join("reference/tiny.en")
@@ -289,7 +298,9 @@ fn eval_words(args: &Args) -> Result<()> {
 
 fn eval_wer(args: &Args) -> Result<()> {
     let utts = timit_utterances(&args.shared)?;
-    let model = Model::builder(&args.model).build()?;
+    let model = Model::builder(&args.model)
+        .compute_type(args.compute)
+        .build()?;
     println!(
         "TIMIT sample: {} utterances, model {}",
         utts.len(),
@@ -337,6 +348,7 @@ fn eval_wer(args: &Args) -> Result<()> {
                 ..Default::default()
             };
             let mut totals = WerTotals::default();
+            let mut lines = String::new();
             let start = Instant::now();
             for (id, text) in &utts {
                 let audio = args
@@ -344,11 +356,17 @@ fn eval_wer(args: &Args) -> Result<()> {
                     .join(format!("data/timit_nltk_sample/audio/{id}.flac"));
                 let t = model.transcribe_file(&audio, &options)?;
                 totals.add(&normalize_english(text), &normalize_english(&t.text));
+                lines += &format!("{id}\t{}\n", t.text.trim());
             }
             let search = match beam {
                 1 => "greedy".to_string(),
                 b => format!("beam {b}"),
             };
+            if let Some(dir) = &args.hypotheses {
+                std::fs::create_dir_all(dir)?;
+                let name = format!("{}-beam{beam}-{padding:?}.tsv", args.compute.resolved());
+                std::fs::write(dir.join(name), lines)?;
+            }
             let padding = match padding {
                 MelPadding::Silence => "openai padding",
                 MelPadding::ZeroFeatures => "faster-whisper padding (default)",

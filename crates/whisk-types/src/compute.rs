@@ -16,11 +16,15 @@ pub enum ComputeType {
     Float16,
     /// bfloat16: float32's range in half the bytes; GPUs and CPUs with BF16 instructions.
     BFloat16,
+    /// int8 weights and matrix products in the linear layers, `f32` elsewhere (CTranslate2's
+    /// `int8_float32`); CPU only.
+    Int8,
 }
 
 impl ComputeType {
     /// The names `FromStr` accepts.
-    pub const NAMES: &'static str = "default, float32, float16, bfloat16";
+    pub const NAMES: &'static str =
+        "default, float32, float16, bfloat16, int8 (alias int8_float32)";
 
     /// The type `Default` stands for.
     pub fn resolved(self) -> ComputeType {
@@ -36,6 +40,7 @@ impl ComputeType {
             ComputeType::Float32 => "float32",
             ComputeType::Float16 => "float16",
             ComputeType::BFloat16 => "bfloat16",
+            ComputeType::Int8 => "int8",
         }
     }
 }
@@ -55,6 +60,7 @@ impl std::str::FromStr for ComputeType {
             "float32" => Ok(ComputeType::Float32),
             "float16" => Ok(ComputeType::Float16),
             "bfloat16" => Ok(ComputeType::BFloat16),
+            "int8" | "int8_float32" => Ok(ComputeType::Int8),
             _ if s.starts_with("int8") || s.starts_with("int16") => Err(format!(
                 "compute type `{s}` is not supported yet: use {}",
                 Self::NAMES
@@ -75,10 +81,12 @@ mod tests {
             ComputeType::Float32,
             ComputeType::Float16,
             ComputeType::BFloat16,
+            ComputeType::Int8,
         ] {
             assert_eq!(t.name().parse::<ComputeType>(), Ok(t));
         }
-        assert!("int8"
+        assert_eq!("int8_float32".parse(), Ok(ComputeType::Int8));
+        assert!("int8_float16"
             .parse::<ComputeType>()
             .unwrap_err()
             .contains("not supported yet"));
