@@ -139,7 +139,8 @@ def prepare(args):
         cases["hour"] = {"name": "hour", "kind": "long", "inputs": [hour_path],
                          "seconds": repeats * len(long) / 16000.0, "reference": long_ref,
                          "scored_seconds": timit_seconds,
-                         "only": [["whisk", f"batch {args['fw_batch']}"],
+                         "only": [["whisk", f"{c} batch {args['fw_batch']}"]
+                                  for c in args["whisk_computes"]] + [
                                   ["faster-whisper", f"int8 batched {args['fw_batch']}"]],
                          "words_only": True}
     return [cases[c] for c in args["cases"]]
@@ -154,16 +155,18 @@ def main():
     for case in prepare(args):
         configs = []
         if "candle" in args["backends"]:
-            for b in args["whisk_batches"]:
+            fb = args["fw_batch"]
+            for c in args["whisk_computes"]:
+                for b in args["whisk_batches"]:
+                    for words in (False, True):
+                        configs.append(("whisk", f"{c} batch {b}", b, words, c))
+                # faster-whisper's batched mode decodes each chunk once (no temperature
+                # fallback): the same work for whisk.
                 for words in (False, True):
-                    configs.append(("whisk", f"batch {b}", b, words, None))
-            # faster-whisper's batched mode decodes each chunk once (no temperature fallback):
-            # the same work for whisk.
-            for words in (False, True):
-                configs.append(("whisk", f"batch {args['fw_batch']} no fallback", args["fw_batch"], words, None))
-            # Speech only, as faster-whisper's batched mode (its VAD is on by default).
-            for words in (False, True):
-                configs.append(("whisk", f"batch {args['fw_batch']} vad", args["fw_batch"], words, None))
+                    configs.append(("whisk", f"{c} batch {fb} no fallback", fb, words, c))
+                # Speech only, as faster-whisper's batched mode (its VAD is on by default).
+                for words in (False, True):
+                    configs.append(("whisk", f"{c} batch {fb} vad", fb, words, c))
         # Burn: the sequential loop and one batch size, on the CPU (flex) and, opted in, wgpu.
         for backend, system, batches in (("burn", "whisk burn", [1, args["fw_batch"]]),
                                          ("burn-wgpu", "whisk burn-wgpu", [args["fw_batch"]])):
@@ -171,7 +174,7 @@ def main():
                 for b in batches:
                     for words in (False, True):
                         configs.append((system, f"batch {b}", b, words, None))
-        for compute in ("int8", "float32"):
+        for compute in args["fw_computes"]:
             for b in (1, args["fw_batch"]):
                 for words in (False, True):
                     mode = "sequential" if b == 1 else f"batched {b}"
@@ -196,6 +199,8 @@ def main():
                 cmd = [args["whisk"], "transcribe", *case["inputs"], "--model", args["model"],
                        "--batch-size", str(batch), "--word-timestamps", str(words).lower(),
                        "--beam-size", "1", "-f", "json", "-o", out_dir, "-q"]
+                if compute:
+                    cmd += ["--compute-type", compute]
                 if system == "whisk burn":
                     cmd += ["--backend", "burn", "--device", "cpu"]
                 elif system == "whisk burn-wgpu":

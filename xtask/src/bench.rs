@@ -13,7 +13,7 @@ use crate::run;
 /// The faster-whisper release the reference outputs in `../shared/reference` came from.
 const FASTER_WHISPER: &str = "faster-whisper==1.2.1";
 
-const USAGE: &str = "usage: cargo xtask bench [--cases long,files,hour] [--whisk-batches 1,4,8,16] [--fw-batch 8] [--backends candle,burn,burn-wgpu] [--model DIR]";
+const USAGE: &str = "usage: cargo xtask bench [--cases long,files,hour] [--whisk-batches 1,4,8,16] [--fw-batch 8] [--backends candle,burn,burn-wgpu] [--compute-types float32,int8] [--fw-compute-types int8,float32] [--model DIR]";
 
 pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mut cases = "long,files".to_string();
@@ -22,6 +22,9 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     // Burn on wgpu is opt-in: on a machine without a GPU it runs on software Vulkan.
     let mut backends = "candle,burn".to_string();
     let mut model = root.join("target/models/tiny.en");
+    // whisk's candle rows, once per compute type.
+    let mut computes = "float32,int8".to_string();
+    let mut fw_computes = "int8,float32".to_string();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || {
@@ -34,6 +37,8 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             "--fw-batch" => fw_batch = value()?.clone(),
             "--backends" => backends = value()?.clone(),
             "--model" => model = value()?.into(),
+            "--compute-types" => computes = value()?.clone(),
+            "--fw-compute-types" => fw_computes = value()?.clone(),
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
@@ -97,6 +102,8 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         "vad_model": root.join("target/models/silero-vad-v6/silero_vad_v6.onnx"),
         "whisk_batches": numbers(&whisk_batches)?,
         "backends": backends,
+        "whisk_computes": computes.split(',').map(str::trim).collect::<Vec<_>>(),
+        "fw_computes": fw_computes.split(',').map(str::trim).collect::<Vec<_>>(),
         "fw_batch": numbers(&fw_batch)?.first().copied().unwrap_or(8),
         "cases": cases,
     });
