@@ -35,6 +35,7 @@ fn half_precision_and_int8_keep_the_text_and_the_word_times() {
         ComputeType::Float16,
         ComputeType::BFloat16,
         ComputeType::Int8,
+        ComputeType::Auto,
     ] {
         let t = jfk(compute);
         check_invariants(&t);

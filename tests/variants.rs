@@ -7,7 +7,14 @@ use whisk_tests::{model_dir, shared_data};
 use whisk_weights::{WeightFormat, WhisperWeights};
 
 fn transcribe(dir: &str) -> whisk::Transcript {
-    let model = Model::builder(model_dir(dir)).build().unwrap();
+    transcribe_in(dir, whisk::ComputeType::Default)
+}
+
+fn transcribe_in(dir: &str, compute: whisk::ComputeType) -> whisk::Transcript {
+    let model = Model::builder(model_dir(dir))
+        .compute_type(compute)
+        .build()
+        .unwrap();
     let audio = whisk::load_audio(&shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();
     let options = TranscribeOptions {
         mel_padding: MelPadding::ZeroFeatures,
@@ -34,8 +41,13 @@ fn every_layout_gives_the_same_transcript() {
             "{variant}: same weights, same tokens"
         );
     }
-    // Quantisation may move a timestamp, not the words.
+    // Quantisation may move a timestamp, not the words; computed in int8, the int8 file's
+    // values are used as they are.
     assert_eq!(transcribe("tiny.en-ct2-int8").text, original.text);
+    assert_eq!(
+        transcribe_in("tiny.en-ct2-int8", whisk::ComputeType::Int8).text,
+        original.text
+    );
 }
 
 #[test]
@@ -56,6 +68,7 @@ fn layouts_hold_the_same_numbers() {
         let q = int8.get(name).unwrap();
         let b = q.to_f32();
         if q.shape.len() == 2 && (name.ends_with(".weight") && !name.contains("ln")) {
+            assert_eq!(q.dtype(), whisk_weights::DType::I8, "{name} kept in int8");
             // Per-row int8: error at most half a quantisation step, amax / 254.
             let cols = q.shape[1];
             for (ra, rb) in a.chunks(cols).zip(b.chunks(cols)) {

@@ -7,6 +7,8 @@ both sides. Transcripts go to the work folder; WER is scored by `whisk-eval scor
 same English normaliser for everyone.
 
 faster-whisper worker mode: `bench.py fw MODEL COMPUTE BATCH WORDS OUT INPUT...`.
+faster-whisper's encoder alone: `bench.py fw-encode MODEL AUDIO COMPUTE...` (one 30 s window,
+as `benches/compute.rs` times whisk's).
 """
 
 import json
@@ -36,6 +38,28 @@ def fw_worker(model_dir, compute, batch, words, out, inputs):
         results.append([{"start": s.start, "end": s.end, "text": s.text} for s in segments])
     with open(out, "w") as f:
         json.dump(results, f)
+
+
+def fw_encode(model_dir, audio_path, computes):
+    """Median milliseconds of `WhisperModel.encode` on one 30 s window, per compute type."""
+    import numpy as np
+    from faster_whisper import WhisperModel, decode_audio
+
+    audio = decode_audio(audio_path)
+    for compute in computes:
+        model = WhisperModel(model_dir, device="cpu", compute_type=compute,
+                             cpu_threads=os.cpu_count())
+        features = model.feature_extractor(audio)
+        window = np.zeros((features.shape[0], 3000), dtype=np.float32)
+        window[:, :min(3000, features.shape[1])] = features[:, :3000]
+        model.encode(window)
+        times = []
+        for _ in range(10):
+            start = time.perf_counter()
+            model.encode(window)
+            times.append(time.perf_counter() - start)
+        print(f"faster-whisper {compute} encoder window: median {1000 * np.median(times):.1f} ms "
+              f"(min {1000 * min(times):.1f}, 10 runs)", flush=True)
 
 
 def run(cmd):
@@ -149,6 +173,9 @@ def prepare(args):
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "fw":
         fw_worker(*sys.argv[2:7], sys.argv[7:])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "fw-encode":
+        fw_encode(sys.argv[2], sys.argv[3], sys.argv[4:])
         return
     args = json.load(open(sys.argv[1]))
     rows = []

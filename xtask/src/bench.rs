@@ -13,7 +13,7 @@ use crate::run;
 /// The faster-whisper release the reference outputs in `../shared/reference` came from.
 const FASTER_WHISPER: &str = "faster-whisper==1.2.1";
 
-const USAGE: &str = "usage: cargo xtask bench [--cases long,files,hour] [--whisk-batches 1,4,8,16] [--fw-batch 8] [--backends candle,burn,burn-wgpu] [--compute-types float32,int8] [--fw-compute-types int8,float32] [--model DIR]";
+const USAGE: &str = "usage: cargo xtask bench [--cases long,files,hour,encoder] [--whisk-batches 1,4,8,16] [--fw-batch 8] [--backends candle,burn,burn-wgpu] [--compute-types float32,int8] [--fw-compute-types int8,float32] [--model DIR]";
 
 pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mut cases = "long,files".to_string();
@@ -51,12 +51,19 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             })
             .collect()
     };
-    let cases: Vec<&str> = cases.split(',').map(str::trim).collect();
+    let mut cases: Vec<&str> = cases.split(',').map(str::trim).collect();
     if let Some(c) = cases
         .iter()
-        .find(|c| !["long", "files", "hour"].contains(c))
+        .find(|c| !["long", "files", "hour", "encoder"].contains(c))
     {
         bail!("unknown case {c}\n{USAGE}");
+    }
+    if cases.contains(&"encoder") {
+        encoder_windows(root, &model)?;
+        cases.retain(|c| *c != "encoder");
+        if cases.is_empty() {
+            return Ok(());
+        }
     }
 
     let backends: Vec<&str> = backends.split(',').map(str::trim).collect();
@@ -112,6 +119,28 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     run(Command::new(&python)
         .arg(root.join("xtask/bench.py"))
         .arg(&config_path))
+}
+
+/// One encoder window and one decoder step per compute type (criterion, `benches/compute.rs`),
+/// then faster-whisper's encoder on the same window, in the same run.
+fn encoder_windows(root: &Path, model: &Path) -> Result<()> {
+    run(Command::new(env!("CARGO")).current_dir(root).args([
+        "bench",
+        "-p",
+        "whisk-benches",
+        "--bench",
+        "compute",
+    ]))?;
+    let python = venv_with_faster_whisper(&root.join("target/bench"))?;
+    let shared = std::env::var_os("WHISK_SHARED_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| root.join("..").join("shared"));
+    run(Command::new(python)
+        .arg(root.join("xtask/bench.py"))
+        .arg("fw-encode")
+        .arg(model)
+        .arg(shared.join("data/whisper_test_clips/audio16k/jfk.flac"))
+        .args(["int8", "float32"]))
 }
 
 /// `target/bench/venv` with faster-whisper installed (once).

@@ -9,7 +9,7 @@ use whisk_int8::{Int8Linear, Int8Rows};
 
 use crate::cpu_ops::contiguous_f32;
 
-fn err(e: whisk_int8::Int8Error) -> candle_core::Error {
+pub fn err(e: whisk_int8::Int8Error) -> candle_core::Error {
     candle_core::Error::Msg(e.to_string())
 }
 
@@ -20,17 +20,16 @@ pub enum Linear {
 }
 
 impl Linear {
-    /// `weight` `[out, in]` and `bias` `[out]`, quantised when `int8`.
-    pub fn new(weight: Tensor, bias: Option<Tensor>, int8: bool) -> Result<Self> {
-        if !int8 {
-            return Ok(Self::Float(candle_nn::Linear::new(weight, bias)));
-        }
-        let (out, inp) = weight.dims2()?;
-        let rows =
-            Int8Rows::quantize(&weight.flatten_all()?.to_vec1::<f32>()?, out, inp).map_err(err)?;
+    /// `weight` `[out, in]` and `bias` `[out]` in the model's float type.
+    pub fn float(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self::Float(candle_nn::Linear::new(weight, bias))
+    }
+
+    /// An int8 layer over `weight`'s rows as output features.
+    pub fn int8(weight: &Int8Rows, bias: Option<Tensor>) -> Result<Self> {
         let bias = bias.map(|b| b.to_vec1::<f32>()).transpose()?;
         Ok(Self::Int8(Int8Op(
-            Int8Linear::new(&rows, bias).map_err(err)?,
+            Int8Linear::new(weight, bias).map_err(err)?,
         )))
     }
 }
@@ -78,13 +77,7 @@ pub enum TokenEmbedding {
 }
 
 impl TokenEmbedding {
-    pub fn new(e: Tensor, int8: bool) -> Result<Self> {
-        if !int8 {
-            return Ok(Self::Float(e));
-        }
-        let (vocab, d) = e.dims2()?;
-        let rows =
-            Int8Rows::quantize(&e.flatten_all()?.to_vec1::<f32>()?, vocab, d).map_err(err)?;
+    pub fn int8(rows: Int8Rows) -> Result<Self> {
         let logits = Box::new(Int8Op(Int8Linear::new(&rows, None).map_err(err)?));
         Ok(Self::Int8 { rows, logits })
     }

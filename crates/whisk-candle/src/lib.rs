@@ -7,6 +7,7 @@
 //! and attention scores cross the trait as `f32` whatever the compute type.
 
 mod cpu_ops;
+mod cross_attention;
 mod int8;
 mod model;
 
@@ -72,7 +73,14 @@ impl CandleBackend {
             CandleDevice::Cuda(i) => Device::new_cuda(i).map_err(err)?,
             CandleDevice::Metal => Device::new_metal(0).map_err(err)?,
         };
-        let int8 = compute.resolved() == ComputeType::Int8;
+        let compute = match compute {
+            ComputeType::Auto if device.is_cpu() && whisk_int8::has_fast_exact_kernel() => {
+                ComputeType::Int8
+            }
+            ComputeType::Auto => ComputeType::Float32,
+            other => other.resolved(),
+        };
+        let int8 = compute == ComputeType::Int8;
         if int8 && !device.is_cpu() {
             return Err(BackendError::InvalidRequest(
                 "int8 runs on the CPU only: use float16 or float32 on a GPU".into(),

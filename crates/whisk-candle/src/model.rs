@@ -7,10 +7,15 @@ use whisk_types::ModelDims;
 use whisk_weights::{block_prefix, Side, WhisperWeights};
 
 use crate::cpu_ops;
-use crate::int8::{Linear, TokenEmbedding};
+use crate::cross_attention;
+use crate::int8::{self, Linear, TokenEmbedding};
+use whisk_int8::Int8Rows;
+use whisk_weights::TensorData;
 
 /// Whisper's layer norms use PyTorch's default epsilon.
 const LN_EPS: f64 = 1e-5;
+
+const EMBEDDING: &str = "decoder.token_embedding.weight";
 
 struct Loader<'a> {
     weights: &'a WhisperWeights,
@@ -37,11 +42,31 @@ impl Loader<'_> {
     }
 
     fn linear(&self, prefix: &str) -> Result<Linear> {
-        Linear::new(
-            self.tensor(&format!("{prefix}.weight"))?,
-            self.optional(&format!("{prefix}.bias"))?,
-            self.int8,
-        )
+        let (weight, bias) = (format!("{prefix}.weight"), format!("{prefix}.bias"));
+        let bias = self.optional(&bias)?;
+        if self.int8 {
+            Linear::int8(&self.int8_rows(&weight)?, bias)
+        } else {
+            Ok(Linear::float(self.tensor(&weight)?, bias))
+        }
+    }
+
+    /// A matrix in int8: an int8 checkpoint's values as they are, others quantised.
+    fn int8_rows(&self, name: &str) -> Result<Int8Rows> {
+        let t = self
+            .weights
+            .get(name)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let [rows, cols] = t.shape[..] else {
+            candle_core::bail!("`{name}` is not a matrix: {:?}", t.shape)
+        };
+        match &t.data {
+            TensorData::I8 { values, row_scales } => {
+                Int8Rows::from_quantized(values.clone(), row_scales.clone(), cols)
+            }
+            _ => Int8Rows::quantize(&t.to_f32(), rows, cols),
+        }
+        .map_err(int8::err)
     }
 
     fn layer_norm(&self, prefix: &str) -> Result<LayerNorm> {
@@ -239,10 +264,11 @@ impl Whisper {
                 .map(|i| Block::load(&l, Side::Encoder, i, dims.n_audio_head))
                 .collect::<Result<_>>()?,
             ln_post: l.layer_norm("encoder.ln_post")?,
-            token_embedding: TokenEmbedding::new(
-                l.tensor("decoder.token_embedding.weight")?,
-                int8,
-            )?,
+            token_embedding: if int8 {
+                TokenEmbedding::int8(l.int8_rows(EMBEDDING)?)?
+            } else {
+                TokenEmbedding::Float(l.tensor(EMBEDDING)?)
+            },
             dec_pos: l.tensor("decoder.positional_embedding")?,
             dec_blocks: (0..dims.n_text_layer)
                 .map(|i| Block::load(&l, Side::Decoder, i, dims.n_text_head))
@@ -268,7 +294,15 @@ impl Whisper {
         for block in &self.enc_blocks {
             let h = block.attn_ln.forward(&x)?;
             let (k, v) = block.attn.kv(&h)?;
-            x = (x + block.attn.attend(&h, &k, &v, None)?.0)?;
+            // One window at a time: the scores of a window are n_head × 1500² floats (54 MB
+            // for tiny), and a batch of 8 at once made them most of the peak memory.
+            let attended = (0..h.dim(0)?)
+                .map(|w| {
+                    let one = |t: &Tensor| t.narrow(0, w, 1);
+                    Ok(block.attn.attend(&one(&h)?, &one(&k)?, &one(&v)?, None)?.0)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            x = (x + Tensor::cat(&attended, 0)?)?;
             x = (&x + block.mlp.forward(&x)?)?;
         }
         self.ln_post.forward(&x)
@@ -373,6 +407,14 @@ impl Whisper {
             SlotBatch::Range { .. } => None,
         };
         let batch = |t: &Tensor| select(&layout.batch, gather.as_ref(), t);
+        // The slot each computed row reads, when cross-attention runs in place.
+        let in_place = (device.is_cpu()
+            && self.dtype == DType::F32
+            && n <= cross_attention::MAX_TOKENS)
+            .then(|| match &layout.batch {
+                SlotBatch::Range { first, len } => (*first..first + len).collect::<Vec<_>>(),
+                SlotBatch::Gather(slots) => slots.clone(),
+            });
         let dtype = self.dtype;
         let mask = Tensor::from_slice(&layout.mask, (size, 1, n, span), device)?.to_dtype(dtype)?;
         let positions = Tensor::from_slice(&layout.positions, size * n, device)?;
@@ -409,7 +451,15 @@ impl Whisper {
                 .as_ref()
                 .expect("decoder blocks have cross-attention");
             let (ck, cv) = &state.cross[layer];
-            let (out, qk) = cross.attend(&cross_ln.forward(&x)?, &batch(ck)?, &batch(cv)?, None)?;
+            let h = cross_ln.forward(&x)?;
+            let (out, qk) = match &in_place {
+                Some(slots) => {
+                    let q = split_heads(&cross.query.forward(&h)?, cross.n_head)?;
+                    let (out, qk) = cross_attention::attend_slots(&q, ck, cv, slots)?;
+                    (cross.out.forward(&merge_heads(&out)?)?, qk)
+                }
+                None => cross.attend(&h, &batch(ck)?, &batch(cv)?, None)?,
+            };
             x = (x + out)?;
             for (i, &(l, head)) in step.cross_qk_heads.iter().enumerate() {
                 if l == layer {

@@ -542,26 +542,8 @@ fn write_outputs(
     Ok(())
 }
 
-/// glibc maps large blocks (above a threshold that rises to at most 32 MiB) straight from the
-/// kernel and unmaps them when freed, so the encoder's per-layer buffers (tens of MB per
-/// batch) paid a page fault per 4 KiB, every layer of every window: a third of a batched run's
-/// time went to the kernel (`--batch-size 8` on the 160 TIMIT files: 11 s of 32 s). Keeping
-/// freed memory in the heap for reuse does not raise the peak (the same sizes come back).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory_for_reuse() {
-    const ONE_GIB: libc::c_int = 1 << 30;
-    // SAFETY: `mallopt` only sets allocator parameters; called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, ONE_GIB);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, ONE_GIB);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory_for_reuse() {}
-
 fn main() -> ExitCode {
-    keep_freed_memory_for_reuse();
+    whisk::keep_freed_memory_for_reuse();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Transcribe(args) => transcribe(args),

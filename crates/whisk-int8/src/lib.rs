@@ -51,6 +51,13 @@ pub fn kernel_name() -> String {
     with_gemm(|g| g.kernel_name().to_string())
 }
 
+/// True when the products run on a kernel that is both fast and exact with full 8-bit
+/// weights (AVX-512 VNNI, Arm dot product or i8mm): where int8 was measured to keep float32's
+/// accuracy (`ComputeType::Auto` picks int8 there).
+pub fn has_fast_exact_kernel() -> bool {
+    !may_saturate() && !kernel_name().starts_with("generic")
+}
+
 fn may_saturate() -> bool {
     static MAY: OnceLock<bool> = OnceLock::new();
     *MAY.get_or_init(|| with_gemm(|g| g.may_saturate()))

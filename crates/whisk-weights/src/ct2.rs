@@ -221,8 +221,8 @@ impl Reader<'_> {
             .map_err(|_| format_err(self.path, format!("`{name}` is negative ({value})")))
     }
 
-    /// A floating-point tensor in its stored precision; int8/int16 dequantised to f32 with the
-    /// per-row `<name>_scale` (CTranslate2 stores `q = round(x * scale)`).
+    /// A tensor in its stored precision: int8 kept with its per-row scales, int16 dequantised
+    /// to f32 (CTranslate2 stores `q = round(x * scale)`, so a row's scale here is `1 / scale`).
     fn tensor(&self, name: &str) -> Result<Tensor> {
         let v = self.var(name)?;
         let data = match v.dtype {
@@ -232,23 +232,27 @@ impl Reader<'_> {
             Ct2Type::I8 | Ct2Type::I16 => {
                 let scale = self.tensor(&format!("{name}_scale"))?.to_f32();
                 let rows = v.shape.first().copied().unwrap_or(1).max(1);
-                let cols = v.bytes.len() / v.dtype.size() / rows;
                 if scale.len() != rows && scale.len() != 1 {
                     return Err(format_err(
                         self.path,
                         format!("`{name}_scale` has {} values for {rows} rows", scale.len()),
                     ));
                 }
-                let q: Vec<f32> = match v.dtype {
-                    Ct2Type::I8 => v.bytes.iter().map(|&b| b as i8 as f32).collect(),
-                    _ => le_u16(v.bytes).map(|u| u as i16 as f32).collect(),
-                };
-                let data = q
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &x)| x / scale[if scale.len() == 1 { 0 } else { i / cols }])
-                    .collect();
-                TensorData::F32(data)
+                let scale_of_row = |r: usize| scale[if scale.len() == 1 { 0 } else { r }];
+                if v.dtype == Ct2Type::I8 {
+                    TensorData::I8 {
+                        values: v.bytes.iter().map(|&b| b as i8).collect(),
+                        row_scales: (0..rows).map(|r| 1.0 / scale_of_row(r)).collect(),
+                    }
+                } else {
+                    let cols = v.bytes.len() / v.dtype.size() / rows;
+                    TensorData::F32(
+                        le_u16(v.bytes)
+                            .enumerate()
+                            .map(|(i, u)| u as i16 as f32 / scale_of_row(i / cols.max(1)))
+                            .collect(),
+                    )
+                }
             }
             Ct2Type::I32 => {
                 return Err(format_err(

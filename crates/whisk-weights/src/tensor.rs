@@ -6,14 +6,22 @@ pub enum DType {
     F32,
     F16,
     BF16,
+    /// int8 values with one scale per row.
+    I8,
 }
 
-/// Elements of a tensor in the precision the checkpoint stored them (int8 is dequantised).
+/// Elements of a tensor in the precision the checkpoint stored them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
     F32(Vec<f32>),
     F16(Vec<f16>),
     BF16(Vec<bf16>),
+    /// A CTranslate2 int8 matrix, kept as stored so that int8 compute uses it as it is:
+    /// element `[r][c]` is `values[r][c] · row_scales[r]`.
+    I8 {
+        values: Vec<i8>,
+        row_scales: Vec<f32>,
+    },
 }
 
 /// A named weight: shape and row-major data.
@@ -29,6 +37,7 @@ impl Tensor {
             TensorData::F32(_) => DType::F32,
             TensorData::F16(_) => DType::F16,
             TensorData::BF16(_) => DType::BF16,
+            TensorData::I8 { .. } => DType::I8,
         }
     }
 
@@ -37,6 +46,7 @@ impl Tensor {
             TensorData::F32(v) => v.len(),
             TensorData::F16(v) => v.len(),
             TensorData::BF16(v) => v.len(),
+            TensorData::I8 { values, .. } => values.len(),
         }
     }
 
@@ -50,6 +60,14 @@ impl Tensor {
             TensorData::F32(v) => v.clone(),
             TensorData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
             TensorData::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            TensorData::I8 { values, row_scales } => {
+                let cols = values.len() / row_scales.len().max(1);
+                values
+                    .chunks(cols.max(1))
+                    .zip(row_scales)
+                    .flat_map(|(row, &s)| row.iter().map(move |&q| q as f32 * s))
+                    .collect()
+            }
         }
     }
 
@@ -61,6 +79,10 @@ impl Tensor {
             TensorData::F32(v) => TensorData::F32(v[a..b].to_vec()),
             TensorData::F16(v) => TensorData::F16(v[a..b].to_vec()),
             TensorData::BF16(v) => TensorData::BF16(v[a..b].to_vec()),
+            TensorData::I8 { values, row_scales } => TensorData::I8 {
+                values: values[a..b].to_vec(),
+                row_scales: row_scales[start..end].to_vec(),
+            },
         };
         let mut shape = self.shape.clone();
         shape[0] = end - start;
@@ -73,6 +95,7 @@ impl Tensor {
             TensorData::F32(v) => v.iter().all(|x| *x == 0.0),
             TensorData::F16(v) => v.iter().all(|x| x.to_f32() == 0.0),
             TensorData::BF16(v) => v.iter().all(|x| x.to_f32() == 0.0),
+            TensorData::I8 { values, .. } => values.iter().all(|&q| q == 0),
         }
     }
 }

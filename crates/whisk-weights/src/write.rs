@@ -385,6 +385,11 @@ pub fn write_hf(weights: &WhisperWeights, dir: &Path) -> Result<()> {
                 safetensors::Dtype::BF16,
                 v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             ),
+            // Safetensors has no per-row scales: widened.
+            TensorData::I8 { .. } => (
+                safetensors::Dtype::F32,
+                t.to_f32().iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
         };
         owned.push((hf_name(name), dtype, t.shape.clone(), bytes));
     }

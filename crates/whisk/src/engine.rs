@@ -107,7 +107,9 @@ pub(crate) fn with_backend<W: WithBackend>(
             "whisk's Burn backend runs on cpu or wgpu: use `--backend candle` for cuda and metal"
                 .into(),
         )),
-        (BackendKind::Burn, _) if compute.resolved() != ComputeType::Float32 => {
+        (BackendKind::Burn, _)
+            if !matches!(compute.resolved(), ComputeType::Float32 | ComputeType::Auto) =>
+        {
             Err(Error::Unavailable(format!(
                 "whisk's Burn backend computes in float32 only, not {compute}: use `--backend candle`"
             )))

@@ -29,6 +29,7 @@
 //! # Ok::<(), whisk::Error>(())
 //! ```
 
+mod allocator;
 mod engine;
 #[cfg(feature = "hub")]
 pub mod hub;
@@ -39,6 +40,7 @@ pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
+pub use allocator::keep_freed_memory_for_reuse;
 pub use whisk_audio::{load_audio, load_audio_with_damage, log_mel_spectrogram, Damage};
 pub use whisk_backend::{Backend, BackendTimes};
 pub use whisk_pipeline::Progress;
