@@ -93,8 +93,9 @@ struct TranscribeArgs {
     /// cpu, cuda, cuda:N, metal (candle) or wgpu (burn). Default: the backend's CPU device.
     #[arg(long)]
     device: Option<String>,
-    /// Number type of the computation: default (float32), float32, float16 or bfloat16
-    /// (half precision is meant for GPUs; candle only).
+    /// Number type of the computation: default (float32), float32, float16, bfloat16 (half
+    /// precision is meant for GPUs), int8 (alias int8_float32: int8 linear layers, CPU only) or
+    /// auto (int8 where this CPU multiplies int8 exactly and fast, else float32). Candle only.
     #[arg(long, default_value = "default", value_parser = compute_type)]
     compute_type: ComputeType,
     /// Profiling: time every backend call (waiting for the device after each) and print the
