@@ -28,7 +28,7 @@ fn on_cpu_in_f32(
         .to_dtype(dtype)
 }
 
-fn lanes(c: &[f32]) -> f32x8 {
+pub(crate) fn lanes(c: &[f32]) -> f32x8 {
     let c: [f32; 8] = c.try_into().expect("chunks of 8");
     f32x8::from(c)
 }

@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use wide::f32x8;
 
-use crate::cpu_ops::contiguous_f32;
+use crate::cpu_ops::{contiguous_f32, lanes};
 
 /// Steps feeding at most this many tokens per row use the in-place kernels.
 pub const MAX_TOKENS: usize = 4;
@@ -21,10 +21,6 @@ fn dims4(layout: &Layout) -> Result<[usize; 4]> {
         [a, b, c, d] => Ok([a, b, c, d]),
         ref other => candle_core::bail!("expected 4 dimensions, got {other:?}"),
     }
-}
-
-fn lanes(c: &[f32]) -> f32x8 {
-    f32x8::from(<[f32; 8]>::try_from(c).expect("chunks of 8"))
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
