@@ -160,11 +160,12 @@ pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use candle_core::Device;
 
-    fn worst_diff(a: &Tensor, b: &Tensor) -> f32 {
+    /// Largest absolute difference of two tensors (shared by this crate's tests).
+    pub(crate) fn worst_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()

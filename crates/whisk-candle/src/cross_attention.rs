@@ -188,25 +188,13 @@ pub fn attend_slots(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_ops::tests::worst_diff;
     use candle_core::Device;
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
             .map(|i| (((i + seed) * 7_919) % 1_000) as f32 / 250.0 - 2.0)
             .collect()
-    }
-
-    fn worst_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     #[test]
