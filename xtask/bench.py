@@ -105,6 +105,30 @@ def wer(args, case, texts):
     return float(out.split()[0])
 
 
+def dropped_utterances(case, texts):
+    """Utterances of which the long-form text holds less than half the words (words matched
+    in order against the whole reference), for cases that know where their utterances are."""
+    import difflib
+    import re
+
+    manifest = case.get("utterances")
+    if not manifest:
+        return None
+    words = lambda t: re.sub(r"[^a-z0-9' ]", " ", t.lower().replace("-", " ")).split()
+    ref, owner = [], []
+    for k, u in enumerate(json.load(open(manifest))):
+        w = words(u["text"])
+        ref += w
+        owner += [k] * len(w)
+    matched = [0] * (owner[-1] + 1)
+    hyp = words(" ".join(texts))
+    for block in difflib.SequenceMatcher(a=ref, b=hyp, autojunk=False).get_matching_blocks():
+        for i in range(block.a, block.a + block.size):
+            matched[owner[i]] += 1
+    total = [owner.count(k) for k in range(len(matched))]
+    return sum(1 for m, t in zip(matched, total) if 2 * m < t)
+
+
 def write_wav(path, samples):
     import wave
 
@@ -156,6 +180,8 @@ def prepare(args):
                  "seconds": len(long) / 16000.0, "reference": long_ref,
                  "scored_seconds": timit_seconds},
     }
+    if "pauses" in args["cases"]:
+        cases["pauses"] = pauses_case(work, texts, dict(zip(timit, timit_audio)), clips_dir)
     if "hour" in args["cases"]:
         repeats = int(np.ceil(3600 * 16000 / len(long)))
         hour_path = os.path.join(work, "hour.wav")
@@ -168,6 +194,43 @@ def prepare(args):
                                   ["faster-whisper", f"int8 batched {args['fw_batch']}"]],
                          "words_only": True}
     return [cases[c] for c in args["cases"]]
+
+
+def pauses_case(work, texts, audio, clips_dir):
+    """The 160 utterances in a shuffled order, joined by pauses of 0.3-2.5 s of faint noise,
+    with a laughter or silence clip after every eighth (a recording as users bring them: the
+    long-form issue's test set). Where each utterance lies goes to `pauses.utterances.json`."""
+    import numpy as np
+    from faster_whisper.audio import decode_audio
+
+    rng = np.random.default_rng(17)
+    order = sorted(audio)
+    rng.shuffle(order)
+    noise_clips = [decode_audio(os.path.join(clips_dir, c))
+                   for c in ("laugh1.flac", "laugh2.flac", "empty.flac", "empty_mp3.flac")]
+    parts, placed, at = [], [], 0
+    for i, utt in enumerate(order):
+        pause = rng.normal(0.0, 0.003, int(rng.uniform(0.3, 2.5) * 16000)).astype(np.float32)
+        parts += [pause, audio[utt]]
+        at += len(pause)
+        placed.append({"utterance": utt, "start": at / 16000.0,
+                       "end": (at + len(audio[utt])) / 16000.0, "text": texts[utt]})
+        at += len(audio[utt])
+        if i % 8 == 7:
+            clip = noise_clips[(i // 8) % len(noise_clips)]
+            parts.append(clip)
+            at += len(clip)
+    samples = np.concatenate(parts)
+    path = os.path.join(work, "pauses.wav")
+    write_wav(path, samples)
+    with open(os.path.join(work, "pauses.utterances.json"), "w") as f:
+        json.dump(placed, f, indent=0)
+    ref = os.path.join(work, "pauses.ref.txt")
+    with open(ref, "w") as f:
+        f.write(" ".join(p["text"] for p in placed) + "\n")
+    return {"name": "pauses", "kind": "long", "inputs": [path], "seconds": len(samples) / 16000.0,
+            "reference": ref, "scored_seconds": len(samples) / 16000.0,
+            "utterances": os.path.join(work, "pauses.utterances.json")}
 
 
 def main():
@@ -191,9 +254,12 @@ def main():
                 # fallback): the same work for whisk.
                 for words in (False, True):
                     configs.append(("whisk", f"{c} batch {fb} no fallback", fb, words, c))
-                # Speech only, as faster-whisper's batched mode (its VAD is on by default).
+                # Speech only, as faster-whisper's batched mode (its VAD is on by default),
+                # with and without fallback.
                 for words in (False, True):
                     configs.append(("whisk", f"{c} batch {fb} vad", fb, words, c))
+                for words in (False, True):
+                    configs.append(("whisk", f"{c} batch {fb} vad no fallback", fb, words, c))
         # Burn: the sequential loop and one batch size, on the CPU (flex) and, opted in, wgpu.
         for backend, system, batches in (("burn", "whisk burn", [1, args["fw_batch"]]),
                                          ("burn-wgpu", "whisk burn-wgpu", [args["fw_batch"]])):
@@ -234,7 +300,7 @@ def main():
                     cmd += ["--backend", "burn", "--device", "wgpu"]
                 if "no fallback" in label:
                     cmd += ["--temperature-increment-on-fallback", "0"]
-                if label.endswith(" vad"):
+                if " vad" in label:
                     cmd += ["--vad", "true", "--vad-model", args["vad_model"]]
                 wall, rss = run(cmd)
                 results = segments_of_whisk(out_dir, case["inputs"])
@@ -244,28 +310,31 @@ def main():
                        "1" if words else "0", out, *case["inputs"]]
                 wall, rss = run(cmd)
                 results = json.load(open(out))
+            texts = hypothesis(results, case)
             row = {
                 "case": case["name"], "system": system, "config": label,
                 "words": words, "audio": case["seconds"], "wall": wall, "rss": rss,
-                "wer": wer(args, case, hypothesis(results, case)),
+                "wer": wer(args, case, texts), "dropped": dropped_utterances(case, texts),
             }
             rows.append(row)
+            dropped = "" if row["dropped"] is None else f", {row['dropped']} utterances dropped"
             print(f"  {row['case']:<10} {system:<15} {label:<18} words={'on ' if words else 'off'}"
-                  f" {wall:7.1f} s {rss:7.0f} MB  WER {row['wer']:.2f}%", file=sys.stderr, flush=True)
+                  f" {wall:7.1f} s {rss:7.0f} MB  WER {row['wer']:.2f}%{dropped}", file=sys.stderr,
+                  flush=True)
     print_table(rows, args["fw_batch"])
 
 
 def print_table(rows, fw_batch):
     print()
-    print("| case | system | config | word ts | audio s | wall s | × realtime | speed vs fw int8 batched | peak RSS MB | WER % |")
-    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| case | system | config | word ts | audio s | wall s | × realtime | speed vs fw int8 batched | peak RSS MB | WER % | dropped |")
+    print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         base = [b for b in rows if b["case"] == r["case"] and b["system"] == "faster-whisper"
                 and b["config"] == f"int8 batched {fw_batch}" and b["words"] == r["words"]]
         ratio = f"{base[0]['wall'] / r['wall']:.2f}" if base else "-"
         print(f"| {r['case']} | {r['system']} | {r['config']} | {'on' if r['words'] else 'off'} |"
               f" {r['audio']:.0f} | {r['wall']:.1f} | {r['audio'] / r['wall']:.1f} | {ratio} |"
-              f" {r['rss']:.0f} | {r['wer']:.2f} |")
+              f" {r['rss']:.0f} | {r['wer']:.2f} | {'-' if r['dropped'] is None else r['dropped']} |")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ use crate::run;
 /// The faster-whisper release the reference outputs in `../shared/reference` came from.
 const FASTER_WHISPER: &str = "faster-whisper==1.2.1";
 
-const USAGE: &str = "usage: cargo xtask bench [--cases long,files,hour,encoder] [--whisk-batches 1,4,8,16] [--fw-batch 8] [--backends candle,burn,burn-wgpu] [--compute-types float32,int8] [--fw-compute-types int8,float32] [--model DIR]";
+const USAGE: &str = "usage: cargo xtask bench [--cases long,files,pauses,hour,encoder] [--whisk-batches 1,4,8,16] [--fw-batch 8] [--backends candle,burn,burn-wgpu] [--compute-types float32,int8] [--fw-compute-types int8,float32] [--model DIR]";
 
 pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mut cases = "long,files".to_string();
@@ -54,7 +54,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mut cases: Vec<&str> = cases.split(',').map(str::trim).collect();
     if let Some(c) = cases
         .iter()
-        .find(|c| !["long", "files", "hour", "encoder"].contains(c))
+        .find(|c| !["long", "files", "pauses", "hour", "encoder"].contains(c))
     {
         bail!("unknown case {c}\n{USAGE}");
     }

@@ -166,8 +166,9 @@ struct TranscribeArgs {
     /// end is the end of the file).
     #[arg(long, value_parser = clip_list)]
     clip_timestamps: Option<ClipList>,
-    /// Transcribe only the stretches Silero VAD v6 hears speech in (merged into clips of up to
-    /// 30 s; times stay on the file's own timeline). Off by default.
+    /// Transcribe only the stretches Silero VAD v6 hears speech in (batched and packed: each
+    /// stretch shares windows with others, silence between them; else merged into clips of up
+    /// to 30 s; times stay on the file's own timeline). Off by default.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     vad: bool,
     /// Silero VAD v6's ONNX file (default: $WHISK_VAD_MODEL, the model's directory, then

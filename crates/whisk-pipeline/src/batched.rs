@@ -15,8 +15,8 @@ use whisk_backend::Backend;
 use whisk_batch::{Job, RowRequest, Scheduler, SchedulerConfig, WindowResult};
 use whisk_decode::{build_prompt, compression_ratio, sot_sequence, BeamOptions, LogitRules};
 use whisk_types::{
-    MelPadding, Segment, TranscribeOptions, Transcript, Word, WordAlignment, HOP_LENGTH, N_FRAMES,
-    SAMPLE_RATE, TIME_PRECISION,
+    MelPadding, Segment, TranscribeOptions, Transcript, Word, WordAlignment, HOP_LENGTH,
+    INPUT_STRIDE, N_FRAMES, SAMPLE_RATE, TIME_PRECISION,
 };
 
 use crate::pack::BatchInput;
@@ -31,8 +31,14 @@ const ENCODER_BATCH: usize = 2;
 /// A window whose final decode is not known yet.
 struct OpenWindow {
     input: usize,
+    /// Its place among its input's windows (read windows and follow-ups alike).
     index: usize,
+    /// What its candidates' seeds derive from: its place among the input's read windows,
+    /// or its parent's key for a follow-up, so seeds never depend on finishing order.
+    seed_key: u64,
     span: WindowSpan,
+    /// The samples `span.start..span.end`, kept for a follow-up window.
+    samples: Vec<f32>,
     mel: Arc<[f32]>,
     /// Mel frames holding audio (the rest is padding).
     content_frames: usize,
@@ -50,9 +56,9 @@ struct OpenWindow {
 /// Seed of one candidate's sampler: a function of the window's place in its own input and the
 /// attempt only, so an input's transcript depends neither on batch size, finishing order, nor
 /// the other inputs it shares the batch with.
-fn candidate_seed(seed: u64, window: usize, temperature_index: usize, candidate: usize) -> u64 {
+fn candidate_seed(seed: u64, window: u64, temperature_index: usize, candidate: usize) -> u64 {
     let mut x = seed
-        ^ (window as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ window.wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ ((temperature_index as u64) << 48)
         ^ ((candidate as u64) << 56);
     // splitmix64 finaliser
@@ -146,7 +152,7 @@ impl<B: Backend> Pipeline<B> {
             };
             w.outstanding = candidates;
             for c in 0..candidates {
-                let seed = candidate_seed(options.seed, w.index, w.temperature_index, c);
+                let seed = candidate_seed(options.seed, w.seed_key, w.temperature_index, c);
                 scheduler.submit(Job {
                     key: id,
                     mel: w.mel.clone(),
@@ -177,9 +183,12 @@ impl<B: Backend> Pipeline<B> {
                     reading += 1;
                     continue;
                 };
-                let (input, index, span) = (reading, spans[reading].len(), window.span);
-                spans[input].push(span);
+                let (input, index) = (reading, spans[reading].len());
+                spans[input].push(window.span);
                 outputs[input].push(Vec::new());
+                // Windows with neighbours are timed for stitching.
+                let align =
+                    options.word_timestamps || keep_words[input] || !(index == 0 && window.last);
                 let (mel, content_frames) =
                     window_mel(&window.samples, dims.n_mels, options.mel_padding);
                 if multilingual && languages[input].is_none() {
@@ -195,14 +204,13 @@ impl<B: Backend> Pipeline<B> {
                 let mut window = OpenWindow {
                     input,
                     index,
-                    span,
+                    seed_key: index as u64,
+                    span: window.span,
+                    samples: window.samples,
                     mel: mel.into(),
                     content_frames,
                     sot,
-                    // Windows with neighbours are timed for stitching.
-                    align: options.word_timestamps
-                        || keep_words[input]
-                        || !(index == 0 && window.last),
+                    align,
                     temperature_index: 0,
                     outstanding: 0,
                     best: None,
@@ -272,8 +280,18 @@ impl<B: Backend> Pipeline<B> {
                 let w = open[id].take().expect("checked above");
                 let language =
                     languages[w.input].map_or("en", |i| self.tokenizer.languages()[i].as_str());
-                outputs[w.input][w.index] = self.window_segments(&w, chosen, language, options)?;
-                done_seconds += w.span.own_end - w.span.own_start;
+                let mut segments = self.window_segments(&w, chosen, language, options)?;
+                if let Some(mut follow_up) = self.follow_up(&w, &mut segments, options) {
+                    spans[w.input][w.index].own_end = follow_up.span.own_start;
+                    follow_up.index = spans[w.input].len();
+                    spans[w.input].push(follow_up.span);
+                    outputs[w.input].push(Vec::new());
+                    submit(&mut scheduler, open.len(), &mut follow_up);
+                    open.push(Some(follow_up));
+                }
+                outputs[w.input][w.index] = segments;
+                let own = spans[w.input][w.index];
+                done_seconds += own.own_end - own.own_start;
                 total_seconds = total_seconds.max(done_seconds);
                 progress(Progress {
                     done_seconds,
@@ -322,6 +340,15 @@ impl<B: Backend> Pipeline<B> {
     /// One input's segments from its windows' (timed, uncut) segments: each window keeps
     /// the words between its cuts with its neighbours.
     fn stitch(&self, windows: Vec<Vec<Segment>>, plan: &[WindowSpan]) -> Result<Vec<Segment>> {
+        // Follow-up windows were read last; in time they sit right after their parent.
+        let mut order: Vec<usize> = (0..plan.len()).collect();
+        order.sort_by(|&a, &b| plan[a].own_start.total_cmp(&plan[b].own_start));
+        let plan: Vec<WindowSpan> = order.iter().map(|&k| plan[k]).collect();
+        let mut windows: Vec<Option<Vec<Segment>>> = windows.into_iter().map(Some).collect();
+        let windows: Vec<Vec<Segment>> = order
+            .iter()
+            .map(|&k| windows[k].take().expect("each window once"))
+            .collect();
         let words: Vec<Vec<Word>> = windows
             .iter()
             .map(|segs| {
@@ -407,6 +434,51 @@ impl<B: Backend> Pipeline<B> {
             self.time_words(w, &mut result, language, chars, time_offset, &mut segments)?;
         }
         Ok(segments)
+    }
+
+    /// The window that decodes on where `w`'s decode stopped short (see [`stopped_short`]),
+    /// owning the rest of `w`'s stretch; the open text is taken from `segments`, since the
+    /// follow-up decodes it again.
+    fn follow_up(
+        &self,
+        w: &OpenWindow,
+        segments: &mut Vec<Segment>,
+        options: &TranscribeOptions,
+    ) -> Option<OpenWindow> {
+        let special = self.tokenizer.special();
+        let from = stopped_short(segments.last()?, &w.span, w.samples.len(), special)?;
+        if segments
+            .last()
+            .and_then(|s| s.tokens.last())
+            .is_some_and(|&t| !special.is_timestamp(t))
+        {
+            segments.pop();
+        }
+        let samples = w.samples[from..].to_vec();
+        let (mel, content_frames) =
+            window_mel(&samples, self.backend.dims().n_mels, options.mel_padding);
+        let start = w.span.start + from;
+        Some(OpenWindow {
+            input: w.input,
+            index: 0,
+            seed_key: w.seed_key.rotate_left(17) ^ 0xF011_0000_0000_0001,
+            span: WindowSpan {
+                start,
+                end: w.span.end,
+                own_start: start as f64 / SAMPLE_RATE as f64,
+                own_end: w.span.own_end,
+            },
+            samples,
+            mel: mel.into(),
+            content_frames,
+            sot: w.sot.clone(),
+            align: w.align,
+            temperature_index: 0,
+            outstanding: 0,
+            best: None,
+            tried: Vec::new(),
+            awaiting_pass: None,
+        })
     }
 
     /// Times the words of a window's segments from its decode's attention, or from its
@@ -574,6 +646,45 @@ fn shared_words(a: &[Word], b: &[Word]) -> Vec<(usize, usize)> {
     pairs
 }
 
+/// Progress a follow-up window must make past the start of its parent's stretch.
+const FOLLOW_UP_MIN_ADVANCE_SECONDS: f64 = 1.0;
+/// Audio left unheard in a window's stretch after its last word that counts as stopping short.
+const STOPPED_SHORT_SECONDS: f64 = 1.0;
+
+/// Where (samples into `w`) a follow-up window should start, if `w`'s decode stopped short:
+/// its last word ends more than [`STOPPED_SHORT_SECONDS`] before the stretch `w` owns does.
+/// The model may end a window early (end-of-text after a segment, mid-sentence, or out of
+/// tokens) with speech still to come. A last segment left open (no closing timestamp) is
+/// decoded again from its start, as the sequential loop seeks; a closed one, from its end.
+/// Text that runs to the window's end, as when speech goes on past it, is not stopping
+/// short: the next window overlaps it.
+fn stopped_short(
+    last: &Segment,
+    span: &WindowSpan,
+    samples: usize,
+    special: &whisk_types::SpecialTokens,
+) -> Option<usize> {
+    let (&first, &end) = (last.tokens.first()?, last.tokens.last()?);
+    let from = match (special.is_timestamp(first), special.is_timestamp(end)) {
+        (_, true) => end,
+        (true, false) => first,
+        (false, false) => return None,
+    };
+    let from = (from - special.timestamp_begin) as usize * SAMPLES_PER_TIMESTAMP;
+    let begins = (span.start + from) as f64 / SAMPLE_RATE as f64;
+    let heard_until = last
+        .words
+        .as_ref()
+        .and_then(|words| words.last())
+        .map_or(last.end, |word| word.end.max(begins));
+    let stopped = span.own_end - heard_until > STOPPED_SHORT_SECONDS;
+    let advances = begins >= span.own_start + FOLLOW_UP_MIN_ADVANCE_SECONDS;
+    (stopped && advances && from < samples).then_some(from)
+}
+
+/// Samples per timestamp token step (20 ms).
+const SAMPLES_PER_TIMESTAMP: usize = INPUT_STRIDE * HOP_LENGTH;
+
 /// Log-mel of one window's samples, padded to 30 s as `padding` says, and the frames that
 /// hold audio.
 fn window_mel(samples: &[f32], n_mels: usize, padding: MelPadding) -> (Vec<f32>, usize) {
@@ -687,6 +798,67 @@ mod tests {
         let right = words(&[("lambs", 27.4), ("wool", 27.8), ("x2", 28.6)]);
         let (left_end, right_start) = cut(&left, &right, (26.0, 30.0), 28.0);
         assert_eq!((left_end, right_start), (1, 2));
+    }
+
+    fn last_segment(tokens: Vec<u32>, start: f64, end: f64, last_word_end: f64) -> Segment {
+        Segment {
+            id: 0,
+            seek: 0,
+            start,
+            end,
+            text: String::new(),
+            tokens,
+            temperature: 0.0,
+            avg_logprob: 0.0,
+            compression_ratio: 1.0,
+            no_speech_prob: 0.0,
+            words: Some(words(&[("w", last_word_end - 0.3)])),
+        }
+    }
+
+    #[test]
+    fn a_decode_that_ends_long_before_its_window_is_followed_up() {
+        let s = special();
+        let ts = |k: u32| s.timestamp_begin + k;
+        let at = |seconds: f64| (seconds * SAMPLE_RATE as f64) as usize;
+        // A 28 s clip at 100 s of its input, owning all of it.
+        let span = WindowSpan {
+            start: at(100.0),
+            end: at(128.0),
+            own_start: 100.0,
+            own_end: 128.0,
+        };
+        let samples = at(28.0);
+        // "She had your dog." closed at 1.2 s, then end of text: 26.8 s unheard. The follow-up
+        // starts where the segment closed.
+        let closed = last_segment(vec![ts(0), 10, 11, ts(60)], 100.0, 101.2, 101.2);
+        assert_eq!(stopped_short(&closed, &span, samples, &s), Some(at(1.2)));
+        // Closed at 0.8 s: too little progress for a follow-up (it could repeat forever).
+        let closed = last_segment(vec![ts(0), 10, 11, ts(40)], 100.0, 100.8, 100.8);
+        assert_eq!(stopped_short(&closed, &span, samples, &s), None);
+        // Left open ("A-" and nothing after): decoded again from where it opened.
+        let open = last_segment(vec![ts(60), 12, 13], 101.2, 128.0, 101.3);
+        assert_eq!(stopped_short(&open, &span, samples, &s), Some(at(1.2)));
+        // Open text heard to the end of the stretch: the window ran its course.
+        let open = last_segment(vec![ts(60), 12, 13], 101.2, 128.0, 127.5);
+        assert_eq!(stopped_short(&open, &span, samples, &s), None);
+        // A middle window of fixed windows (owning 2..28 s of its 30): text running past the
+        // owned end is not cut short, and a follow-up must move past the owned start.
+        let middle = WindowSpan {
+            start: at(26.0),
+            end: at(56.0),
+            own_start: 28.0,
+            own_end: 54.0,
+        };
+        let running = last_segment(vec![ts(1200), 12, 13], 50.0, 56.0, 55.8);
+        assert_eq!(stopped_short(&running, &middle, at(30.0), &s), None);
+        let early = last_segment(vec![ts(40), 12, ts(100)], 26.8, 28.0, 28.0);
+        assert_eq!(stopped_short(&early, &middle, at(30.0), &s), None);
+        let early = last_segment(vec![ts(40), 12, ts(200)], 26.8, 30.0, 30.0);
+        assert_eq!(stopped_short(&early, &middle, at(30.0), &s), Some(at(4.0)));
+        // No timestamp to restart from.
+        let untimed = last_segment(vec![12, 13], 100.0, 101.0, 101.0);
+        assert_eq!(stopped_short(&untimed, &span, samples, &s), None);
     }
 
     #[test]

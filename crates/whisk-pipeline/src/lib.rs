@@ -25,7 +25,7 @@ use whisk_types::{
     N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
-pub use pack::{BatchInput, Pack, Piece, PACKED_FILE_SECONDS, PACK_GAP_SECONDS};
+pub use pack::{packs_inputs, BatchInput, Pack, Piece, PACKED_FILE_SECONDS, PACK_GAP_SECONDS};
 pub use plan::{
     plan_clips, FileWindows, FixedWindows, PlannedWindows, StreamedWindows, Window, WindowPlanner,
     WindowSource, WindowSpan,

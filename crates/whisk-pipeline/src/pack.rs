@@ -58,6 +58,13 @@ impl<'a> BatchInput<'a> {
     }
 }
 
+/// Whether batched transcription with `options` packs short inputs into shared windows:
+/// only where the language is known (an English model, or `options.decode.language`), since a
+/// window holds one language.
+pub fn packs_inputs(options: &TranscribeOptions, multilingual: bool) -> bool {
+    options.pack_short_inputs && (!multilingual || options.decode.language.is_some())
+}
+
 /// Samples `[start, end)` of input `input`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Piece {
@@ -418,8 +425,7 @@ impl<B: Backend> Pipeline<B> {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
-        let pack = options.pack_short_inputs
-            && (!self.tokenizer.is_multilingual() || options.decode.language.is_some());
+        let pack = packs_inputs(options, self.tokenizer.is_multilingual());
         let n_inputs = inputs.len();
         let shared = Arc::new(Mutex::new(Packed::default()));
         let gap = (PACK_GAP_SECONDS * SAMPLE_RATE as f64) as usize;

@@ -346,9 +346,11 @@ impl Model {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
         let detector = self.vad()?;
+        let packed = options.batch_size > 1
+            && whisk_pipeline::packs_inputs(options, self.dims.is_multilingual());
         let clips: Vec<Vec<(usize, usize)>> = inputs
             .iter()
-            .map(|s| speech::speech_clips(detector, s, vad))
+            .map(|s| speech::speech_clips(detector, s, vad, packed))
             .collect();
         if options.batch_size > 1 {
             let inputs = inputs
