@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use whisk_audio::loudness_db;
 use whisk_backend::Backend;
 use whisk_batch::{Job, RowRequest, Scheduler, SchedulerConfig, WindowResult};
 use whisk_decode::{build_prompt, compression_ratio, sot_sequence, BeamOptions, LogitRules};
@@ -446,7 +447,13 @@ impl<B: Backend> Pipeline<B> {
         options: &TranscribeOptions,
     ) -> Option<OpenWindow> {
         let special = self.tokenizer.special();
-        let from = stopped_short(segments.last()?, &w.span, w.samples.len(), special)?;
+        let (from, heard_until) =
+            stopped_short(segments.last()?, &w.span, w.samples.len(), special)?;
+        let loudness = loudness_db(&w.mel, self.backend.dims().n_mels, w.content_frames);
+        let frame = |t: f64| ((t - w.span.start as f64 / SAMPLE_RATE as f64) / 0.02) as usize;
+        if !has_sound(&loudness, frame(heard_until), frame(w.span.own_end)) {
+            return None;
+        }
         if segments
             .last()
             .and_then(|s| s.tokens.last())
@@ -663,7 +670,7 @@ fn stopped_short(
     span: &WindowSpan,
     samples: usize,
     special: &whisk_types::SpecialTokens,
-) -> Option<usize> {
+) -> Option<(usize, f64)> {
     let (&first, &end) = (last.tokens.first()?, last.tokens.last()?);
     let from = match (special.is_timestamp(first), special.is_timestamp(end)) {
         (_, true) => end,
@@ -679,7 +686,31 @@ fn stopped_short(
         .map_or(last.end, |word| word.end.max(begins));
     let stopped = span.own_end - heard_until > STOPPED_SHORT_SECONDS;
     let advances = begins >= span.own_start + FOLLOW_UP_MIN_ADVANCE_SECONDS;
-    (stopped && advances && from < samples).then_some(from)
+    (stopped && advances && from < samples).then_some((from, heard_until))
+}
+
+/// 20 ms frames of sound that a stopped-short window's unheard stretch must hold for a
+/// follow-up, and how near the window's loud level (its 95th percentile) they must be.
+/// Silence after the last word (a pause, a clip's padding) is not worth a window, and a
+/// follow-up fed only the edge of a cut-off word writes a word that is not there ("seconds."
+/// after jfk's "Americans." in a clip ending at 3.3 s).
+const FOLLOW_UP_SOUND_FRAMES: usize = 10;
+const FOLLOW_UP_SOUND_DB: f32 = 25.0;
+
+/// Whether frames `from..to` of a window's loudness (dB per 20 ms) hold sound.
+fn has_sound(loudness_db: &[f32], from: usize, to: usize) -> bool {
+    let to = to.min(loudness_db.len());
+    if from >= to {
+        return false;
+    }
+    let mut sorted = loudness_db.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let loud = sorted[(sorted.len() - 1) * 95 / 100];
+    let sounding = loudness_db[from..to]
+        .iter()
+        .filter(|&&db| db >= loud - FOLLOW_UP_SOUND_DB)
+        .count();
+    sounding >= FOLLOW_UP_SOUND_FRAMES
 }
 
 /// Samples per timestamp token step (20 ms).
@@ -832,13 +863,19 @@ mod tests {
         // "She had your dog." closed at 1.2 s, then end of text: 26.8 s unheard. The follow-up
         // starts where the segment closed.
         let closed = last_segment(vec![ts(0), 10, 11, ts(60)], 100.0, 101.2, 101.2);
-        assert_eq!(stopped_short(&closed, &span, samples, &s), Some(at(1.2)));
+        assert_eq!(
+            stopped_short(&closed, &span, samples, &s),
+            Some((at(1.2), 101.2))
+        );
         // Closed at 0.8 s: too little progress for a follow-up (it could repeat forever).
         let closed = last_segment(vec![ts(0), 10, 11, ts(40)], 100.0, 100.8, 100.8);
         assert_eq!(stopped_short(&closed, &span, samples, &s), None);
         // Left open ("A-" and nothing after): decoded again from where it opened.
         let open = last_segment(vec![ts(60), 12, 13], 101.2, 128.0, 101.3);
-        assert_eq!(stopped_short(&open, &span, samples, &s), Some(at(1.2)));
+        assert_eq!(
+            stopped_short(&open, &span, samples, &s),
+            Some((at(1.2), 101.3))
+        );
         // Open text heard to the end of the stretch: the window ran its course.
         let open = last_segment(vec![ts(60), 12, 13], 101.2, 128.0, 127.5);
         assert_eq!(stopped_short(&open, &span, samples, &s), None);
@@ -855,10 +892,27 @@ mod tests {
         let early = last_segment(vec![ts(40), 12, ts(100)], 26.8, 28.0, 28.0);
         assert_eq!(stopped_short(&early, &middle, at(30.0), &s), None);
         let early = last_segment(vec![ts(40), 12, ts(200)], 26.8, 30.0, 30.0);
-        assert_eq!(stopped_short(&early, &middle, at(30.0), &s), Some(at(4.0)));
+        assert_eq!(
+            stopped_short(&early, &middle, at(30.0), &s),
+            Some((at(4.0), 30.0))
+        );
         // No timestamp to restart from.
         let untimed = last_segment(vec![12, 13], 100.0, 101.0, 101.0);
         assert_eq!(stopped_short(&untimed, &span, samples, &s), None);
+    }
+
+    #[test]
+    fn a_follow_up_needs_sound_in_the_unheard_stretch() {
+        // Speech at -20 dB for 5 s, then 3 s at -70 dB with a 100 ms click at -20 dB.
+        let mut loudness = vec![-20.0f32; 250];
+        loudness.extend(vec![-70.0f32; 150]);
+        loudness[300..305].fill(-20.0);
+        assert!(!has_sound(&loudness, 250, 400));
+        // 200 ms of speech in it is enough; a stretch past the audio holds nothing.
+        loudness[350..360].fill(-30.0);
+        assert!(has_sound(&loudness, 250, 400));
+        assert!(!has_sound(&loudness, 400, 500));
+        assert!(!has_sound(&[], 0, 10));
     }
 
     #[test]
