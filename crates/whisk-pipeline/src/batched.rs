@@ -450,7 +450,8 @@ impl<B: Backend> Pipeline<B> {
         let (from, heard_until) =
             stopped_short(segments.last()?, &w.span, w.samples.len(), special)?;
         let loudness = loudness_db(&w.mel, self.backend.dims().n_mels, w.content_frames);
-        let frame = |t: f64| ((t - w.span.start as f64 / SAMPLE_RATE as f64) / 0.02) as usize;
+        let frame =
+            |t: f64| ((t - w.span.start as f64 / SAMPLE_RATE as f64) / TIME_PRECISION) as usize;
         if !has_sound(&loudness, frame(heard_until), frame(w.span.own_end)) {
             return None;
         }
