@@ -144,7 +144,7 @@ fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // The low bits of `k` hold n (two's complement); 2^n is (n + 127) << 23.
     let two_n = f32::from_bits(k.to_bits().wrapping_sub(ROUND.to_bits() - 127) << 23);
