@@ -8,6 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+use whisk_int8::widest_lanes;
 use wide::f32x8;
 
 /// Elements per parallel task for element-wise ops.
@@ -35,20 +36,20 @@ pub(crate) fn lanes(c: &[f32]) -> f32x8 {
     f32x8::from(c)
 }
 
-/// Folds `x` with `op` eight lanes at a time, then the lanes and the tail with `op1`.
-fn reduce8(
-    x: &[f32],
-    init: f32,
-    op: impl Fn(f32x8, f32x8) -> f32x8,
-    op1: impl Fn(f32, f32) -> f32,
-) -> f32 {
-    let chunks = x.chunks_exact(8);
+/// Folds `x` with `op` in 16 independent lanes, then the lanes and the tail. Plain `f32`
+/// code, so that inlined into an AVX2 build it becomes vector instructions.
+#[inline(always)]
+fn fold_lanes(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [init; LANES];
+    let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
-    let acc = chunks.fold(f32x8::splat(init), |acc, c| op(acc, lanes(c)));
-    acc.to_array()
-        .into_iter()
-        .chain(rest.iter().copied())
-        .fold(init, op1)
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = op(*a, v);
+        }
+    }
+    acc.into_iter().chain(rest.iter().copied()).fold(init, op)
 }
 
 /// The contiguous `f32` data of a CPU tensor's storage.
@@ -87,25 +88,6 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     on_cpu_in_f32(x, &SoftmaxLastDim, candle_nn::ops::softmax_last_dim)
 }
 
-/// Builds `$name(args)` calling the `#[inline(always)]` loop `$body` compiled for AVX2 where
-/// the CPU has it (x86-64), else as built for the target.
-macro_rules! widest_lanes {
-    ($name:ident => $body:ident($($arg:ident: $ty:ty),*)) => {
-        fn $name($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    $body($($arg),*)
-                }
-                // SAFETY: the CPU has AVX2, checked just above.
-                return unsafe { avx2($($arg),*) };
-            }
-            $body($($arg),*)
-        }
-    };
-}
-
 widest_lanes!(softmax_rows_fast => softmax_rows(src: &[f32], dst: &mut [f32], n: usize));
 widest_lanes!(gelu_fast => gelu_slice(src: &[f32], dst: &mut [f32]));
 
@@ -113,7 +95,8 @@ widest_lanes!(gelu_fast => gelu_slice(src: &[f32], dst: &mut [f32]));
 #[inline(always)]
 fn softmax_rows(src: &[f32], dst: &mut [f32], n: usize) {
     for (src, dst) in src.chunks(n).zip(dst.chunks_mut(n)) {
-        let max = reduce8(src, f32::NEG_INFINITY, f32x8::max, f32::max);
+        // `max` as a compare and select, which vectorises (`f32::max` minds NaN and does not).
+        let max = fold_lanes(src, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
         if max == f32::NEG_INFINITY {
             // Everything masked (a padded position): zeros rather than 0/0.
             continue;
@@ -121,7 +104,7 @@ fn softmax_rows(src: &[f32], dst: &mut [f32], n: usize) {
         for (d, &x) in dst.iter_mut().zip(src) {
             *d = exp(x - max);
         }
-        let scale = 1.0 / reduce8(dst, 0.0, |a, b| a + b, |a, b| a + b);
+        let scale = 1.0 / fold_lanes(dst, 0.0, |a, b| a + b);
         for d in dst.iter_mut() {
             *d *= scale;
         }

@@ -1,7 +1,8 @@
 //! int8 linear layers on the CPU, computed the way CTranslate2 computes them for faster-whisper:
 //! weights quantised once, symmetrically, with one scale per output feature; activations
-//! quantised on the fly with one scale per input row and shifted by 128 into `u8`; a u8×i8→i32
-//! matrix product; the `i32` sums scaled back to `f32` with the bias added.
+//! quantised on the fly into `u8` with a scale and zero point per input row (see
+//! `quantize_rows` for why not symmetric); a u8×i8→i32 matrix product; the `i32` sums scaled
+//! back to `f32` with the bias added.
 //!
 //! The product is `rten-gemm`'s, which picks its kernel when the process starts: AVX-512 VNNI
 //! (`vpdpbusd`), AVX2 (`vpmaddubsw`), Arm `sdot`/`i8mm`, or a portable loop. Weights are packed
@@ -15,6 +16,27 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions, PackedBMatrix};
 use rten_tensor::{Matrix, NdTensorView};
+
+/// Defines `fn $name(args) -> ret` that calls the `#[inline(always)]` function `$body`
+/// compiled for AVX2 where the CPU has it (x86-64), else as built for the target. Plain `f32`
+/// loops in `$body` then run in 8 vector lanes instead of the SSE2 baseline's 4.
+#[macro_export]
+macro_rules! widest_lanes {
+    ($name:ident => $body:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                // SAFETY: the CPU has AVX2, checked just above.
+                return unsafe { avx2($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+    };
+}
 
 /// Rows of activations quantised, multiplied and scaled back per task: bounds the `i32`
 /// scratch, and keeps a block's activations in cache between quantising and multiplying.
@@ -224,8 +246,10 @@ impl Int8Linear {
         check_len("the input", x.len(), rows * self.in_features)?;
         let mut out = vec![0f32; rows * self.out_features];
         if self.in_features == 0 {
-            out.par_chunks_mut(self.out_features.max(1))
-                .for_each(|row| self.add_bias(row));
+            if let Some(bias) = self.bias.as_ref().filter(|b| !b.is_empty()) {
+                out.chunks_mut(bias.len())
+                    .for_each(|row| row.copy_from_slice(bias));
+            }
             return Ok(out);
         }
         let block_in = ROW_BLOCK * self.in_features;
@@ -258,22 +282,32 @@ impl Int8Linear {
             .zip(sums.par_chunks(n))
             .zip(row_scales.par_iter().zip(&zero_points))
             .for_each(|((out, sums), (&row_scale, &zero))| {
-                let zero = zero as i32;
-                for (((y, &s), &w_scale), &w_sum) in
-                    out.iter_mut().zip(sums).zip(&self.scales).zip(&self.sums)
-                {
-                    *y = (s - zero * w_sum) as f32 * (row_scale * w_scale);
-                }
-                self.add_bias(out);
+                let bias = self.bias.as_deref().unwrap_or(&[]);
+                let weights = (&self.scales[..], &self.sums[..], bias);
+                scale_back_fast(out, sums, zero as i32, row_scale, weights);
             });
         Ok(())
     }
+}
 
-    fn add_bias(&self, row: &mut [f32]) {
-        if let Some(bias) = &self.bias {
-            row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
-        }
+widest_lanes!(scale_back_fast => scale_back(
+    out: &mut [f32], sums: &[i32], zero: i32, row_scale: f32, weights: (&[f32], &[i32], &[f32])
+));
+
+/// One row of output from its `i32` sums: `weights` are the weight's per-row scales, per-row
+/// sums (for the activations' zero point) and the bias (empty for none).
+#[inline(always)]
+fn scale_back(
+    out: &mut [f32],
+    sums: &[i32],
+    zero: i32,
+    row_scale: f32,
+    (scales, w_sums, bias): (&[f32], &[i32], &[f32]),
+) {
+    for (((y, &s), &w_scale), &w_sum) in out.iter_mut().zip(sums).zip(scales).zip(w_sums) {
+        *y = (s - zero * w_sum) as f32 * (row_scale * w_scale);
     }
+    out.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
 }
 
 /// Each row of `x` to `u8` with its own scale and zero point (`x ≈ (q − zero) · scale`),
@@ -287,20 +321,29 @@ fn quantize_rows(x: &[f32], cols: usize) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
     q.par_chunks_mut(cols)
         .zip(x.par_chunks(cols))
         .zip(scales.par_iter_mut().zip(zeros.par_iter_mut()))
-        .for_each(|((q, x), (scale, zero))| {
-            let (min, max) = finite_range(x);
-            if max > min {
-                *scale = (max - min) / 255.0;
-                *zero = (-min / *scale).round().clamp(0.0, 255.0) as u8;
-            }
-            quantize_row(x, 1.0 / *scale, *zero, q);
-        });
+        .for_each(|((q, x), (scale, zero))| (*scale, *zero) = quantize_row_fast(x, q));
     (q, scales, zeros)
+}
+
+widest_lanes!(quantize_row_fast => quantize_one_row(x: &[f32], q: &mut [u8]) -> (f32, u8));
+
+/// One row of [`quantize_rows`]: its scale and zero point.
+#[inline(always)]
+fn quantize_one_row(x: &[f32], q: &mut [u8]) -> (f32, u8) {
+    let (min, max) = finite_range(x);
+    let (mut scale, mut zero) = (1.0, 0);
+    if max > min {
+        scale = (max - min) / 255.0;
+        zero = (-min / scale).round().clamp(0.0, 255.0) as u8;
+    }
+    quantize_row(x, 1.0 / scale, zero, q);
+    (scale, zero)
 }
 
 /// The smallest and largest finite values of `x`, widened to include 0. Written as lanes of
 /// plain comparisons so that it vectorises (`f32::min`/`max` have NaN rules that keep it
 /// scalar).
+#[inline(always)]
 fn finite_range(x: &[f32]) -> (f32, f32) {
     const LANES: usize = 16;
     let (mut lo, mut hi) = ([0f32; LANES], [0f32; LANES]);
@@ -324,6 +367,7 @@ fn finite_range(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
+#[inline(always)]
 fn quantize_row(x: &[f32], inv_scale: f32, zero: u8, q: &mut [u8]) {
     let zero = zero as f32;
     for (q, v) in q.iter_mut().zip(x) {
