@@ -7,6 +7,7 @@
 //! temperature. Windows overlap; each keeps only the words whose middle lies in the stretch it
 //! owns, so a word cut at one window's edge is taken whole from its neighbour.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
@@ -437,35 +438,34 @@ impl<B: Backend> Pipeline<B> {
         Ok(segments)
     }
 
-    /// The window that decodes on where `w`'s decode stopped short (see [`stopped_short`]),
-    /// owning the rest of `w`'s stretch; the open text is taken from `segments`, since the
-    /// follow-up decodes it again.
+    /// The window that decodes on where `w`'s decode left its stretch unheard (see
+    /// [`unheard_stretch`]), owning the rest of `w`'s stretch; the segments from there on are
+    /// taken from `segments`, since the follow-up decodes them again.
     fn follow_up(
         &self,
         w: &OpenWindow,
         segments: &mut Vec<Segment>,
         options: &TranscribeOptions,
     ) -> Option<OpenWindow> {
-        let special = self.tokenizer.special();
-        let (from, heard_until) =
-            stopped_short(segments.last()?, &w.span, w.samples.len(), special)?;
-        let loudness = loudness_db(&w.mel, self.backend.dims().n_mels, w.content_frames);
-        let frame =
-            |t: f64| ((t - w.span.start as f64 / SAMPLE_RATE as f64) / TIME_PRECISION) as usize;
-        if !has_sound(&loudness, frame(heard_until), frame(w.span.own_end)) {
-            return None;
-        }
-        if segments
-            .last()
-            .and_then(|s| s.tokens.last())
-            .is_some_and(|&t| !special.is_timestamp(t))
-        {
-            segments.pop();
-        }
-        let samples = w.samples[from..].to_vec();
-        let (mel, content_frames) =
-            window_mel(&samples, self.backend.dims().n_mels, options.mel_padding);
-        let start = w.span.start + from;
+        let n_mels = self.backend.dims().n_mels;
+        let loudness = OnceCell::new();
+        let window_start = w.span.start as f64 / SAMPLE_RATE as f64;
+        let frame = |t: f64| ((t - window_start) / TIME_PRECISION).max(0.0) as usize;
+        let sounds = |from: f64, to: f64| {
+            let loudness = loudness.get_or_init(|| loudness_db(&w.mel, n_mels, w.content_frames));
+            has_sound(loudness, frame(from), frame(to))
+        };
+        let resume = unheard_stretch(
+            segments,
+            &w.span,
+            w.samples.len(),
+            self.tokenizer.special(),
+            sounds,
+        )?;
+        segments.truncate(resume.keep);
+        let samples = w.samples[resume.from..].to_vec();
+        let (mel, content_frames) = window_mel(&samples, n_mels, options.mel_padding);
+        let start = w.span.start + resume.from;
         Some(OpenWindow {
             input: w.input,
             index: 0,
@@ -658,40 +658,75 @@ fn shared_words(a: &[Word], b: &[Word]) -> Vec<(usize, usize)> {
 const FOLLOW_UP_MIN_ADVANCE_SECONDS: f64 = 1.0;
 /// Audio left unheard in a window's stretch after its last word that counts as stopping short.
 const STOPPED_SHORT_SECONDS: f64 = 1.0;
+/// Audio passed over before a window's last line, when that line ends at the window's end,
+/// that counts as skipped: tiny.en at times jumps from mid-window speech to a made-up line at
+/// the end ("THE BIRTH" 25 s on), and the overlap with the next window does not cover the
+/// jump. Jumps elsewhere are left alone: over laughter and noise they are right, and
+/// follow-ups there wrote noise as words.
+const SKIPPED_SECONDS: f64 = 4.0;
 
-/// Where (samples into `w`) a follow-up window should start, if `w`'s decode stopped short:
-/// its last word ends more than [`STOPPED_SHORT_SECONDS`] before the stretch `w` owns does.
-/// The model may end a window early (end-of-text after a segment, mid-sentence, or out of
-/// tokens) with speech still to come. A last segment left open (no closing timestamp) is
-/// decoded again from its start, as the sequential loop seeks; a closed one, from its end.
-/// Text that runs to the window's end, as when speech goes on past it, is not stopping
-/// short: the next window overlaps it.
-fn stopped_short(
-    last: &Segment,
+/// Where a follow-up window starts: `from` samples into its parent, keeping the parent's
+/// first `keep` segments.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Resume {
+    keep: usize,
+    from: usize,
+}
+
+/// Where a follow-up window should start, if `w`'s decode left part of its stretch unheard,
+/// at the first of two places: more than [`SKIPPED_SECONDS`] lie before a last line at the
+/// window's end, or its last word ends more than [`STOPPED_SHORT_SECONDS`] before the stretch
+/// `w` owns does (end-of-text mid-sentence, out of tokens). Only stretches that
+/// `sounds(from, to)` count. A last
+/// segment left open (no closing timestamp) is decoded again from its start, as the
+/// sequential loop seeks; a closed one, from its end. Text that runs to the window's end, as
+/// when speech goes on past it, is not stopping short: the next window overlaps it.
+fn unheard_stretch(
+    segments: &[Segment],
     span: &WindowSpan,
     samples: usize,
     special: &whisk_types::SpecialTokens,
-) -> Option<(usize, f64)> {
-    let (&first, &end) = (last.tokens.first()?, last.tokens.last()?);
-    let from = match (special.is_timestamp(first), special.is_timestamp(end)) {
-        (_, true) => end,
-        (true, false) => first,
-        (false, false) => return None,
-    };
-    let from = (from - special.timestamp_begin) as usize * SAMPLES_PER_TIMESTAMP;
-    let begins = (span.start + from) as f64 / SAMPLE_RATE as f64;
-    let heard_until = last
-        .words
-        .as_ref()
-        .and_then(|words| words.last())
-        .map_or(last.end, |word| word.end.max(begins));
-    let stopped = span.own_end - heard_until > STOPPED_SHORT_SECONDS;
-    let advances = begins >= span.own_start + FOLLOW_UP_MIN_ADVANCE_SECONDS;
-    (stopped && advances && from < samples).then_some((from, heard_until))
+    sounds: impl Fn(f64, f64) -> bool,
+) -> Option<Resume> {
+    let n = segments.len();
+    let window_end = span.end as f64 / SAMPLE_RATE as f64;
+    let last_at_end = n >= 2 && segments[n - 1].end >= window_end - STOPPED_SHORT_SECONDS;
+    let jump = last_at_end.then(|| {
+        (
+            n - 2,
+            segments[n - 1].start.min(span.own_end),
+            SKIPPED_SECONDS,
+        )
+    });
+    let end = n
+        .checked_sub(1)
+        .map(|k| (k, span.own_end, STOPPED_SHORT_SECONDS));
+    for (k, next, limit) in jump.into_iter().chain(end) {
+        let segment = &segments[k];
+        let (&first, &end) = (segment.tokens.first()?, segment.tokens.last()?);
+        let (from, keep) = match (special.is_timestamp(first), special.is_timestamp(end)) {
+            (_, true) => (end, k + 1),
+            (true, false) => (first, k),
+            (false, false) => return None,
+        };
+        let from = (from - special.timestamp_begin) as usize * SAMPLES_PER_TIMESTAMP;
+        let begins = (span.start + from) as f64 / SAMPLE_RATE as f64;
+        let heard_until = segment
+            .words
+            .as_ref()
+            .and_then(|words| words.last())
+            .map_or(segment.end, |word| word.end.max(begins));
+        let unheard = next - heard_until > limit;
+        let advances = begins >= span.own_start + FOLLOW_UP_MIN_ADVANCE_SECONDS;
+        if unheard && advances && from < samples && sounds(heard_until, next) {
+            return Some(Resume { keep, from });
+        }
+    }
+    None
 }
 
-/// 20 ms frames of sound that a stopped-short window's unheard stretch must hold for a
-/// follow-up, and how near the window's loud level (its 95th percentile) they must be.
+/// 20 ms frames of sound that a window's unheard stretch must hold for a follow-up, and how
+/// near the window's loud level (its 95th percentile) they must be.
 /// Silence after the last word (a pause, a clip's padding) is not worth a window, and a
 /// follow-up fed only the edge of a cut-off word writes a word that is not there ("seconds."
 /// after jfk's "Americans." in a clip ending at 3.3 s).
@@ -849,7 +884,7 @@ mod tests {
     }
 
     #[test]
-    fn a_decode_that_ends_long_before_its_window_is_followed_up() {
+    fn a_decode_that_ends_early_or_jumps_ahead_is_followed_up() {
         let s = special();
         let ts = |k: u32| s.timestamp_begin + k;
         let at = |seconds: f64| (seconds * SAMPLE_RATE as f64) as usize;
@@ -861,25 +896,25 @@ mod tests {
             own_end: 128.0,
         };
         let samples = at(28.0);
+        let resume = |segment: &Segment, span: &WindowSpan, samples: usize| {
+            unheard_stretch(std::slice::from_ref(segment), span, samples, &s, |_, _| {
+                true
+            })
+            .map(|r| r.from)
+        };
         // "She had your dog." closed at 1.2 s, then end of text: 26.8 s unheard. The follow-up
         // starts where the segment closed.
         let closed = last_segment(vec![ts(0), 10, 11, ts(60)], 100.0, 101.2, 101.2);
-        assert_eq!(
-            stopped_short(&closed, &span, samples, &s),
-            Some((at(1.2), 101.2))
-        );
+        assert_eq!(resume(&closed, &span, samples), Some(at(1.2)));
         // Closed at 0.8 s: too little progress for a follow-up (it could repeat forever).
         let closed = last_segment(vec![ts(0), 10, 11, ts(40)], 100.0, 100.8, 100.8);
-        assert_eq!(stopped_short(&closed, &span, samples, &s), None);
+        assert_eq!(resume(&closed, &span, samples), None);
         // Left open ("A-" and nothing after): decoded again from where it opened.
         let open = last_segment(vec![ts(60), 12, 13], 101.2, 128.0, 101.3);
-        assert_eq!(
-            stopped_short(&open, &span, samples, &s),
-            Some((at(1.2), 101.3))
-        );
+        assert_eq!(resume(&open, &span, samples), Some(at(1.2)));
         // Open text heard to the end of the stretch: the window ran its course.
         let open = last_segment(vec![ts(60), 12, 13], 101.2, 128.0, 127.5);
-        assert_eq!(stopped_short(&open, &span, samples, &s), None);
+        assert_eq!(resume(&open, &span, samples), None);
         // A middle window of fixed windows (owning 2..28 s of its 30): text running past the
         // owned end is not cut short, and a follow-up must move past the owned start.
         let middle = WindowSpan {
@@ -889,17 +924,40 @@ mod tests {
             own_end: 54.0,
         };
         let running = last_segment(vec![ts(1200), 12, 13], 50.0, 56.0, 55.8);
-        assert_eq!(stopped_short(&running, &middle, at(30.0), &s), None);
+        assert_eq!(resume(&running, &middle, at(30.0)), None);
         let early = last_segment(vec![ts(40), 12, ts(100)], 26.8, 28.0, 28.0);
-        assert_eq!(stopped_short(&early, &middle, at(30.0), &s), None);
+        assert_eq!(resume(&early, &middle, at(30.0)), None);
         let early = last_segment(vec![ts(40), 12, ts(200)], 26.8, 30.0, 30.0);
-        assert_eq!(
-            stopped_short(&early, &middle, at(30.0), &s),
-            Some((at(4.0), 30.0))
-        );
+        assert_eq!(resume(&early, &middle, at(30.0)), Some(at(4.0)));
+        // An open last segment is dropped and decoded again; a closed one is kept.
+        let first = last_segment(vec![ts(0), 10, ts(60)], 100.0, 101.2, 101.2);
+        let open = last_segment(vec![ts(60), 12, 13], 101.2, 128.0, 101.3);
+        let both = [first.clone(), open];
+        let keep = |segments: &[Segment]| {
+            unheard_stretch(segments, &span, samples, &s, |_, _| true).map(|r| r.keep)
+        };
+        assert_eq!(keep(&both), Some(1));
+        // A jump over more than `SKIPPED_SECONDS` of sound to a last line at the window's end
+        // is unheard audio (the follow-up decodes again from the first segment's end, dropping
+        // the rest); a shorter pause or a silent one is not (here the stretch after the pause
+        // is), nor is a jump to a line before the end.
+        let late = |at: f64| {
+            let k = ((at - 100.0) / TIME_PRECISION).round() as u32;
+            last_segment(vec![ts(k), 14, ts(k + 40)], at, at + 0.8, at + 0.8)
+        };
+        let jumped = [first.clone(), late(127.0)];
+        assert_eq!(keep(&jumped), Some(1));
+        let paused = [first.clone(), late(104.0)];
+        assert_eq!(keep(&paused), Some(2));
+        let mid = [first.clone(), late(110.0), late(127.0)];
+        assert_eq!(keep(&mid), Some(2));
+        let silent = unheard_stretch(&jumped, &span, samples, &s, |from, to| {
+            !(from < 102.0 && to > 126.0)
+        });
+        assert_eq!(silent, None);
         // No timestamp to restart from.
         let untimed = last_segment(vec![12, 13], 100.0, 101.0, 101.0);
-        assert_eq!(stopped_short(&untimed, &span, samples, &s), None);
+        assert_eq!(resume(&untimed, &span, samples), None);
     }
 
     #[test]
