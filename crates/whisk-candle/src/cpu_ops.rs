@@ -36,11 +36,11 @@ pub(crate) fn lanes(c: &[f32]) -> f32x8 {
     f32x8::from(c)
 }
 
-/// Folds `x` with `op` in 16 independent lanes, then the lanes and the tail. Plain `f32`
+/// Folds `x` with `op` in 8 independent lanes, then the lanes and the tail. Plain `f32`
 /// code, so that inlined into an AVX2 build it becomes vector instructions.
 #[inline(always)]
 fn fold_lanes(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
-    const LANES: usize = 16;
+    const LANES: usize = 8;
     let mut acc = [init; LANES];
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();

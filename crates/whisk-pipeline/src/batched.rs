@@ -18,7 +18,7 @@ use whisk_batch::{Job, RowRequest, Scheduler, SchedulerConfig, WindowResult};
 use whisk_decode::{build_prompt, compression_ratio, sot_sequence, BeamOptions, LogitRules};
 use whisk_types::{
     MelPadding, Segment, TranscribeOptions, Transcript, Word, WordAlignment, HOP_LENGTH,
-    INPUT_STRIDE, N_FRAMES, SAMPLE_RATE, TIME_PRECISION,
+    INPUT_STRIDE, N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
 use crate::pack::BatchInput;
@@ -53,6 +53,8 @@ struct OpenWindow {
     tried: Vec<WindowResult>,
     /// The chosen decode, waiting for its alignment pass.
     awaiting_pass: Option<WindowResult>,
+    /// Decodes the stretch its parent skipped at its start (see [`skipped_start`]).
+    fills_in: bool,
 }
 
 /// Seed of one candidate's sampler: a function of the window's place in its own input and the
@@ -218,6 +220,7 @@ impl<B: Backend> Pipeline<B> {
                     best: None,
                     tried: Vec::new(),
                     awaiting_pass: None,
+                    fills_in: false,
                 };
                 submit(&mut scheduler, open.len(), &mut window);
                 open.push(Some(window));
@@ -283,13 +286,18 @@ impl<B: Backend> Pipeline<B> {
                 let language =
                     languages[w.input].map_or("en", |i| self.tokenizer.languages()[i].as_str());
                 let mut segments = self.window_segments(&w, chosen, language, options)?;
-                if let Some(mut follow_up) = self.follow_up(&w, &mut segments, options) {
-                    spans[w.input][w.index].own_end = follow_up.span.own_start;
-                    follow_up.index = spans[w.input].len();
-                    spans[w.input].push(follow_up.span);
+                for mut child in self.more_windows(&w, &mut segments, options) {
+                    let parent = &mut spans[w.input][w.index];
+                    if child.fills_in {
+                        parent.own_start = child.span.own_end;
+                    } else {
+                        parent.own_end = child.span.own_start;
+                    }
+                    child.index = spans[w.input].len();
+                    spans[w.input].push(child.span);
                     outputs[w.input].push(Vec::new());
-                    submit(&mut scheduler, open.len(), &mut follow_up);
-                    open.push(Some(follow_up));
+                    submit(&mut scheduler, open.len(), &mut child);
+                    open.push(Some(child));
                 }
                 outputs[w.input][w.index] = segments;
                 let own = spans[w.input][w.index];
@@ -438,43 +446,67 @@ impl<B: Backend> Pipeline<B> {
         Ok(segments)
     }
 
-    /// The window that decodes on where `w`'s decode left its stretch unheard (see
-    /// [`unheard_stretch`]), owning the rest of `w`'s stretch; the segments from there on are
-    /// taken from `segments`, since the follow-up decodes them again.
-    fn follow_up(
+    /// Windows for what `w`'s decode left unheard: a fill-in for speech it skipped at its start
+    /// (see [`skipped_start`]) and a follow-up that decodes on where it stopped (see
+    /// [`unheard_stretch`]), owning the rest of `w`'s stretch. The segments the follow-up
+    /// decodes again are taken from `segments`.
+    fn more_windows(
         &self,
         w: &OpenWindow,
         segments: &mut Vec<Segment>,
         options: &TranscribeOptions,
-    ) -> Option<OpenWindow> {
-        let n_mels = self.backend.dims().n_mels;
+    ) -> Vec<OpenWindow> {
         let loudness = OnceCell::new();
         let window_start = w.span.start as f64 / SAMPLE_RATE as f64;
         let frame = |t: f64| ((t - window_start) / TIME_PRECISION).max(0.0) as usize;
         let sounds = |from: f64, to: f64| {
+            let n_mels = self.backend.dims().n_mels;
             let loudness = loudness.get_or_init(|| loudness_db(&w.mel, n_mels, w.content_frames));
             has_sound(loudness, frame(from), frame(to))
         };
-        let resume = unheard_stretch(
-            segments,
-            &w.span,
-            w.samples.len(),
-            self.tokenizer.special(),
-            sounds,
-        )?;
-        segments.truncate(resume.keep);
-        let samples = w.samples[resume.from..].to_vec();
-        let (mel, content_frames) = window_mel(&samples, n_mels, options.mel_padding);
-        let start = w.span.start + resume.from;
-        Some(OpenWindow {
+        let special = self.tokenizer.special();
+        let mut more = Vec::new();
+        // Only windows cut by their length: in packed windows, pieces that get no text are
+        // decoded again alone (see `transcribe_batch`).
+        let full = w.samples.len() >= N_SAMPLES;
+        if let Some(to) = skipped_start(segments, &w.span, sounds).filter(|_| full && !w.fills_in) {
+            more.push(self.child_window(w, 0..to.min(w.samples.len()), true, options));
+        }
+        if let Some(resume) = unheard_stretch(segments, &w.span, w.samples.len(), special, sounds) {
+            segments.truncate(resume.keep);
+            more.push(self.child_window(w, resume.from..w.samples.len(), false, options));
+        }
+        more
+    }
+
+    /// A window over `range` of `w`'s samples: a fill-in owning that stretch, or a follow-up
+    /// owning it up to the end of `w`'s own stretch.
+    fn child_window(
+        &self,
+        w: &OpenWindow,
+        range: std::ops::Range<usize>,
+        fills_in: bool,
+        options: &TranscribeOptions,
+    ) -> OpenWindow {
+        let samples = w.samples[range.clone()].to_vec();
+        let (mel, content_frames) =
+            window_mel(&samples, self.backend.dims().n_mels, options.mel_padding);
+        let (start, end) = (w.span.start + range.start, w.span.start + range.end);
+        let seconds = |at: usize| at as f64 / SAMPLE_RATE as f64;
+        let (own_start, own_end, salt) = if fills_in {
+            (w.span.own_start, seconds(end), 0xF111_0000_0000_0001)
+        } else {
+            (seconds(start), w.span.own_end, 0xF011_0000_0000_0001)
+        };
+        OpenWindow {
             input: w.input,
             index: 0,
-            seed_key: w.seed_key.rotate_left(17) ^ 0xF011_0000_0000_0001,
+            seed_key: w.seed_key.rotate_left(17) ^ salt,
             span: WindowSpan {
                 start,
-                end: w.span.end,
-                own_start: start as f64 / SAMPLE_RATE as f64,
-                own_end: w.span.own_end,
+                end,
+                own_start,
+                own_end,
             },
             samples,
             mel: mel.into(),
@@ -486,7 +518,8 @@ impl<B: Backend> Pipeline<B> {
             best: None,
             tried: Vec::new(),
             awaiting_pass: None,
-        })
+            fills_in,
+        }
     }
 
     /// Times the words of a window's segments from its decode's attention, or from its
@@ -658,11 +691,12 @@ fn shared_words(a: &[Word], b: &[Word]) -> Vec<(usize, usize)> {
 const FOLLOW_UP_MIN_ADVANCE_SECONDS: f64 = 1.0;
 /// Audio left unheard in a window's stretch after its last word that counts as stopping short.
 const STOPPED_SHORT_SECONDS: f64 = 1.0;
-/// Audio passed over before a window's last line, when that line ends at the window's end,
-/// that counts as skipped: tiny.en at times jumps from mid-window speech to a made-up line at
-/// the end ("THE BIRTH" 25 s on), and the overlap with the next window does not cover the
-/// jump. Jumps elsewhere are left alone: over laughter and noise they are right, and
-/// follow-ups there wrote noise as words.
+/// Audio passed over that counts as skipped speech, in full 30 s windows, at the two places
+/// where tiny.en skips it on back-to-back speech: before a last line where a full 30 s window was cut (it jumps from
+/// mid-window speech to a made-up line at the end, "THE BIRTH" 25 s on, and the overlap with
+/// the next window does not cover the jump), and at the start of a window (its first words
+/// 19 s in). Jumps between other lines are left alone: over laughter and noise they are right,
+/// and follow-ups there wrote noise as words.
 const SKIPPED_SECONDS: f64 = 4.0;
 
 /// Where a follow-up window starts: `from` samples into its parent, keeping the parent's
@@ -673,9 +707,35 @@ struct Resume {
     from: usize,
 }
 
+/// Where (samples into `w`) a fill-in window should end, if `w`'s decode passed over more
+/// than [`SKIPPED_SECONDS`] of sound at the start of its stretch before its first segment
+/// (tiny.en at times opens a window of back-to-back speech 19 s in). The fill-in decodes
+/// that stretch alone, up to the first word.
+fn skipped_start(
+    segments: &[Segment],
+    span: &WindowSpan,
+    sounds: impl Fn(f64, f64) -> bool,
+) -> Option<usize> {
+    // Where the earliest word starts by its alignment: the timestamp tokens of such a decode
+    // are often wrong too ("<|0.00|> She has a" for words 19 s in), and its lines need not
+    // come in time order.
+    let heard_from = segments
+        .iter()
+        .map(|s| {
+            s.words
+                .as_ref()
+                .and_then(|words| words.first())
+                .map_or(s.start, |word| word.start)
+        })
+        .min_by(f64::total_cmp)?;
+    let to = ((heard_from * SAMPLE_RATE as f64) as usize).saturating_sub(span.start);
+    let skipped = heard_from.min(span.own_end) - span.own_start > SKIPPED_SECONDS;
+    (skipped && to > 0 && sounds(span.own_start, heard_from)).then_some(to)
+}
+
 /// Where a follow-up window should start, if `w`'s decode left part of its stretch unheard,
 /// at the first of two places: more than [`SKIPPED_SECONDS`] lie before a last line at the
-/// window's end, or its last word ends more than [`STOPPED_SHORT_SECONDS`] before the stretch
+/// end of a full window, or its last word ends more than [`STOPPED_SHORT_SECONDS`] before the stretch
 /// `w` owns does (end-of-text mid-sentence, out of tokens). Only stretches that
 /// `sounds(from, to)` count. A last
 /// segment left open (no closing timestamp) is decoded again from its start, as the
@@ -690,7 +750,9 @@ fn unheard_stretch(
 ) -> Option<Resume> {
     let n = segments.len();
     let window_end = span.end as f64 / SAMPLE_RATE as f64;
-    let last_at_end = n >= 2 && segments[n - 1].end >= window_end - STOPPED_SHORT_SECONDS;
+    // A window cut by its length, not one ending with its audio or its packed clips.
+    let full = samples >= N_SAMPLES;
+    let last_at_end = full && n >= 2 && segments[n - 1].end >= window_end - STOPPED_SHORT_SECONDS;
     let jump = last_at_end.then(|| {
         (
             n - 2,
@@ -937,27 +999,61 @@ mod tests {
             unheard_stretch(segments, &span, samples, &s, |_, _| true).map(|r| r.keep)
         };
         assert_eq!(keep(&both), Some(1));
-        // A jump over more than `SKIPPED_SECONDS` of sound to a last line at the window's end
-        // is unheard audio (the follow-up decodes again from the first segment's end, dropping
-        // the rest); a shorter pause or a silent one is not (here the stretch after the pause
-        // is), nor is a jump to a line before the end.
+        // In a full 30 s window (owning its first 28 s), a jump over more than
+        // `SKIPPED_SECONDS` of sound to a last line where the window was cut is unheard audio:
+        // the follow-up decodes again from the first segment's end, dropping the rest. A
+        // shorter pause or a silent one is not (here the stretch after the pause is), nor is a
+        // jump to a line before the end, nor one to the end of a window that ends with its
+        // audio (a last clip, packed clips).
+        let full = WindowSpan {
+            end: at(130.0),
+            ..span
+        };
+        let keep_full = |segments: &[Segment]| {
+            unheard_stretch(segments, &full, at(30.0), &s, |_, _| true).map(|r| r.keep)
+        };
         let late = |at: f64| {
             let k = ((at - 100.0) / TIME_PRECISION).round() as u32;
             last_segment(vec![ts(k), 14, ts(k + 40)], at, at + 0.8, at + 0.8)
         };
-        let jumped = [first.clone(), late(127.0)];
-        assert_eq!(keep(&jumped), Some(1));
+        let jumped = [first.clone(), late(129.0)];
+        assert_eq!(keep_full(&jumped), Some(1));
         let paused = [first.clone(), late(104.0)];
-        assert_eq!(keep(&paused), Some(2));
-        let mid = [first.clone(), late(110.0), late(127.0)];
-        assert_eq!(keep(&mid), Some(2));
-        let silent = unheard_stretch(&jumped, &span, samples, &s, |from, to| {
+        assert_eq!(keep_full(&paused), Some(2));
+        let mid = [first.clone(), late(110.0), late(129.0)];
+        assert_eq!(keep_full(&mid), Some(2));
+        let silent = unheard_stretch(&jumped, &full, at(30.0), &s, |from, to| {
             !(from < 102.0 && to > 126.0)
         });
         assert_eq!(silent, None);
+        assert_eq!(keep(&[first.clone(), late(127.0)]), None);
         // No timestamp to restart from.
         let untimed = last_segment(vec![12, 13], 100.0, 101.0, 101.0);
         assert_eq!(resume(&untimed, &span, samples), None);
+    }
+
+    #[test]
+    fn speech_skipped_at_a_window_start_gets_a_fill_in() {
+        let at = |seconds: f64| (seconds * SAMPLE_RATE as f64) as usize;
+        // A middle window: samples from 26 s, owning 28..54 s.
+        let span = WindowSpan {
+            start: at(26.0),
+            end: at(56.0),
+            own_start: 28.0,
+            own_end: 54.0,
+        };
+        let line = |start: f64| Segment {
+            words: Some(words(&[("w", start), ("x", start + 0.5)])),
+            ..last_segment(vec![], start, start + 0.8, start + 0.8)
+        };
+        // First words 19 s into the owned stretch: a fill-in up to them.
+        let late = [line(47.0)];
+        assert_eq!(skipped_start(&late, &span, |_, _| true), Some(at(21.0)));
+        // Not when the stretch before them is silent, or short.
+        assert_eq!(skipped_start(&late, &span, |_, _| false), None);
+        assert_eq!(skipped_start(&[line(31.0)], &span, |_, _| true), None);
+        // Nothing decoded at all is not a skip at the start.
+        assert_eq!(skipped_start(&[], &span, |_, _| true), None);
     }
 
     #[test]
