@@ -172,11 +172,20 @@ fn repetitive_text_falls_back_through_every_temperature() {
 
 #[test]
 fn unlikely_text_falls_back_and_likely_text_does_not() {
-    // Proposed tokens 8 logits above 51863 others: about 5% each, log-probability < -1.
-    let p = pipeline(" a quiet sentence.", 8.0, 0.0);
+    // Proposed tokens 10 logits above 51863 others: about 30% each, log-probability about
+    // -1.2: under the threshold, near enough that every temperature is tried.
+    let p = pipeline(" a quiet sentence.", 10.0, 0.0);
     let t = transcribe(&p, &options());
     assert_eq!(p.backend().decodes.get(), 1 + 5 * 5);
     assert!(t.segments.iter().all(|s| s.avg_logprob < -1.0));
+
+    // 8 logits above: about 5% each, log-probability about -3, past rescuing: hotter
+    // temperatures would only sample worse, so the first decode is kept.
+    let p = pipeline(" a quiet sentence.", 8.0, 0.0);
+    let t = transcribe(&p, &options());
+    assert_eq!(p.backend().decodes.get(), 1);
+    assert!(t.segments.iter().all(|s| s.avg_logprob < -1.5));
+    assert_eq!(t.segments[0].temperature, 0.0);
 
     let p = pipeline(" a quiet sentence.", 30.0, 0.0);
     let t = transcribe(&p, &options());

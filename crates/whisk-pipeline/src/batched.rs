@@ -250,7 +250,7 @@ impl<B: Backend> Pipeline<B> {
                         let last = w.temperature_index + 1 == temperatures.len();
                         let chosen = if fallback::passes(&best, options) {
                             fallback::cut_loop(best, &special)
-                        } else if last {
+                        } else if last || fallback::hopeless(&best, options) {
                             w.tried.push(best);
                             fallback::least_bad(std::mem::take(&mut w.tried), options, &special)
                         } else {

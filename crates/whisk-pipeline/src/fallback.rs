@@ -28,7 +28,25 @@ pub(crate) fn passes(r: &WindowResult, options: &TranscribeOptions) -> bool {
     silent || (!too_repetitive && !too_unlikely)
 }
 
-/// Every temperature failed: the likeliest result among those that are not repetitive (all,
+/// How far below the log-probability threshold a decode that is not repetitive is past
+/// rescuing. On the bench's long file (English model; foreign speech and music after 490 s),
+/// no window whose best candidate fell this low at some temperature passed at a higher one:
+/// sampling hotter only lowered it further, at best-of-5 candidates a temperature.
+const HOPELESS_LOGPROB_MARGIN: f64 = 0.5;
+
+/// Whether to stop the fallback at a failed decode: it is unlikely far past the threshold
+/// without being repetitive, so a hotter temperature would only sample worse text.
+pub(crate) fn hopeless(r: &WindowResult, options: &TranscribeOptions) -> bool {
+    let repetitive = options
+        .compression_ratio_threshold
+        .is_some_and(|c| r.looped || r.compression_ratio > c);
+    let far_below = options
+        .logprob_threshold
+        .is_some_and(|lp| r.avg_logprob < lp - HOPELESS_LOGPROB_MARGIN);
+    far_below && !repetitive
+}
+
+/// Every temperature failed (or the last was hopeless): the likeliest result among those that are not repetitive (all,
 /// if each is), its loop cut after the phrase's first time. Reports the last temperature
 /// tried, so the caller resets the prompt after it.
 pub(crate) fn least_bad(
@@ -87,4 +105,46 @@ pub(crate) fn is_silent(r: &WindowResult, options: &TranscribeOptions) -> bool {
                 .logprob_threshold
                 .is_some_and(|lp| r.avg_logprob > lp)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn result(avg_logprob: f64, compression_ratio: f64, looped: bool) -> WindowResult {
+        WindowResult {
+            tokens: vec![1, 2, 3],
+            sum_logprob: avg_logprob * 4.0,
+            avg_logprob,
+            no_speech_prob: 0.1,
+            temperature: 0.0,
+            compression_ratio,
+            qk_rows: Vec::new(),
+            token_probs: Vec::new(),
+            refeed: None,
+            rng: rand::rngs::StdRng::seed_from_u64(0),
+            looped,
+        }
+    }
+
+    #[test]
+    fn only_plain_text_far_below_the_threshold_ends_the_fallback() {
+        let options = TranscribeOptions::default();
+        assert_eq!(options.logprob_threshold, Some(-1.0));
+        // Failing, but near enough to the threshold that a hotter try may pass.
+        assert!(!passes(&result(-1.2, 1.5, false), &options));
+        assert!(!hopeless(&result(-1.2, 1.5, false), &options));
+        // Far below: hopeless.
+        assert!(hopeless(&result(-1.8, 1.5, false), &options));
+        // A loop or text that compresses too well fails for that; sampling may break it.
+        assert!(!hopeless(&result(-1.8, 1.5, true), &options));
+        assert!(!hopeless(&result(-1.8, 3.0, false), &options));
+        // Without a log-probability threshold nothing is hopeless.
+        let no_threshold = TranscribeOptions {
+            logprob_threshold: None,
+            ..options
+        };
+        assert!(!hopeless(&result(-5.0, 1.5, false), &no_threshold));
+    }
 }

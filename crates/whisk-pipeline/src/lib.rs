@@ -617,7 +617,11 @@ impl<B: Backend> Pipeline<B> {
             if fallback::passes(&result, options) {
                 return Ok(fallback::cut_loop(result, self.tokenizer.special()));
             }
+            let hopeless = fallback::hopeless(&result, options);
             tried.push(result);
+            if hopeless {
+                break;
+            }
         }
         Ok(fallback::least_bad(
             tried,
