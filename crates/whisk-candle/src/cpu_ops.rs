@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use whisk_int8::widest_lanes;
+use whisk_types::widest_lanes;
 use wide::f32x8;
 
 /// Elements per parallel task for element-wise ops.

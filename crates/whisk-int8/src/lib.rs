@@ -16,27 +16,7 @@ use std::sync::OnceLock;
 use rayon::prelude::*;
 use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions, PackedBMatrix};
 use rten_tensor::{Matrix, NdTensorView};
-
-/// Defines `fn $name(args) -> ret` that calls the `#[inline(always)]` function `$body`
-/// compiled for AVX2 where the CPU has it (x86-64), else as built for the target. Plain `f32`
-/// loops in `$body` then run in 8 vector lanes instead of the SSE2 baseline's 4.
-#[macro_export]
-macro_rules! widest_lanes {
-    ($name:ident => $body:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
-        fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
-                }
-                // SAFETY: the CPU has AVX2, checked just above.
-                return unsafe { avx2($($arg),*) };
-            }
-            $body($($arg),*)
-        }
-    };
-}
+use whisk_types::widest_lanes;
 
 /// Rows of activations quantised, multiplied and scaled back per task: bounds the `i32`
 /// scratch, and keeps a block's activations in cache between quantising and multiplying.

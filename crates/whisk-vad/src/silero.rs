@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
-use wide::f32x8;
+use whisk_types::widest_lanes;
 
 use crate::onnx::Initializer;
 
@@ -30,10 +30,12 @@ const HIDDEN: usize = 128;
 /// Frames per parallel task.
 const TASK_FRAMES: usize = 32;
 
+/// Plain `f32` in 8 lanes, so that it vectorises in the AVX2 builds below.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = f32x8::ZERO;
+    let mut acc = [0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ac
         .remainder()
@@ -42,11 +44,11 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ac.zip(bc) {
-        let x: [f32; 8] = x.try_into().expect("chunks of 8");
-        let y: [f32; 8] = y.try_into().expect("chunks of 8");
-        acc += f32x8::from(x) * f32x8::from(y);
+        for ((acc, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *acc += x * y;
+        }
     }
-    acc.reduce_add() + tail
+    acc.iter().sum::<f32>() + tail
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -68,6 +70,7 @@ impl Conv {
     }
 
     /// `input` is `[inputs][len]`; returns `[outputs][out_len]` and `out_len`.
+    #[inline(always)]
     fn forward(&self, input: &[f32], len: usize) -> (Vec<f32>, usize) {
         let out_len = (len + 2 - 3) / self.stride + 1;
         let mut column = vec![0f32; self.inputs * 3];
@@ -171,36 +174,9 @@ impl SileroVad {
         let gates: Vec<f32> = (0..frames)
             .collect::<Vec<_>>()
             .par_chunks(TASK_FRAMES)
-            .flat_map_iter(|chunk| {
-                let mut out = Vec::with_capacity(chunk.len() * 4 * HIDDEN);
-                for &frame in chunk {
-                    let features = self.features(&frame_input(&audio, frame));
-                    out.extend(
-                        (0..4 * HIDDEN).map(|g| self.bias[g] + dot(self.w_row(g), &features)),
-                    );
-                }
-                out
-            })
+            .flat_map_iter(|chunk| input_gates_fast(self, &audio, chunk))
             .collect();
-        let (mut h, mut c) = ([0f32; HIDDEN], [0f32; HIDDEN]);
-        gates
-            .chunks_exact(4 * HIDDEN)
-            .map(|input_gates| {
-                let g: Vec<f32> = (0..4 * HIDDEN)
-                    .map(|j| input_gates[j] + dot(&self.r[j * HIDDEN..(j + 1) * HIDDEN], &h))
-                    .collect();
-                for k in 0..HIDDEN {
-                    let input = sigmoid(g[k]);
-                    let output = sigmoid(g[HIDDEN + k]);
-                    let forget = sigmoid(g[2 * HIDDEN + k]);
-                    let cell = g[3 * HIDDEN + k].tanh();
-                    c[k] = forget * c[k] + input * cell;
-                    h[k] = output * c[k].tanh();
-                }
-                let relu_h: Vec<f32> = h.iter().map(|&x| x.max(0.0)).collect();
-                sigmoid(dot(&self.out_weight, &relu_h) + self.out_bias)
-            })
-            .collect()
+        recurrence_fast(self, &gates)
     }
 
     fn w_row(&self, gate: usize) -> &[f32] {
@@ -208,6 +184,7 @@ impl SileroVad {
     }
 
     /// The 128 features the convolutions make of one frame's input.
+    #[inline(always)]
     fn features(&self, input: &[f32; INPUT]) -> Vec<f32> {
         let padded = reflect(input);
         let mut spectrum = vec![0f32; BINS * STEPS];
@@ -228,6 +205,44 @@ impl SileroVad {
         debug_assert_eq!((x.len(), len), (HIDDEN, 1));
         x
     }
+}
+
+widest_lanes!(input_gates_fast => input_gates(vad: &SileroVad, audio: &[f32], frames: &[usize]) -> Vec<f32>);
+widest_lanes!(recurrence_fast => recurrence(vad: &SileroVad, gates: &[f32]) -> Vec<f32>);
+
+/// The LSTM's input-side gate sums (`W·x + b`) of each of `frames`, one after another.
+#[inline(always)]
+fn input_gates(vad: &SileroVad, audio: &[f32], frames: &[usize]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(frames.len() * 4 * HIDDEN);
+    for &frame in frames {
+        let features = vad.features(&frame_input(audio, frame));
+        out.extend((0..4 * HIDDEN).map(|g| vad.bias[g] + dot(vad.w_row(g), &features)));
+    }
+    out
+}
+
+/// The LSTM run over every frame's input gates, and each frame's speech probability.
+#[inline(always)]
+fn recurrence(vad: &SileroVad, gates: &[f32]) -> Vec<f32> {
+    let (mut h, mut c) = ([0f32; HIDDEN], [0f32; HIDDEN]);
+    gates
+        .chunks_exact(4 * HIDDEN)
+        .map(|input_gates| {
+            let g: Vec<f32> = (0..4 * HIDDEN)
+                .map(|j| input_gates[j] + dot(&vad.r[j * HIDDEN..(j + 1) * HIDDEN], &h))
+                .collect();
+            for k in 0..HIDDEN {
+                let input = sigmoid(g[k]);
+                let output = sigmoid(g[HIDDEN + k]);
+                let forget = sigmoid(g[2 * HIDDEN + k]);
+                let cell = g[3 * HIDDEN + k].tanh();
+                c[k] = forget * c[k] + input * cell;
+                h[k] = output * c[k].tanh();
+            }
+            let relu_h: Vec<f32> = h.iter().map(|&x| x.max(0.0)).collect();
+            sigmoid(dot(&vad.out_weight, &relu_h) + vad.out_bias)
+        })
+        .collect()
 }
 
 /// Frame `frame`'s input: the previous frame's last 64 samples (zeros for the first), then its
