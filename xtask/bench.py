@@ -105,9 +105,12 @@ def wer(args, case, texts):
     return float(out.split()[0])
 
 
-def dropped_utterances(case, texts):
+def dropped_utterances(case, texts, alone=None):
     """Utterances of which the long-form text holds less than half the words (words matched
-    in order against the whole reference), for cases that know where their utterances are."""
+    in order against the whole reference), for cases that know where their utterances are;
+    with `alone` (each utterance's text decoded on its own by the same system, from the files
+    case of the same run), also how many of those the decode alone got: the ones long-form
+    lost. Returns (dropped, lost or None)."""
     import difflib
     import re
 
@@ -115,8 +118,15 @@ def dropped_utterances(case, texts):
     if not manifest:
         return None
     words = lambda t: re.sub(r"[^a-z0-9' ]", " ", t.lower().replace("-", " ")).split()
+
+    def half_heard(ref, hyp):
+        matched = sum(b.size for b in difflib.SequenceMatcher(
+            a=ref, b=hyp, autojunk=False).get_matching_blocks())
+        return 2 * matched >= len(ref)
+
+    utterances = json.load(open(manifest))
     ref, owner = [], []
-    for k, u in enumerate(json.load(open(manifest))):
+    for k, u in enumerate(utterances):
         w = words(u["text"])
         ref += w
         owner += [k] * len(w)
@@ -126,7 +136,20 @@ def dropped_utterances(case, texts):
         for i in range(block.a, block.a + block.size):
             matched[owner[i]] += 1
     total = [owner.count(k) for k in range(len(matched))]
-    return sum(1 for m, t in zip(matched, total) if 2 * m < t)
+    dropped = [k for k, (m, t) in enumerate(zip(matched, total)) if 2 * m < t]
+    if alone is None:
+        return len(dropped), None
+    lost = [k for k in dropped
+            if half_heard(words(utterances[k]["text"]), words(alone.get(utterances[k]["utterance"], "")))]
+    return len(dropped), len(lost)
+
+
+def dropped_cell(dropped):
+    """`dropped (lost)`: lost are those that the same system got decoding them alone."""
+    if dropped is None:
+        return "-"
+    n, lost = dropped
+    return f"{n}" if lost is None else f"{n} ({lost})"
 
 
 def write_wav(path, samples):
@@ -242,6 +265,9 @@ def main():
         return
     args = json.load(open(sys.argv[1]))
     rows = []
+    # Per system and config, each utterance's text decoded alone (the files case), to tell
+    # which utterances a long-form run drops that a decode alone gets.
+    alone = {}
     for case in prepare(args):
         configs = []
         if "candle" in args["backends"]:
@@ -311,13 +337,19 @@ def main():
                 wall, rss = run(cmd)
                 results = json.load(open(out))
             texts = hypothesis(results, case)
+            key = (system, label, words)
+            if case["kind"] == "files":
+                alone[key] = {os.path.splitext(os.path.basename(p))[0]: t
+                              for p, t in zip(case["inputs"], texts)}
             row = {
                 "case": case["name"], "system": system, "config": label,
                 "words": words, "audio": case["seconds"], "wall": wall, "rss": rss,
-                "wer": wer(args, case, texts), "dropped": dropped_utterances(case, texts),
+                "wer": wer(args, case, texts),
+                "dropped": dropped_utterances(case, texts, alone.get(key)),
             }
             rows.append(row)
-            dropped = "" if row["dropped"] is None else f", {row['dropped']} utterances dropped"
+            dropped = ("" if row["dropped"] is None
+                       else f", {dropped_cell(row['dropped'])} utterances dropped (lost)")
             print(f"  {row['case']:<10} {system:<15} {label:<18} words={'on ' if words else 'off'}"
                   f" {wall:7.1f} s {rss:7.0f} MB  WER {row['wer']:.2f}%{dropped}", file=sys.stderr,
                   flush=True)
@@ -326,7 +358,7 @@ def main():
 
 def print_table(rows, fw_batch):
     print()
-    print("| case | system | config | word ts | audio s | wall s | × realtime | speed vs fw int8 batched | peak RSS MB | WER % | dropped |")
+    print("| case | system | config | word ts | audio s | wall s | × realtime | speed vs fw int8 batched | peak RSS MB | WER % | dropped (lost) |")
     print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         base = [b for b in rows if b["case"] == r["case"] and b["system"] == "faster-whisper"
@@ -334,7 +366,7 @@ def print_table(rows, fw_batch):
         ratio = f"{base[0]['wall'] / r['wall']:.2f}" if base else "-"
         print(f"| {r['case']} | {r['system']} | {r['config']} | {'on' if r['words'] else 'off'} |"
               f" {r['audio']:.0f} | {r['wall']:.1f} | {r['audio'] / r['wall']:.1f} | {ratio} |"
-              f" {r['rss']:.0f} | {r['wer']:.2f} | {'-' if r['dropped'] is None else r['dropped']} |")
+              f" {r['rss']:.0f} | {r['wer']:.2f} | {dropped_cell(r['dropped'])} |")
 
 
 if __name__ == "__main__":
