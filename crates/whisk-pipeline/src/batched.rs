@@ -18,7 +18,7 @@ use whisk_batch::{Job, RowRequest, Scheduler, SchedulerConfig, WindowResult};
 use whisk_decode::{build_prompt, compression_ratio, sot_sequence, BeamOptions, LogitRules};
 use whisk_types::{
     MelPadding, Segment, TranscribeOptions, Transcript, Word, WordAlignment, HOP_LENGTH,
-    INPUT_STRIDE, N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
+    INPUT_STRIDE, N_FRAMES, SAMPLE_RATE, TIME_PRECISION,
 };
 
 use crate::pack::BatchInput;
@@ -454,12 +454,12 @@ impl<B: Backend> Pipeline<B> {
         let loudness = OnceCell::new();
         let window_start = w.span.start as f64 / SAMPLE_RATE as f64;
         let frame = |t: f64| ((t - window_start) / TIME_PRECISION).max(0.0) as usize;
-        let sounds = |from: f64, to: f64| {
+        let sound_frames = |from: f64, to: f64| {
             let loudness = loudness.get_or_init(|| loudness_db(&w.mel, n_mels, w.content_frames));
-            has_sound(loudness, frame(from), frame(to))
+            sound_frames(loudness, frame(from), frame(to))
         };
         let special = self.tokenizer.special();
-        let resume = unheard_stretch(segments, &w.span, w.samples.len(), special, sounds)?;
+        let resume = unheard_stretch(segments, &w.span, w.samples.len(), special, sound_frames)?;
         segments.truncate(resume.keep);
         let samples = w.samples[resume.from..].to_vec();
         let (mel, content_frames) = window_mel(&samples, n_mels, options.mel_padding);
@@ -656,13 +656,16 @@ fn shared_words(a: &[Word], b: &[Word]) -> Vec<(usize, usize)> {
 const FOLLOW_UP_MIN_ADVANCE_SECONDS: f64 = 1.0;
 /// Audio left unheard in a window's stretch after its last word that counts as stopping short.
 const STOPPED_SHORT_SECONDS: f64 = 1.0;
-/// Audio passed over before a window's last line, when that line ends where a full 30 s
-/// window was cut, that counts as skipped speech: on back-to-back speech tiny.en at times jumps
-/// from mid-window speech to a made-up line at the end ("THE BIRTH" 25 s on), and the overlap
-/// with the next window does not cover the jump. Jumps between other lines are left alone:
-/// over laughter and noise they are right, and follow-ups there wrote noise as words (pause
-/// set without VAD: 27.6% WER against 25.0%).
+/// Audio passed over before a window's last line, when that line ends where the window
+/// does, that counts as skipped speech if [`SKIPPED_SOUND_FRAMES`] of it sound: on
+/// back-to-back speech tiny.en at times jumps from mid-window speech to a made-up line at the
+/// end ("THE BIRTH" 25 s on in a fixed window, "R-R" 25 s on in a VAD clip), and nothing else
+/// decodes what it jumped over. The sound needed keeps packed windows' 2 s of digital silence
+/// between clips from counting. Jumps between other lines are left alone: over laughter and
+/// noise they are right, and follow-ups there wrote noise as words (pause set without VAD:
+/// 27.6% WER against 25.0%).
 const SKIPPED_SECONDS: f64 = 4.0;
+const SKIPPED_SOUND_FRAMES: usize = 100;
 
 /// Where a follow-up window starts: `from` samples into its parent, keeping the parent's
 /// first `keep` segments, and owning the input from `owns_from` seconds (the end of the kept
@@ -676,35 +679,35 @@ struct Resume {
 
 /// Where a follow-up window should start, if `w`'s decode left part of its stretch unheard,
 /// at the first of two places: more than [`SKIPPED_SECONDS`] lie before a last line at the
-/// end of a full window, or its last word ends more than [`STOPPED_SHORT_SECONDS`] before the stretch
-/// `w` owns does (end-of-text mid-sentence, out of tokens). Only stretches that
-/// `sounds(from, to)` count. A last
-/// segment left open (no closing timestamp) is decoded again from its start, as the
-/// sequential loop seeks; a closed one, from its end. Text that runs to the window's end, as
-/// when speech goes on past it, is not stopping short: the next window overlaps it.
+/// window's end, or its last word ends more than [`STOPPED_SHORT_SECONDS`] before the stretch
+/// `w` owns does (end-of-text mid-sentence, out of tokens). Only stretches where
+/// `sound_frames(from, to)` finds sound count. A last segment left open (no closing
+/// timestamp) is decoded again from its start, as the sequential loop seeks; a closed one,
+/// from its end. Text that runs to the window's end, as when speech goes on past it, is not
+/// stopping short: the next window overlaps it.
 fn unheard_stretch(
     segments: &[Segment],
     span: &WindowSpan,
     samples: usize,
     special: &whisk_types::SpecialTokens,
-    sounds: impl Fn(f64, f64) -> bool,
+    sound_frames: impl Fn(f64, f64) -> usize,
 ) -> Option<Resume> {
     let n = segments.len();
     let window_end = span.end as f64 / SAMPLE_RATE as f64;
-    // A window cut by its length, not one ending with its audio or its packed clips.
-    let full = samples >= N_SAMPLES;
-    let last_at_end = full && n >= 2 && segments[n - 1].end >= window_end - STOPPED_SHORT_SECONDS;
+    let last_at_end = n >= 2 && segments[n - 1].end >= window_end - STOPPED_SHORT_SECONDS;
     let jump = last_at_end.then(|| {
+        let next = segments[n - 1].start.min(span.own_end);
+        (n - 2, next, SKIPPED_SECONDS, SKIPPED_SOUND_FRAMES)
+    });
+    let end = n.checked_sub(1).map(|k| {
         (
-            n - 2,
-            segments[n - 1].start.min(span.own_end),
-            SKIPPED_SECONDS,
+            k,
+            span.own_end,
+            STOPPED_SHORT_SECONDS,
+            FOLLOW_UP_SOUND_FRAMES,
         )
     });
-    let end = n
-        .checked_sub(1)
-        .map(|k| (k, span.own_end, STOPPED_SHORT_SECONDS));
-    for (k, next, limit) in jump.into_iter().chain(end) {
+    for (k, next, limit, sound_needed) in jump.into_iter().chain(end) {
         let segment = &segments[k];
         let (&first, &end) = (segment.tokens.first()?, segment.tokens.last()?);
         let (from, keep) = match (special.is_timestamp(first), special.is_timestamp(end)) {
@@ -721,7 +724,8 @@ fn unheard_stretch(
             .map_or(segment.end, |word| word.end.max(begins));
         let unheard = next - heard_until > limit;
         let advances = begins >= span.own_start + FOLLOW_UP_MIN_ADVANCE_SECONDS;
-        if unheard && advances && from < samples && sounds(heard_until, next) {
+        let sounds = || sound_frames(heard_until, next) >= sound_needed;
+        if unheard && advances && from < samples && sounds() {
             // Past the closing timestamp by the aligned words, unless they are far off (words
             // put 19 s after a "<|0.00|> She has a <|1.00|>").
             let owns_from = match keep > k {
@@ -746,20 +750,20 @@ fn unheard_stretch(
 const FOLLOW_UP_SOUND_FRAMES: usize = 10;
 const FOLLOW_UP_SOUND_DB: f32 = 25.0;
 
-/// Whether frames `from..to` of a window's loudness (dB per 20 ms) hold sound.
-fn has_sound(loudness_db: &[f32], from: usize, to: usize) -> bool {
+/// How many of frames `from..to` of a window's loudness (dB per 20 ms) are within
+/// [`FOLLOW_UP_SOUND_DB`] of the window's loud level.
+fn sound_frames(loudness_db: &[f32], from: usize, to: usize) -> usize {
     let to = to.min(loudness_db.len());
     if from >= to {
-        return false;
+        return 0;
     }
     let mut sorted = loudness_db.to_vec();
     sorted.sort_by(f32::total_cmp);
     let loud = sorted[(sorted.len() - 1) * 95 / 100];
-    let sounding = loudness_db[from..to]
+    loudness_db[from..to]
         .iter()
         .filter(|&&db| db >= loud - FOLLOW_UP_SOUND_DB)
-        .count();
-    sounding >= FOLLOW_UP_SOUND_FRAMES
+        .count()
 }
 
 /// Samples per timestamp token step (20 ms).
@@ -911,7 +915,7 @@ mod tests {
         let samples = at(28.0);
         let resume = |segment: &Segment, span: &WindowSpan, samples: usize| {
             unheard_stretch(std::slice::from_ref(segment), span, samples, &s, |_, _| {
-                true
+                1500
             })
             .map(|r| r.from)
         };
@@ -946,38 +950,35 @@ mod tests {
         let first = last_segment(vec![ts(0), 10, ts(60)], 100.0, 101.2, 101.2);
         let open = last_segment(vec![ts(60), 12, 13], 101.2, 128.0, 101.3);
         let both = [first.clone(), open];
+        // A stretch that sounds throughout: one frame per 20 ms.
+        let all_sound = |from: f64, to: f64| ((to - from) / TIME_PRECISION).max(0.0) as usize;
         let keep = |segments: &[Segment]| {
-            unheard_stretch(segments, &span, samples, &s, |_, _| true).map(|r| r.keep)
+            unheard_stretch(segments, &span, samples, &s, all_sound).map(|r| r.keep)
         };
         assert_eq!(keep(&both), Some(1));
-        // In a full 30 s window (owning its first 28 s), a jump over more than
-        // `SKIPPED_SECONDS` of sound to a last line where the window was cut is unheard audio:
-        // the follow-up decodes again from the first segment's end, dropping the rest. A
-        // shorter pause or a silent one is not (here the stretch after the pause is), nor is a
-        // jump to a line before the end, nor one to the end of a window that ends with its
-        // audio (a last clip, packed clips).
-        let full = WindowSpan {
-            end: at(130.0),
-            ..span
-        };
-        let keep_full = |segments: &[Segment]| {
-            unheard_stretch(segments, &full, at(30.0), &s, |_, _| true).map(|r| r.keep)
-        };
+        // A jump over more than `SKIPPED_SECONDS` (2 s of it sound) to a last line at the
+        // window's end is unheard audio: the follow-up decodes again from the first segment's
+        // end, dropping the rest. A shorter pause is not (here the stretch after the pause is),
+        // nor a jump to a line before the end, nor one over mostly silence (packed clips lie
+        // 2 s of digital silence apart).
         let late = |at: f64| {
             let k = ((at - 100.0) / TIME_PRECISION).round() as u32;
             last_segment(vec![ts(k), 14, ts(k + 40)], at, at + 0.8, at + 0.8)
         };
-        let jumped = [first.clone(), late(129.0)];
-        assert_eq!(keep_full(&jumped), Some(1));
+        let jumped = [first.clone(), late(127.0)];
+        assert_eq!(keep(&jumped), Some(1));
         let paused = [first.clone(), late(104.0)];
-        assert_eq!(keep_full(&paused), Some(2));
-        let mid = [first.clone(), late(110.0), late(129.0)];
-        assert_eq!(keep_full(&mid), Some(2));
-        let silent = unheard_stretch(&jumped, &full, at(30.0), &s, |from, to| {
-            !(from < 102.0 && to > 126.0)
+        assert_eq!(keep(&paused), Some(2));
+        let mid = [first.clone(), late(110.0), late(127.0)];
+        assert_eq!(keep(&mid), Some(2));
+        let quiet = unheard_stretch(&jumped, &span, samples, &s, |from, to| {
+            if to - from > 20.0 {
+                75
+            } else {
+                all_sound(from, to)
+            }
         });
-        assert_eq!(silent, None);
-        assert_eq!(keep(&[first.clone(), late(127.0)]), None);
+        assert_eq!(quiet, None);
         // No timestamp to restart from.
         let untimed = last_segment(vec![12, 13], 100.0, 101.0, 101.0);
         assert_eq!(resume(&untimed, &span, samples), None);
@@ -1002,6 +1003,7 @@ mod tests {
         let mut loudness = vec![-20.0f32; 250];
         loudness.extend(vec![-70.0f32; 150]);
         loudness[300..305].fill(-20.0);
+        let has_sound = |l: &[f32], from, to| sound_frames(l, from, to) >= FOLLOW_UP_SOUND_FRAMES;
         assert!(!has_sound(&loudness, 250, 400));
         // 200 ms of speech in it is enough; a stretch past the audio holds nothing.
         loudness[350..360].fill(-30.0);
