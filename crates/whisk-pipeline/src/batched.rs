@@ -454,12 +454,12 @@ impl<B: Backend> Pipeline<B> {
         let loudness = OnceCell::new();
         let window_start = w.span.start as f64 / SAMPLE_RATE as f64;
         let frame = |t: f64| ((t - window_start) / TIME_PRECISION).max(0.0) as usize;
-        let sound_frames = |from: f64, to: f64| {
+        let sounding = |from: f64, to: f64| {
             let loudness = loudness.get_or_init(|| loudness_db(&w.mel, n_mels, w.content_frames));
             sound_frames(loudness, frame(from), frame(to))
         };
         let special = self.tokenizer.special();
-        let resume = unheard_stretch(segments, &w.span, w.samples.len(), special, sound_frames)?;
+        let resume = unheard_stretch(segments, &w.span, w.samples.len(), special, sounding)?;
         segments.truncate(resume.keep);
         let samples = w.samples[resume.from..].to_vec();
         let (mel, content_frames) = window_mel(&samples, n_mels, options.mel_padding);
