@@ -11,21 +11,29 @@ pub(crate) fn score(r: &WindowResult) -> f64 {
     r.sum_logprob / r.tokens.len().max(1) as f64
 }
 
-/// A decode passes unless it is repetitive (a loop, or text that compresses too well; both
-/// only with a compression-ratio threshold) or unlikely; a likely-silent window passes too
+/// A loop, or text that compresses too well (both only with a compression-ratio threshold).
+fn repetitive(r: &WindowResult, options: &TranscribeOptions) -> bool {
+    options
+        .compression_ratio_threshold
+        .is_some_and(|c| r.looped || r.compression_ratio > c)
+}
+
+/// Average log-probability more than `margin` below the threshold (never without one).
+fn unlikely(r: &WindowResult, options: &TranscribeOptions, margin: f64) -> bool {
+    options
+        .logprob_threshold
+        .is_some_and(|lp| r.avg_logprob < lp - margin)
+}
+
+/// A decode passes unless it is repetitive or unlikely; a likely-silent window passes too
 /// (it will be skipped as silence).
 pub(crate) fn passes(r: &WindowResult, options: &TranscribeOptions) -> bool {
-    let too_repetitive = options
-        .compression_ratio_threshold
-        .is_some_and(|c| r.looped || r.compression_ratio > c);
-    let too_unlikely = options
-        .logprob_threshold
-        .is_some_and(|lp| r.avg_logprob < lp);
+    let too_unlikely = unlikely(r, options, 0.0);
     let silent = options
         .no_speech_threshold
         .is_some_and(|ns| r.no_speech_prob > ns)
         && too_unlikely;
-    silent || (!too_repetitive && !too_unlikely)
+    silent || (!repetitive(r, options) && !too_unlikely)
 }
 
 /// How far below the log-probability threshold a decode that is not repetitive is past
@@ -37,18 +45,12 @@ const HOPELESS_LOGPROB_MARGIN: f64 = 0.5;
 /// Whether to stop the fallback at a failed decode: it is unlikely far past the threshold
 /// without being repetitive, so a hotter temperature would only sample worse text.
 pub(crate) fn hopeless(r: &WindowResult, options: &TranscribeOptions) -> bool {
-    let repetitive = options
-        .compression_ratio_threshold
-        .is_some_and(|c| r.looped || r.compression_ratio > c);
-    let far_below = options
-        .logprob_threshold
-        .is_some_and(|lp| r.avg_logprob < lp - HOPELESS_LOGPROB_MARGIN);
-    far_below && !repetitive
+    unlikely(r, options, HOPELESS_LOGPROB_MARGIN) && !repetitive(r, options)
 }
 
-/// Every temperature failed (or the last was hopeless): the likeliest result among those that are not repetitive (all,
-/// if each is), its loop cut after the phrase's first time. Reports the last temperature
-/// tried, so the caller resets the prompt after it.
+/// Every temperature failed (or the last was hopeless): the likeliest result among those
+/// that are not repetitive (all, if each is), its loop cut after the phrase's first time.
+/// Reports the last temperature tried, so the caller resets the prompt after it.
 pub(crate) fn least_bad(
     tried: Vec<WindowResult>,
     options: &TranscribeOptions,
