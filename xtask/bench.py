@@ -317,7 +317,7 @@ def main():
             if system.startswith("whisk"):
                 cmd = [args["whisk"], "transcribe", *case["inputs"], "--model", args["model"],
                        "--batch-size", str(batch), "--word-timestamps", str(words).lower(),
-                       "--beam-size", "1", "-f", "json", "-o", out_dir, "-q"]
+                       "--beam-size", "1", "--language", "en", "-f", "json", "-o", out_dir, "-q"]
                 if compute:
                     cmd += ["--compute-type", compute]
                 if system == "whisk burn":

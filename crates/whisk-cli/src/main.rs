@@ -555,8 +555,43 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("whisk: error: {e:#}");
+            eprintln!("whisk: error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, each cause left out where the message before it already says it
+/// (our errors name the file and quote the I/O error they wrap).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let message = cause.to_string();
+        if text.is_empty() {
+            text = message;
+        } else if !text.ends_with(&message) {
+            text = format!("{text}: {message}");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_that_quotes_its_cause_prints_it_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::IsADirectory, "Is a directory");
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read x.onnx: {source}")]
+        struct Quoting {
+            source: std::io::Error,
+        }
+        let e = anyhow::Error::new(Quoting { source: io }).context("transcribing a.wav");
+        assert_eq!(
+            error_chain(&e),
+            "transcribing a.wav: cannot read x.onnx: Is a directory"
+        );
     }
 }

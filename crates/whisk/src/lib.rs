@@ -243,7 +243,7 @@ impl ModelBuilder {
         self
     }
 
-    /// Silero VAD v6's ONNX file, for [`TranscribeOptions::vad`]. Default: `WHISK_VAD_MODEL`,
+    /// Silero VAD v6's ONNX file (or a directory holding it), for [`TranscribeOptions::vad`]. Default: `WHISK_VAD_MODEL`,
     /// then `silero_vad_v6.onnx` in the model's directory, then where `cargo xtask
     /// fetch-models` puts it; loaded on first use.
     pub fn vad_model(mut self, path: impl Into<PathBuf>) -> Self {
@@ -330,6 +330,8 @@ impl Model {
             return Ok(vad);
         }
         let path = match &self.vad_path {
+            // A directory, as `cargo xtask fetch-models` makes it, holds the file.
+            Some(path) if path.is_dir() => path.join(speech::VAD_FILE),
             Some(path) => path.clone(),
             None => speech::find_vad_model(&self.dir)?,
         };
