@@ -188,7 +188,7 @@ struct TranscribeArgs {
     /// VAD: speech segments shorter than this are dropped, in ms.
     #[arg(long, default_value_t = 0)]
     vad_min_speech_ms: u32,
-    /// Batched: files (or --vad clips) of up to 30 s share windows, a second of silence
+    /// Batched: files (or --vad clips) of up to 30 s share windows, two seconds of silence
     /// apart, each segment and word going back to its file by time; many short files need a
     /// fraction of the encoder passes. Only where the language is known (an English model,
     /// or --language).

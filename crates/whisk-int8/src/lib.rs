@@ -330,10 +330,11 @@ fn finite_range(x: &[f32]) -> (f32, f32) {
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
     let fold = |lo: &mut f32, hi: &mut f32, v: f32| {
-        // NaN and infinities fail `|v| < INFINITY`.
-        let finite = v.abs() < f32::INFINITY;
-        *lo = if finite && v < *lo { v } else { *lo };
-        *hi = if finite && v > *hi { v } else { *hi };
+        // NaN and infinities fail `|v| < INFINITY` and count as 0, which the range holds.
+        // Selects only, no `&&`: a branch per value keeps the loop scalar.
+        let v = if v.abs() < f32::INFINITY { v } else { 0.0 };
+        *lo = if v < *lo { v } else { *lo };
+        *hi = if v > *hi { v } else { *hi };
     };
     for c in chunks {
         for ((lo, hi), &v) in lo.iter_mut().zip(hi.iter_mut()).zip(c) {
