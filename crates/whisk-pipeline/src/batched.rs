@@ -136,7 +136,7 @@ impl<B: Backend> Pipeline<B> {
                 rules: &rules,
                 special: &special,
                 heads: if chars {
-                    &self.all_heads
+                    &self.char_pass_heads
                 } else {
                     &self.alignment_heads
                 },
@@ -437,6 +437,21 @@ impl<B: Backend> Pipeline<B> {
         if w.align {
             let chars = options.word_timestamps && options.word_alignment == WordAlignment::Chars;
             self.time_words(w, &mut result, language, chars, time_offset, &mut segments)?;
+            let loudness = loudness_db(&w.mel, self.backend.dims().n_mels, w.content_frames);
+            if let Some(level) = silence_level(&loudness) {
+                let frame = |t: f64| ((t - time_offset) / TIME_PRECISION).max(0.0) as usize;
+                let heard = |w: &Word| {
+                    let frames = loudness.get(frame(w.start)..=frame(w.end));
+                    frames.is_none_or(|f| f.iter().any(|&db| db > level))
+                };
+                // Written by the model, not heard: tiny.en writes "I'm not sure if I'm going
+                // to go to the next one." into 12 s of digital silence after jfk.
+                segments.retain(|s| {
+                    s.words
+                        .as_deref()
+                        .is_none_or(|w| w.is_empty() || w.iter().any(heard))
+                });
+            }
         }
         Ok(segments)
     }
@@ -766,6 +781,22 @@ fn sound_frames(loudness_db: &[f32], from: usize, to: usize) -> usize {
         .count()
 }
 
+/// A 20 ms frame within this many dB of a window's quietest is silence that no word can be
+/// heard in (digital silence sits at the mel's floor), where the window's loud level (its
+/// 95th percentile) is at least [`SILENCE_DEPTH_DB`] above it.
+const SILENCE_FLOOR_DB: f32 = 1.0;
+const SILENCE_DEPTH_DB: f32 = 20.0;
+
+/// The loudness (dB per 20 ms) at or below which a window's frames are silence, if it has
+/// any: within [`SILENCE_FLOOR_DB`] of its quietest frame, where that lies at least
+/// [`SILENCE_DEPTH_DB`] below its loud level.
+fn silence_level(loudness_db: &[f32]) -> Option<f32> {
+    let mut sorted = loudness_db.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let (&floor, loud) = (sorted.first()?, sorted[(sorted.len() - 1) * 95 / 100]);
+    (loud - floor >= SILENCE_DEPTH_DB).then_some(floor + SILENCE_FLOOR_DB)
+}
+
 /// Samples per timestamp token step (20 ms).
 const SAMPLES_PER_TIMESTAMP: usize = INPUT_STRIDE * HOP_LENGTH;
 
@@ -995,6 +1026,19 @@ mod tests {
         // With the follow-up's whole window taken as overlap, "has" would have cut away
         // everything up to 13.9 s.
         assert_eq!(cut(&parent, &follow_up, (1.0, 30.0), 1.5), (2, 4));
+    }
+
+    #[test]
+    fn silence_is_the_floor_of_a_window_with_sound_in_it() {
+        // Speech at 0 dB, digital silence at -40 dB, one quiet breath at -30 dB.
+        let mut loudness = vec![0.0f32; 50];
+        loudness.extend([-40.0; 49]);
+        loudness.push(-30.0);
+        assert_eq!(silence_level(&loudness), Some(-39.0));
+        // Steady noise with speech barely above it: nothing counts as silence.
+        let noisy: Vec<f32> = (0..100).map(|k| -(k % 15) as f32).collect();
+        assert_eq!(silence_level(&noisy), None);
+        assert_eq!(silence_level(&[]), None);
     }
 
     #[test]

@@ -66,8 +66,9 @@ pub struct Pipeline<B: Backend> {
     non_speech: Vec<u32>,
     space: Vec<u32>,
     alignment_heads: Vec<(usize, usize)>,
-    /// Every head of every decoder layer, for character alignment.
-    all_heads: Vec<(usize, usize)>,
+    /// Heads character alignment ranks, and those its pass keeps (see `align`).
+    ranked_heads: Vec<(usize, usize)>,
+    char_pass_heads: Vec<(usize, usize)>,
 }
 
 impl<B: Backend> Pipeline<B> {
@@ -84,14 +85,16 @@ impl<B: Backend> Pipeline<B> {
         let non_speech = tokenizer.non_speech_tokens()?;
         let space = tokenizer.encode(" ")?;
         let dims = backend.dims();
-        let all_heads = align::all_heads(dims.n_text_layer, dims.n_text_head);
+        let ranked_heads = align::ranked_heads(dims.n_text_layer, dims.n_text_head);
+        let char_pass_heads = align::char_pass_heads(&ranked_heads, &alignment_heads);
         Ok(Self {
             backend,
             tokenizer,
             non_speech,
             space,
             alignment_heads,
-            all_heads,
+            ranked_heads,
+            char_pass_heads,
         })
     }
 
@@ -391,7 +394,7 @@ impl<B: Backend> Pipeline<B> {
                     sot,
                     special,
                     fed,
-                    &self.all_heads,
+                    &self.char_pass_heads,
                     false,
                 )?;
                 let probs = align::decode_probs(result, positions);
@@ -483,8 +486,9 @@ impl<B: Backend> Pipeline<B> {
             Some(spelled) if pass.text == spelled.tokens => {
                 let spans = self.word_spans(words, segments, time_offset);
                 let loudness = loudness_db(window, self.backend.dims().n_mels, mel_frames);
+                let scores = align::select_heads(pass, &self.char_pass_heads, &self.ranked_heads);
                 align::align_chars(
-                    pass,
+                    scores,
                     spelled,
                     words,
                     decode_probs,
@@ -494,7 +498,8 @@ impl<B: Backend> Pipeline<B> {
                 )
             }
             _ => {
-                let scores = align::select_heads(pass, &self.all_heads, &self.alignment_heads);
+                let scores =
+                    align::select_heads(pass, &self.char_pass_heads, &self.alignment_heads);
                 align::align(&scores, words, decode_probs, mel_frames)
             }
         }
