@@ -622,7 +622,11 @@ impl<B: Backend> Pipeline<B> {
             if fallback::passes(&result, options) {
                 return Ok(fallback::cut_loop(result, self.tokenizer.special()));
             }
-            let hopeless = fallback::hopeless(&result, options);
+            // After earlier text, a poor decode may be the prompt's doing (a sentence
+            // repeated, a window of "the"): hotter tries break it, and a hot result resets
+            // the prompt. Pause set, tiny.en, --batch-size 1: 37.7% WER stopping early here,
+            // 25.5% trying every temperature.
+            let hopeless = request.previous.is_empty() && fallback::hopeless(&result, options);
             tried.push(result);
             if hopeless {
                 break;
