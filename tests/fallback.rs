@@ -187,6 +187,16 @@ fn unlikely_text_falls_back_and_likely_text_does_not() {
     assert!(t.segments.iter().all(|s| s.avg_logprob < -1.5));
     assert_eq!(t.segments[0].temperature, 0.0);
 
+    // After earlier text the same decode may be the prompt's doing (a sentence repeated):
+    // every temperature is tried.
+    let p = pipeline(" a quiet sentence.", 8.0, 0.0);
+    let prompted = TranscribeOptions {
+        initial_prompt: Some("Earlier words.".into()),
+        ..options()
+    };
+    transcribe(&p, &prompted);
+    assert_eq!(p.backend().decodes.get(), 1 + 5 * 5);
+
     let p = pipeline(" a quiet sentence.", 30.0, 0.0);
     let t = transcribe(&p, &options());
     assert_eq!(p.backend().decodes.get(), 1);
