@@ -8,6 +8,7 @@
 //! owns, so a word cut at one window's edge is taken whole from its neighbour.
 
 use std::cell::OnceCell;
+use std::ops::Range;
 use std::sync::Arc;
 
 use rand::rngs::StdRng;
@@ -444,16 +445,45 @@ impl<B: Backend> Pipeline<B> {
                     let frames = loudness.get(frame(w.start)..=frame(w.end));
                     frames.is_none_or(|f| f.iter().any(|&db| db > level))
                 };
-                // Written by the model, not heard: tiny.en writes "I'm not sure if I'm going
-                // to go to the next one." into 12 s of digital silence after jfk.
-                segments.retain(|s| {
-                    s.words
-                        .as_deref()
-                        .is_none_or(|w| w.is_empty() || w.iter().any(heard))
-                });
+                segments = segments
+                    .into_iter()
+                    .filter_map(|s| self.heard_part(s, &heard).transpose())
+                    .collect::<Result<_>>()?;
             }
         }
         Ok(segments)
+    }
+
+    /// `segment` without the words at its ends that lie in silence (`heard` says which do
+    /// not) and far from the words that are heard; none when no word is heard. Such words
+    /// were written by the model, not heard: tiny.en writes "I'm not sure if I'm going to go
+    /// to the next one." into 12 s of digital silence after jfk, and starts a line on
+    /// laughter with an "I'm" 12 s before it. Silent words next to heard ones stay: they are
+    /// more often real words timed a little into a gap.
+    fn heard_part(
+        &self,
+        segment: Segment,
+        heard: &dyn Fn(&Word) -> bool,
+    ) -> Result<Option<Segment>> {
+        let Some(words) = segment.words.as_deref().filter(|w| !w.is_empty()) else {
+            return Ok(Some(segment));
+        };
+        let Some(range) = heard_range(words, heard) else {
+            return Ok(None);
+        };
+        if range == (0..words.len()) {
+            return Ok(Some(segment));
+        }
+        let kept = words[range].to_vec();
+        let text: String = kept.iter().map(|w| w.word.as_str()).collect();
+        Ok(Some(Segment {
+            start: kept[0].start,
+            end: kept[kept.len() - 1].end,
+            tokens: self.tokenizer.encode(&text)?,
+            text,
+            words: Some(kept),
+            ..segment
+        }))
     }
 
     /// The window that decodes on where `w`'s decode left its stretch unheard (see
@@ -787,6 +817,26 @@ fn sound_frames(loudness_db: &[f32], from: usize, to: usize) -> usize {
 const SILENCE_FLOOR_DB: f32 = 1.0;
 const SILENCE_DEPTH_DB: f32 = 20.0;
 
+/// The words of a segment to keep (see `Pipeline::heard_part`), none if none is heard.
+fn heard_range(words: &[Word], heard: &dyn Fn(&Word) -> bool) -> Option<Range<usize>> {
+    let first_heard = words.iter().position(heard)?;
+    let last_heard = words.iter().rposition(heard)?;
+    let far = |a: &Word, b: &Word| b.start - a.end > UNHEARD_GAP_SECONDS;
+    let first = match first_heard {
+        k if k > 0 && far(&words[k - 1], &words[k]) => k,
+        _ => 0,
+    };
+    let end = match last_heard + 1 {
+        n if n < words.len() && far(&words[n - 1], &words[n]) => n,
+        _ => words.len(),
+    };
+    Some(first..end)
+}
+
+/// Silence between a segment's words in silence at its start or end and its heard words
+/// beyond which the silent ones are dropped (see `heard_part`).
+const UNHEARD_GAP_SECONDS: f64 = 2.0;
+
 /// The loudness (dB per 20 ms) at or below which a window's frames are silence, if it has
 /// any: within [`SILENCE_FLOOR_DB`] of its quietest frame, where that lies at least
 /// [`SILENCE_DEPTH_DB`] below its loud level.
@@ -1026,6 +1076,18 @@ mod tests {
         // With the follow-up's whole window taken as overlap, "has" would have cut away
         // everything up to 13.9 s.
         assert_eq!(cut(&parent, &follow_up, (1.0, 30.0), 1.5), (2, 4));
+    }
+
+    #[test]
+    fn words_in_silence_far_from_heard_ones_are_dropped() {
+        // "I'm" in the silence 12 s before a line on laughter; "so" in silence next to heard
+        // words (a real word timed into a gap) stays.
+        let ws = words(&[("I'm", 11.0), ("going", 23.0), ("to", 25.7), ("so", 26.5)]);
+        let heard = |w: &Word| (23.0..26.0).contains(&w.start);
+        assert_eq!(heard_range(&ws, &heard), Some(1..4));
+        let late = words(&[("going", 23.0), ("to", 25.7), ("one", 29.0)]);
+        assert_eq!(heard_range(&late, &heard), Some(0..2));
+        assert_eq!(heard_range(&ws, &|_: &Word| false), None);
     }
 
     #[test]
