@@ -124,8 +124,10 @@ fn pipeline(script_text: &str, confidence: f32, no_speech: f32) -> Pipeline<Scri
 }
 
 /// Text without timestamps keeps the script free of timestamp rules; 5 s of (ignored) audio.
+/// Five candidates a temperature, so that the best of them stays near the script.
 fn options() -> TranscribeOptions {
     TranscribeOptions {
+        best_of: 5,
         decode: DecodeOptions {
             without_timestamps: true,
             beam_size: Some(5),

@@ -39,7 +39,8 @@ pub(crate) fn passes(r: &WindowResult, options: &TranscribeOptions) -> bool {
 /// How far below the log-probability threshold a decode that is not repetitive is past
 /// rescuing. On the bench's long file (English model; foreign speech and music after 490 s),
 /// no window whose best candidate fell this low at some temperature passed at a higher one:
-/// sampling hotter only lowered it further, at best-of-5 candidates a temperature.
+/// sampling hotter only lowered it further, at best-of-5 candidates a temperature. Not used
+/// after earlier text (the sequential loop's prompt), which can be what made the decode poor.
 const HOPELESS_LOGPROB_MARGIN: f64 = 0.5;
 
 /// Whether to stop the fallback at a failed decode: it is unlikely far past the threshold
