@@ -21,8 +21,8 @@ use whisk_batch::Refeed;
 use whisk_decode::{compression_ratio, sot_sequence, BeamOptions, LogitRules};
 use whisk_text::{CharSequence, TextError, Tokenizer};
 use whisk_types::{
-    MelPadding, Segment, TranscribeOptions, Transcript, WordAlignment, HOP_LENGTH, INPUT_STRIDE,
-    N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
+    MelPadding, Segment, SpecialTokens, TranscribeOptions, Transcript, WordAlignment, HOP_LENGTH,
+    INPUT_STRIDE, N_FRAMES, N_SAMPLES, SAMPLE_RATE, TIME_PRECISION,
 };
 
 pub use pack::{packs_inputs, BatchInput, Pack, Piece, PACKED_FILE_SECONDS, PACK_GAP_SECONDS};
@@ -209,45 +209,12 @@ impl<B: Backend> Pipeline<B> {
             }
 
             let tokens = &result.tokens;
-            let is_ts = |t: u32| special.is_timestamp(t);
-            let single_timestamp_ending = tokens.len() >= 2
-                && !is_ts(tokens[tokens.len() - 2])
-                && is_ts(tokens[tokens.len() - 1]);
-            let consecutive: Vec<usize> = (1..tokens.len())
-                .filter(|&i| is_ts(tokens[i - 1]) && is_ts(tokens[i]))
-                .collect();
-            // (start, end, range of `tokens`) per segment.
-            let mut new_segments: Vec<(f64, f64, std::ops::Range<usize>)> = Vec::new();
-            if !consecutive.is_empty() {
-                let mut slices = consecutive.clone();
-                if single_timestamp_ending {
-                    slices.push(tokens.len());
-                }
-                let mut last = 0;
-                for &cur in &slices {
-                    let piece = &tokens[last..cur];
-                    let start = (piece[0] - special.timestamp_begin) as f64 * TIME_PRECISION;
-                    let end =
-                        (piece[piece.len() - 1] - special.timestamp_begin) as f64 * TIME_PRECISION;
-                    new_segments.push((time_offset + start, time_offset + end, last..cur));
-                    last = cur;
-                }
-                if single_timestamp_ending {
-                    seek += segment_size;
-                } else {
-                    let last_ts = (tokens[last - 1] - special.timestamp_begin) as usize;
-                    seek += last_ts * INPUT_STRIDE;
-                }
-            } else {
-                let mut duration = segment_size as f64 * HOP_LENGTH as f64 / SAMPLE_RATE as f64;
-                if let Some(&last_ts) = tokens.iter().rev().find(|&&t| is_ts(t)) {
-                    if last_ts != special.timestamp_begin {
-                        duration = (last_ts - special.timestamp_begin) as f64 * TIME_PRECISION;
-                    }
-                }
-                new_segments.push((time_offset, time_offset + duration, 0..tokens.len()));
-                seek += segment_size;
-            }
+            let WindowCut {
+                segments: new_segments,
+                advance,
+                single_timestamp_ending,
+            } = cut_window(tokens, &special, time_offset, segment_size);
+            seek += advance;
 
             let mut window_segments: Vec<Segment> = new_segments
                 .iter()
@@ -277,31 +244,23 @@ impl<B: Backend> Pipeline<B> {
                     &mut last_speech_timestamp,
                     options,
                 )?;
-                if let Some(threshold) = options.hallucination_silence_threshold {
-                    let screened = hallucination::ScreenedWindow {
-                        seek: window_seek,
-                        segment_size,
-                        single_timestamp_ending,
-                        last_speech: speech_before,
-                        content_frames,
-                    };
-                    match hallucination::screen(&mut window_segments, &screened, threshold, seek) {
-                        hallucination::Verdict::Keep { seek: next } => seek = next,
-                        hallucination::Verdict::Skip { seek: next } => {
-                            seek = next;
-                            last_speech_timestamp = speech_before;
-                            continue;
-                        }
-                    }
-                    // openai: the last word kept, or what it was before this window.
-                    last_speech_timestamp =
-                        hallucination::last_word_end(&window_segments).unwrap_or(speech_before);
-                } else if !single_timestamp_ending {
-                    // Resume after the last word rather than the last timestamp (openai).
-                    let last_word_end = hallucination::last_word_end(&window_segments);
-                    if let Some(end) = last_word_end.filter(|&e| e > time_offset) {
-                        seek = (end * 100.0).round() as usize;
-                    }
+                let window = hallucination::ScreenedWindow {
+                    seek: window_seek,
+                    segment_size,
+                    single_timestamp_ending,
+                    last_speech: speech_before,
+                    content_frames,
+                };
+                let (next, keep) = seek_after_words(
+                    &mut window_segments,
+                    &window,
+                    seek,
+                    options,
+                    &mut last_speech_timestamp,
+                );
+                seek = next;
+                if !keep {
+                    continue;
                 }
             }
 
@@ -336,6 +295,99 @@ impl<B: Backend> Pipeline<B> {
             segments,
             warnings: Vec::new(),
         })
+    }
+}
+
+/// openai's rules once a sequential window's words are timed: with hallucination screening,
+/// the window may be skipped (`false`) or cut short; without it, decoding resumes after the
+/// last word rather than at the last timestamp. Returns where to seek on. `last_speech` is
+/// the last word's end so far (`window.last_speech` before this window).
+fn seek_after_words(
+    segments: &mut Vec<Segment>,
+    window: &hallucination::ScreenedWindow,
+    seek: usize,
+    options: &TranscribeOptions,
+    last_speech: &mut f64,
+) -> (usize, bool) {
+    let time_offset = (window.seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
+    match options.hallucination_silence_threshold {
+        Some(threshold) => match hallucination::screen(segments, window, threshold, seek) {
+            hallucination::Verdict::Keep { seek } => {
+                *last_speech = hallucination::last_word_end(segments).unwrap_or(window.last_speech);
+                (seek, true)
+            }
+            hallucination::Verdict::Skip { seek } => {
+                *last_speech = window.last_speech;
+                (seek, false)
+            }
+        },
+        None if !window.single_timestamp_ending => {
+            let last_word_end = hallucination::last_word_end(segments);
+            let resume = last_word_end.filter(|&end| end > time_offset);
+            (
+                resume.map_or(seek, |end| (end * 100.0).round() as usize),
+                true,
+            )
+        }
+        None => (seek, true),
+    }
+}
+
+/// One sequential window's tokens cut into segments, as openai's `transcribe` cuts them.
+struct WindowCut {
+    /// `(start, end, range of the tokens)` per segment, in seconds of the input.
+    segments: Vec<(f64, f64, std::ops::Range<usize>)>,
+    /// Mel frames to seek on: to the last closing timestamp, or the whole window when the
+    /// text ends with a lone timestamp or has no pair.
+    advance: usize,
+    /// The text ends with a lone timestamp: the window's speech ended inside it.
+    single_timestamp_ending: bool,
+}
+
+fn cut_window(
+    tokens: &[u32],
+    special: &SpecialTokens,
+    time_offset: f64,
+    segment_size: usize,
+) -> WindowCut {
+    let is_ts = |t: u32| special.is_timestamp(t);
+    let time = |t: u32| (t - special.timestamp_begin) as f64 * TIME_PRECISION;
+    let single_timestamp_ending =
+        tokens.len() >= 2 && !is_ts(tokens[tokens.len() - 2]) && is_ts(tokens[tokens.len() - 1]);
+    let mut slices: Vec<usize> = (1..tokens.len())
+        .filter(|&i| is_ts(tokens[i - 1]) && is_ts(tokens[i]))
+        .collect();
+    if slices.is_empty() {
+        let duration = match tokens.iter().rev().find(|&&t| is_ts(t)) {
+            Some(&t) if t != special.timestamp_begin => time(t),
+            _ => segment_size as f64 * HOP_LENGTH as f64 / SAMPLE_RATE as f64,
+        };
+        return WindowCut {
+            segments: vec![(time_offset, time_offset + duration, 0..tokens.len())],
+            advance: segment_size,
+            single_timestamp_ending,
+        };
+    }
+    if single_timestamp_ending {
+        slices.push(tokens.len());
+    }
+    let mut segments = Vec::with_capacity(slices.len());
+    let mut last = 0;
+    for &cur in &slices {
+        let piece = &tokens[last..cur];
+        let (start, end) = (time(piece[0]), time(piece[piece.len() - 1]));
+        segments.push((time_offset + start, time_offset + end, last..cur));
+        last = cur;
+    }
+    let advance = if single_timestamp_ending {
+        segment_size
+    } else {
+        (tokens[last - 1] - special.timestamp_begin) as usize * INPUT_STRIDE
+    };
+    WindowCut {
+        segments,
+        advance,
+        single_timestamp_ending,
     }
 }
 
