@@ -243,9 +243,9 @@ impl ModelBuilder {
         self
     }
 
-    /// Silero VAD v6's ONNX file (or a directory holding it), for [`TranscribeOptions::vad`]. Default: `WHISK_VAD_MODEL`,
-    /// then `silero_vad_v6.onnx` in the model's directory, then where `cargo xtask
-    /// fetch-models` puts it; loaded on first use.
+    /// Silero VAD v6's ONNX file (or a directory holding it), for [`TranscribeOptions::vad`].
+    /// Default: `WHISK_VAD_MODEL`, then `silero_vad_v6.onnx` in the model's directory, then
+    /// where `cargo xtask fetch-models` puts it; loaded on first use.
     pub fn vad_model(mut self, path: impl Into<PathBuf>) -> Self {
         self.vad_model = Some(path.into());
         self
