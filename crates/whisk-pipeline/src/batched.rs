@@ -802,9 +802,7 @@ fn sound_frames(loudness_db: &[f32], from: usize, to: usize) -> usize {
     if from >= to {
         return 0;
     }
-    let mut sorted = loudness_db.to_vec();
-    sorted.sort_by(f32::total_cmp);
-    let loud = sorted[(sorted.len() - 1) * 95 / 100];
+    let (_, loud) = floor_and_loud(loudness_db).expect("not empty");
     loudness_db[from..to]
         .iter()
         .filter(|&&db| db >= loud - FOLLOW_UP_SOUND_DB)
@@ -841,10 +839,15 @@ const UNHEARD_GAP_SECONDS: f64 = 2.0;
 /// any: within [`SILENCE_FLOOR_DB`] of its quietest frame, where that lies at least
 /// [`SILENCE_DEPTH_DB`] below its loud level.
 fn silence_level(loudness_db: &[f32]) -> Option<f32> {
+    let (floor, loud) = floor_and_loud(loudness_db)?;
+    (loud - floor >= SILENCE_DEPTH_DB).then_some(floor + SILENCE_FLOOR_DB)
+}
+
+/// A window's quietest frame and its loud level (95th percentile), in dB; none if empty.
+fn floor_and_loud(loudness_db: &[f32]) -> Option<(f32, f32)> {
     let mut sorted = loudness_db.to_vec();
     sorted.sort_by(f32::total_cmp);
-    let (&floor, loud) = (sorted.first()?, sorted[(sorted.len() - 1) * 95 / 100]);
-    (loud - floor >= SILENCE_DEPTH_DB).then_some(floor + SILENCE_FLOOR_DB)
+    Some((*sorted.first()?, sorted[(sorted.len() - 1) * 95 / 100]))
 }
 
 /// Samples per timestamp token step (20 ms).
