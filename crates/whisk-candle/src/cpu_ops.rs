@@ -9,7 +9,6 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use whisk_types::widest_lanes;
-use wide::f32x8;
 
 /// Elements per parallel task for element-wise ops.
 const TASK: usize = 1 << 14;
@@ -29,11 +28,6 @@ fn on_cpu_in_f32(
         .contiguous()?
         .apply_op1_no_bwd(op)?
         .to_dtype(dtype)
-}
-
-pub(crate) fn lanes(c: &[f32]) -> f32x8 {
-    let c: [f32; 8] = c.try_into().expect("chunks of 8");
-    f32x8::from(c)
 }
 
 /// Folds `x` with `op` in 8 independent lanes, then the lanes and the tail. Plain `f32`

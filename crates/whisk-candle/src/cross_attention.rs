@@ -6,12 +6,53 @@
 //!
 //! Only for steps of a few tokens per row; longer ones (prompts, alignment passes) are real
 //! matrix products and stay with candle's GEMM.
+//!
+//! The cache may be `f32` or bfloat16: a step is bound by reading it (a window's K/V is 18 MB
+//! in `f32` for tiny, and a batch of 8 outgrows the L3 cache), so halving it is what counts.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
-use wide::f32x8;
+use whisk_types::widest_lanes;
 
-use crate::cpu_ops::{contiguous_f32, lanes};
+use crate::cpu_ops::contiguous_f32;
+
+/// A cached key or value, widened to `f32` for the products.
+trait Cached: Copy + Sync {
+    fn widen(self) -> f32;
+}
+
+impl Cached for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+/// bfloat16 by its bits: the upper half of an `f32` (a shift, which vectorises).
+impl Cached for u16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits(u32::from(self) << 16)
+    }
+}
+
+/// A cache tensor's contiguous data.
+enum CacheData<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+fn cache_data<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<CacheData<'a>> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("cross-attention: the cache is not contiguous")
+    };
+    Ok(match storage {
+        CpuStorage::F32(data) => CacheData::F32(&data[start..end]),
+        CpuStorage::BF16(data) => CacheData::Bf16(data[start..end].reinterpret_cast()),
+        _ => candle_core::bail!("cross-attention: the cache is neither f32 nor bf16"),
+    })
+}
 
 /// Steps feeding at most this many tokens per row use the in-place kernels.
 pub const MAX_TOKENS: usize = 4;
@@ -23,43 +64,84 @@ fn dims4(layout: &Layout) -> Result<[usize; 4]> {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    ca.zip(cb)
-        .fold(f32x8::ZERO, |acc, (x, y)| lanes(x).mul_add(lanes(y), acc))
-        .reduce_add()
-        + tail
+widest_lanes!(scores_f32 => scores(query: &[f32], keys_t: &[f32], out: &mut [f32], scale: f32));
+widest_lanes!(scores_bf16 => scores(query: &[f32], keys_t: &[u16], out: &mut [f32], scale: f32));
+widest_lanes!(weighted_f32 => weighted(weights: &[f32], values: &[f32], out: &mut [f32]));
+widest_lanes!(weighted_bf16 => weighted(weights: &[f32], values: &[u16], out: &mut [f32]));
+
+/// `out[f] = scale · Σ_d query[d] · keys_t[d][f]`. Keys are stored transposed (`[dh, frames]`)
+/// so that the sum runs down the frames in lanes: no horizontal sums, no chain of dependent
+/// additions per key (a dot product per key was the decoder step's largest cost).
+#[inline(always)]
+fn scores<T: Cached>(query: &[f32], keys_t: &[T], out: &mut [f32], scale: f32) {
+    let frames = out.len();
+    out.fill(0.0);
+    let mut rows = keys_t.chunks_exact(frames);
+    let mut dims = query.chunks_exact(4);
+    // Four key rows a pass: one load and store of `out` per four products.
+    for q in &mut dims {
+        let (k0, k1, k2, k3) = (
+            rows.next().expect("dh rows"),
+            rows.next().expect("dh rows"),
+            rows.next().expect("dh rows"),
+            rows.next().expect("dh rows"),
+        );
+        for ((((o, a), b), c), d) in out.iter_mut().zip(k0).zip(k1).zip(k2).zip(k3) {
+            *o += q[0] * a.widen() + q[1] * b.widen() + q[2] * c.widen() + q[3] * d.widen();
+        }
+    }
+    for (&q, k) in dims.remainder().iter().zip(rows) {
+        for (o, a) in out.iter_mut().zip(k) {
+            *o += q * a.widen();
+        }
+    }
+    for o in out.iter_mut() {
+        *o *= scale;
+    }
 }
 
-/// `y += a · x`.
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    let av = f32x8::splat(a);
-    let mut ys = y.chunks_exact_mut(8);
-    let mut xs = x.chunks_exact(8);
-    for (y, x) in (&mut ys).zip(&mut xs) {
-        y.copy_from_slice(&lanes(x).mul_add(av, lanes(y)).to_array());
+/// `out = Σ_f weights[f] · values[f]` over `[frames, dh]` values, eight frames' worth of
+/// independent sums at a time.
+#[inline(always)]
+fn weighted<T: Cached>(weights: &[f32], values: &[T], out: &mut [f32]) {
+    const DH: usize = 64;
+    let dh = out.len();
+    if dh == DH {
+        // Whisper's heads are all 64 wide: the sums then stay in registers.
+        let mut acc = [0f32; DH];
+        for (&w, value) in weights.iter().zip(values.chunks_exact(DH)) {
+            for (a, &v) in acc.iter_mut().zip(value) {
+                *a += w * v.widen();
+            }
+        }
+        out.copy_from_slice(&acc);
+        return;
     }
-    for (y, x) in ys.into_remainder().iter_mut().zip(xs.remainder()) {
-        *y += a * x;
+    out.fill(0.0);
+    for (&w, value) in weights.iter().zip(values.chunks_exact(dh)) {
+        for (o, &v) in out.iter_mut().zip(value) {
+            *o += w * v.widen();
+        }
     }
 }
 
-/// Row `r` of the step reads slot `slots[r]` of a `[slots, heads, frames, dh]` cache.
+/// Row `r` of the step reads slot `slots[r]` of a cache of `[slots, heads, ..]`.
 struct Slots<'a> {
     slots: &'a [usize],
 }
 
 impl Slots<'_> {
-    /// Checks the cache against the queries and returns `(rows, heads, n, frames, dh)`.
-    fn shape(&self, q: &Layout, cache: &Layout) -> Result<(usize, usize, usize, usize, usize)> {
+    /// Checks the `[slots, heads, a, b]` cache against the queries (`dh` being `a` or `b`,
+    /// as `dh_at`) and returns `(rows, heads, n, frames, dh)`.
+    fn shape(
+        &self,
+        q: &Layout,
+        cache: &Layout,
+        dh_at: usize,
+    ) -> Result<(usize, usize, usize, usize, usize)> {
         let [rows, heads, n, dh] = dims4(q)?;
-        let [cached, cache_heads, frames, cache_dh] = dims4(cache)?;
+        let [cached, cache_heads, a, b] = dims4(cache)?;
+        let (frames, cache_dh) = if dh_at == 2 { (b, a) } else { (a, b) };
         if rows != self.slots.len() || heads != cache_heads || dh != cache_dh {
             candle_core::bail!(
                 "cross-attention: {rows} rows × {heads} heads × {dh} against a cache of \
@@ -74,7 +156,37 @@ impl Slots<'_> {
     }
 }
 
-/// `q · Kᵀ · scale` per row and head: `[rows, heads, n, dh]` × cache → `[rows, heads, n, frames]`.
+/// How a step's `[rows, heads, ..]` input, its slots' cache and its output are cut per (row,
+/// head): each task gets its input, the cache of its row's slot and head, and its output.
+struct PerHead<'a> {
+    slots: &'a [usize],
+    heads: usize,
+    in_len: usize,
+    cache_len: usize,
+    out_len: usize,
+}
+
+impl PerHead<'_> {
+    fn run<T: Sync>(
+        &self,
+        input: &[f32],
+        cache: &[T],
+        out: &mut [f32],
+        task: impl Fn(&[f32], &[T], &mut [f32]) + Sync,
+    ) {
+        out.par_chunks_mut(self.out_len)
+            .enumerate()
+            .for_each(|(rh, out)| {
+                let (r, head) = (rh / self.heads, rh % self.heads);
+                let cache = &cache[(self.slots[r] * self.heads + head) * self.cache_len..]
+                    [..self.cache_len];
+                task(&input[rh * self.in_len..][..self.in_len], cache, out);
+            });
+    }
+}
+
+/// `q · K · scale` per row and head: `[rows, heads, n, dh]` × keys `[slots, heads, dh, frames]`
+/// → `[rows, heads, n, frames]`.
 struct Scores<'a> {
     slots: Slots<'a>,
     scale: f32,
@@ -92,27 +204,34 @@ impl CustomOp2 for Scores<'_> {
         k: &CpuStorage,
         k_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (rows, heads, n, frames, dh) = self.slots.shape(q_layout, k_layout)?;
-        let (q, k) = (contiguous_f32(q, q_layout)?, contiguous_f32(k, k_layout)?);
+        let (rows, heads, n, frames, dh) = self.slots.shape(q_layout, k_layout, 2)?;
+        let q = contiguous_f32(q, q_layout)?;
         let mut out = vec![0f32; rows * heads * n * frames];
-        out.par_chunks_mut(n * frames)
-            .enumerate()
-            .for_each(|(rh, out)| {
-                let (r, head) = (rh / heads, rh % heads);
-                let keys = &k[(self.slots.slots[r] * heads + head) * frames * dh..][..frames * dh];
-                let queries = &q[rh * n * dh..][..n * dh];
-                for (t, query) in queries.chunks_exact(dh).enumerate() {
-                    let out = &mut out[t * frames..][..frames];
-                    for (o, key) in out.iter_mut().zip(keys.chunks_exact(dh)) {
-                        *o = dot(query, key) * self.scale;
-                    }
+        let per_head = PerHead {
+            slots: self.slots.slots,
+            heads,
+            in_len: n * dh,
+            cache_len: dh * frames,
+            out_len: n * frames,
+        };
+        match cache_data(k, k_layout)? {
+            CacheData::F32(k) => per_head.run(q, k, &mut out, |q, k, out| {
+                for (query, out) in q.chunks_exact(dh).zip(out.chunks_exact_mut(frames)) {
+                    scores_f32(query, k, out, self.scale);
                 }
-            });
+            }),
+            CacheData::Bf16(k) => per_head.run(q, k, &mut out, |q, k, out| {
+                for (query, out) in q.chunks_exact(dh).zip(out.chunks_exact_mut(frames)) {
+                    scores_bf16(query, k, out, self.scale);
+                }
+            }),
+        }
         Ok((CpuStorage::F32(out), Shape::from((rows, heads, n, frames))))
     }
 }
 
-/// `P · V` per row and head: `[rows, heads, n, frames]` × cache → `[rows, heads, n, dh]`.
+/// `P · V` per row and head: `[rows, heads, n, frames]` × values `[slots, heads, frames, dh]`
+/// → `[rows, heads, n, dh]`.
 struct Weighted<'a> {
     slots: Slots<'a>,
 }
@@ -132,44 +251,48 @@ impl CustomOp2 for Weighted<'_> {
         let [rows, heads, n, frames] = dims4(p_layout)?;
         let [_, _, v_frames, dh] = dims4(v_layout)?;
         let q_like = Layout::contiguous((rows, heads, n, dh));
-        self.slots.shape(&q_like, v_layout)?;
+        self.slots.shape(&q_like, v_layout, 3)?;
         if frames != v_frames {
             candle_core::bail!("cross-attention: {frames} weights for {v_frames} frames");
         }
-        let (p, v) = (contiguous_f32(p, p_layout)?, contiguous_f32(v, v_layout)?);
+        let p = contiguous_f32(p, p_layout)?;
         let mut out = vec![0f32; rows * heads * n * dh];
-        out.par_chunks_mut(n * dh)
-            .enumerate()
-            .for_each(|(rh, out)| {
-                let (r, head) = (rh / heads, rh % heads);
-                let values =
-                    &v[(self.slots.slots[r] * heads + head) * frames * dh..][..frames * dh];
-                let weights = &p[rh * n * frames..][..n * frames];
-                for (out, weights) in out.chunks_exact_mut(dh).zip(weights.chunks_exact(frames)) {
-                    for (&w, value) in weights.iter().zip(values.chunks_exact(dh)) {
-                        // Softmax leaves most frames near zero; skipping exact zeros is free.
-                        if w != 0.0 {
-                            axpy(out, w, value);
-                        }
-                    }
+        let per_head = PerHead {
+            slots: self.slots.slots,
+            heads,
+            in_len: n * frames,
+            cache_len: frames * dh,
+            out_len: n * dh,
+        };
+        match cache_data(v, v_layout)? {
+            CacheData::F32(v) => per_head.run(p, v, &mut out, |p, v, out| {
+                for (out, weights) in out.chunks_exact_mut(dh).zip(p.chunks_exact(frames)) {
+                    weighted_f32(weights, v, out);
                 }
-            });
+            }),
+            CacheData::Bf16(v) => per_head.run(p, v, &mut out, |p, v, out| {
+                for (out, weights) in out.chunks_exact_mut(dh).zip(p.chunks_exact(frames)) {
+                    weighted_bf16(weights, v, out);
+                }
+            }),
+        }
         Ok((CpuStorage::F32(out), Shape::from((rows, heads, n, dh))))
     }
 }
 
-/// Attention of `q` `[rows, heads, n, dh]` over the cached `k`/`v` `[slots, heads, frames, dh]`,
-/// row `r` reading slot `slots[r]`. Returns the output `[rows, heads, n, dh]` and the scaled
-/// pre-softmax scores `[rows, heads, n, frames]`.
+/// Attention of `q` `[rows, heads, n, dh]` over the cached keys `k_t` `[slots, heads, dh,
+/// frames]` (transposed) and values `v` `[slots, heads, frames, dh]`, row `r` reading slot
+/// `slots[r]`. Returns the output `[rows, heads, n, dh]` and the scaled pre-softmax scores
+/// `[rows, heads, n, frames]`.
 pub fn attend_slots(
     q: &Tensor,
-    k: &Tensor,
+    k_t: &Tensor,
     v: &Tensor,
     slots: &[usize],
 ) -> Result<(Tensor, Tensor)> {
     let dh = q.dim(3)?;
     let scores = q.apply_op2_no_bwd(
-        k,
+        k_t,
         &Scores {
             slots: Slots { slots },
             scale: 1.0 / (dh as f32).sqrt(),
@@ -189,7 +312,7 @@ pub fn attend_slots(
 mod tests {
     use super::*;
     use crate::cpu_ops::tests::worst_diff;
-    use candle_core::Device;
+    use candle_core::{DType, Device};
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len)
@@ -197,10 +320,11 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn matches_candles_attention_over_gathered_slots() {
-        // dh not a multiple of 8 (lane tails), slots repeated and out of order.
-        let (cached, heads, frames, dh, n) = (5, 3, 37, 20, 2);
+    /// Checks `attend_slots` against candle's attention over the gathered slots, with the
+    /// cache stored in `dtype` (the reference reads the same stored values, widened).
+    fn check_against_candle(cache_dtype: DType, dh: usize) {
+        // Slots repeated and out of order; 4 query tokens (the most in place).
+        let (cached, heads, frames, n) = (5, 3, 37, MAX_TOKENS);
         let slots = [4, 1, 1];
         let dev = &Device::Cpu;
         let cache = |seed| {
@@ -209,6 +333,7 @@ mod tests {
                 (cached, heads, frames, dh),
                 dev,
             )
+            .and_then(|t| t.to_dtype(cache_dtype))
             .unwrap()
         };
         let (k, v) = (cache(1), cache(2));
@@ -218,13 +343,16 @@ mod tests {
             dev,
         )
         .unwrap();
-        let (out, scores) = attend_slots(&q, &k, &v, &slots).unwrap();
+        let k_t = k.transpose(2, 3).unwrap().contiguous().unwrap();
+        let (out, scores) = attend_slots(&q, &k_t, &v, &slots).unwrap();
 
         let idx = Tensor::new(&[4u32, 1, 1], dev).unwrap();
-        let (kk, vv) = (
-            k.index_select(&idx, 0).unwrap(),
-            v.index_select(&idx, 0).unwrap(),
-        );
+        let gather = |t: &Tensor| {
+            t.index_select(&idx, 0)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .unwrap()
+        };
+        let (kk, vv) = (gather(&k), gather(&v));
         let want_scores = (q * (1.0 / (dh as f64).sqrt()))
             .unwrap()
             .matmul(&kk.t().unwrap())
@@ -240,10 +368,26 @@ mod tests {
     }
 
     #[test]
+    fn matches_candles_attention_over_gathered_slots() {
+        // dh not a multiple of 4 or 8 (the kernels' tails), and Whisper's 64.
+        for dh in [21, 64] {
+            check_against_candle(DType::F32, dh);
+        }
+    }
+
+    #[test]
+    fn a_bfloat16_cache_is_read_as_its_values() {
+        for dh in [21, 64] {
+            check_against_candle(DType::BF16, dh);
+        }
+    }
+
+    #[test]
     fn a_slot_outside_the_cache_is_an_error() {
         let dev = &Device::Cpu;
-        let k = Tensor::zeros((2, 1, 4, 8), candle_core::DType::F32, dev).unwrap();
-        let q = Tensor::zeros((1, 1, 1, 8), candle_core::DType::F32, dev).unwrap();
-        assert!(attend_slots(&q, &k, &k, &[2]).is_err());
+        let k = Tensor::zeros((2, 1, 4, 8), DType::F32, dev).unwrap();
+        let k_t = Tensor::zeros((2, 1, 8, 4), DType::F32, dev).unwrap();
+        let q = Tensor::zeros((1, 1, 1, 8), DType::F32, dev).unwrap();
+        assert!(attend_slots(&q, &k_t, &k, &[2]).is_err());
     }
 }

@@ -208,14 +208,18 @@ pub struct Whisper {
     dec_pos: Tensor,
     dec_blocks: Vec<Block>,
     ln: LayerNorm,
-    /// The activations' type (and the caches').
+    /// The activations' type (and the self-attention cache's).
     dtype: DType,
+    /// The cross-attention K/V cache's type: bfloat16 with int8 layers, since reading that
+    /// cache bounds a decoder step on the CPU; else `dtype`.
+    cross_dtype: DType,
 }
 
 /// Per-decode state. Every slot has its window's cross-attention K/V and a self-attention
 /// cache with room for the whole text context, so rows join and leave without moving others.
 pub struct DecoderState {
-    /// Per layer: `[slots, n_head, n_audio_ctx, dh]` keys and values.
+    /// Per layer: keys `[slots, n_head, dh, n_audio_ctx]` (transposed: what `q · Kᵀ` reads
+    /// in order) and values `[slots, n_head, n_audio_ctx, dh]`.
     cross: Vec<(Tensor, Tensor)>,
     /// Per layer: `[slots, n_head, n_text_ctx, dh]` keys and values.
     cache: Vec<(Tensor, Tensor)>,
@@ -276,6 +280,7 @@ impl Whisper {
             ln: l.layer_norm("decoder.ln")?,
             dims,
             dtype,
+            cross_dtype: if int8 { DType::BF16 } else { dtype },
         })
     }
 
@@ -315,9 +320,17 @@ impl Whisper {
         let dtype = self.dtype;
         let zeros = |len| Tensor::zeros((slots, d.n_text_head, len, dh), dtype, device);
         let pair = |len| -> Result<(Tensor, Tensor)> { Ok((zeros(len)?, zeros(len)?)) };
+        let cross =
+            |shape: (usize, usize, usize, usize)| Tensor::zeros(shape, self.cross_dtype, device);
+        let (heads, frames) = (d.n_text_head, d.n_audio_ctx);
         Ok(DecoderState {
             cross: (0..d.n_text_layer)
-                .map(|_| pair(d.n_audio_ctx))
+                .map(|_| {
+                    Ok((
+                        cross((slots, heads, dh, frames))?,
+                        cross((slots, heads, frames, dh))?,
+                    ))
+                })
                 .collect::<Result<_>>()?,
             cache: (0..d.n_text_layer)
                 .map(|_| pair(d.n_text_ctx))
@@ -339,6 +352,11 @@ impl Whisper {
         let audio = encoded.index_select(&idx, 0)?;
         for (block, (ck, cv)) in self.dec_blocks.iter().zip(&state.cross) {
             let (k, v) = cross_attention(block).kv(&audio)?;
+            let k = k
+                .transpose(2, 3)?
+                .contiguous()?
+                .to_dtype(self.cross_dtype)?;
+            let v = v.to_dtype(self.cross_dtype)?;
             for (i, &slot) in slots.iter().enumerate() {
                 ck.slice_set(&k.narrow(0, i, 1)?, 0, slot)?;
                 cv.slice_set(&v.narrow(0, i, 1)?, 0, slot)?;
@@ -458,7 +476,10 @@ impl Whisper {
                     let (out, qk) = cross_attention::attend_slots(&q, ck, cv, slots)?;
                     (cross.out.forward(&merge_heads(&out)?)?, qk)
                 }
-                None => cross.attend(&h, &batch(ck)?, &batch(cv)?, None)?,
+                None => {
+                    let k = batch(ck)?.transpose(2, 3)?.to_dtype(dtype)?;
+                    cross.attend(&h, &k, &batch(cv)?.to_dtype(dtype)?, None)?
+                }
             };
             x = (x + out)?;
             for (i, &(l, head)) in step.cross_qk_heads.iter().enumerate() {
