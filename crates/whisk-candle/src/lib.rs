@@ -96,6 +96,14 @@ impl CandleBackend {
     }
 }
 
+/// Runs `op` on a thread of rayon's pool, where candle's, the GEMMs' and our own parallel
+/// loops run. Called from outside the pool, each of a decoder step's dozens of loops would
+/// wake the pool and wait for it (a third of a step on 2 cores went to that); from inside,
+/// the loops split their work among the pool's threads directly.
+fn in_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| op())
+}
+
 /// Encoder output: `[windows, n_audio_ctx, n_audio_state]`.
 pub struct Encoded(Tensor);
 
@@ -127,7 +135,7 @@ impl Backend for CandleBackend {
         )
         .and_then(|x| x.to_dtype(self.dtype))
         .map_err(err)?;
-        self.model.encode(&x).map(Encoded).map_err(err)
+        in_pool(|| self.model.encode(&x)).map(Encoded).map_err(err)
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -151,14 +159,16 @@ impl Backend for CandleBackend {
     ) -> Result<()> {
         let n = encoded.0.dim(0).map_err(err)?;
         decoder.0.table.check_attach(slots, windows, n)?;
-        self.model
-            .attach(&mut decoder.0, slots, &encoded.0, windows)
-            .map_err(err)
+        in_pool(|| {
+            self.model
+                .attach(&mut decoder.0, slots, &encoded.0, windows)
+        })
+        .map_err(err)
     }
 
     fn copy_slots(&self, decoder: &mut Decoder, moves: &[(usize, usize)]) -> Result<()> {
         decoder.0.table.check_copy(moves)?;
-        self.model.copy_slots(&mut decoder.0, moves).map_err(err)
+        in_pool(|| self.model.copy_slots(&mut decoder.0, moves)).map_err(err)
     }
 
     fn decode_step(&self, decoder: &mut Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
@@ -166,8 +176,6 @@ impl Backend for CandleBackend {
         if step.rows.is_empty() {
             return Ok(StepOutput::default());
         }
-        self.model
-            .decode_step(&mut decoder.0, step, &self.device)
-            .map_err(err)
+        in_pool(|| self.model.decode_step(&mut decoder.0, step, &self.device)).map_err(err)
     }
 }

@@ -5,8 +5,10 @@
 /// kernel and unmaps them when freed, so the encoder's per-layer buffers (tens of MB) paid a
 /// page fault per 4 KiB, every layer of every window: a third of a batched run's time went to
 /// the kernel (`--batch-size 8` on the 160 TIMIT files: 11 s of 32 s). Keeping freed memory in
-/// the heap for reuse does not raise the peak (the same sizes come back). Call it before
-/// starting threads; elsewhere than on glibc it does nothing.
+/// the heap for reuse does not raise the peak (the same sizes come back). All threads share
+/// the one heap that these settings govern: the backend computes on rayon's threads, and a
+/// thread's own heap (64 MiB at most) maps any block that does not fit afresh, as before.
+/// Call it before starting threads; elsewhere than on glibc it does nothing.
 pub fn keep_freed_memory_for_reuse() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -15,6 +17,7 @@ pub fn keep_freed_memory_for_reuse() {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, ONE_GIB);
             libc::mallopt(libc::M_TRIM_THRESHOLD, ONE_GIB);
+            libc::mallopt(libc::M_ARENA_MAX, 1);
         }
     }
 }
