@@ -1,46 +1,87 @@
 use std::io::Write;
 
+use whisk_types::lanes::exp;
+use whisk_types::widest_lanes;
 use whisk_types::SpecialTokens;
-use wide::f32x8;
 
-/// `Σ e^(x - shift)`, for `shift >= max(x)`, eight lanes at a time: over the vocabulary
-/// this is most of the per-token cost outside the model. Each lane sums a block of 32 terms
-/// in `f32` (each at most 1, so the rounding stays near `f32`'s own); blocks add up in `f64`.
-fn sum_exp(x: &[f32], shift: f32) -> f64 {
-    let shift8 = f32x8::splat(shift);
+widest_lanes!(sum_exp => sum_exp_lanes(x: &[f32], shift: f32) -> f64);
+widest_lanes!(max_of => max_lanes(x: &[f32]) -> f32);
+widest_lanes!(exp_scaled => exp_scaled_lanes(x: &[f32], shift: f32, temperature: f32, out: &mut [f32]));
+widest_lanes!(block_sums => block_sums_lanes(x: &[f32], out: &mut Vec<f64>));
+
+const LANES: usize = 8;
+/// Terms summed in `f32` before the sum goes on in `f64`: 32 per lane, each at most 1, so
+/// the rounding stays near `f32`'s own.
+const BLOCK: usize = 32 * LANES;
+
+/// `Σ e^(x - shift)`, for `shift >= max(x)`: over the vocabulary this is most of the
+/// per-token cost outside the model.
+#[inline(always)]
+fn sum_exp_lanes(x: &[f32], shift: f32) -> f64 {
+    // The exponentials go through a buffer: a loop that stores them vectorises, where one
+    // that adds them into eight lanes stayed scalar.
+    let mut buf = [0f32; BLOCK];
     let mut total = 0f64;
-    for block in x.chunks(32 * 8) {
-        let chunks = block.chunks_exact(8);
-        let rest = chunks.remainder();
-        let mut lanes = f32x8::ZERO;
-        for c in chunks {
-            let c: [f32; 8] = c.try_into().expect("chunks of 8");
-            lanes += (f32x8::from(c) - shift8).exp();
+    for block in x.chunks(BLOCK) {
+        let buf = &mut buf[..block.len()];
+        for (b, &v) in buf.iter_mut().zip(block) {
+            *b = exp(v - shift);
         }
-        total += lanes.to_array().iter().map(|&l| l as f64).sum::<f64>()
-            + rest
-                .iter()
-                .map(|&v| ((v - shift) as f64).exp())
-                .sum::<f64>();
+        total += sum_block(buf);
     }
     total
 }
 
-/// The largest entry (`-inf` for none).
-fn max_of(x: &[f32]) -> f32 {
-    let chunks = x.chunks_exact(8);
+/// The sum of up to a [`BLOCK`] of values, in eight `f32` lanes, then in `f64`.
+#[inline(always)]
+fn sum_block(x: &[f32]) -> f64 {
+    let mut lanes = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
-    let mut lanes = f32x8::splat(f32::NEG_INFINITY);
     for c in chunks {
-        let c: [f32; 8] = c.try_into().expect("chunks of 8");
-        lanes = lanes.max(f32x8::from(c));
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v;
+        }
+    }
+    let mut sum = 0f64;
+    for &l in lanes.iter().chain(rest) {
+        sum += f64::from(l);
+    }
+    sum
+}
+
+/// The largest entry (`-inf` for none).
+#[inline(always)]
+fn max_lanes(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            // A compare and select, which vectorises (`f32::max` minds NaN and does not).
+            *l = if v > *l { v } else { *l };
+        }
     }
     lanes
-        .to_array()
-        .iter()
-        .chain(rest)
-        .copied()
+        .into_iter()
+        .chain(rest.iter().copied())
         .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `out[i] = e^((x[i] - shift) / temperature)`.
+#[inline(always)]
+fn exp_scaled_lanes(x: &[f32], shift: f32, temperature: f32, out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = exp((v - shift) / temperature);
+    }
+}
+
+/// The sum of each [`BLOCK`] of `x`, appended to `out`.
+#[inline(always)]
+fn block_sums_lanes(x: &[f32], out: &mut Vec<f64>) {
+    for block in x.chunks(BLOCK) {
+        out.push(sum_block(block));
+    }
 }
 
 /// `log Σ exp(x)` over the finite entries of `x`; `-inf` when there are none.
@@ -134,19 +175,26 @@ mod tests {
 /// under the unscaled logits (what openai sums into `sum_logprobs`).
 pub fn sample_pick(logits: &[f32], temperature: f32, rng: &mut impl rand::Rng) -> (u32, f32) {
     let max = max_of(logits);
-    let weights: Vec<f64> = logits
-        .iter()
-        .map(|&l| (((l - max) / temperature) as f64).exp())
-        .collect();
-    let total: f64 = weights.iter().sum();
-    let mut u = rng.random::<f64>() * total;
+    let mut weights = vec![0f32; logits.len()];
+    exp_scaled(logits, max, temperature, &mut weights);
+    let mut sums = Vec::with_capacity(logits.len().div_ceil(BLOCK));
+    block_sums(&weights, &mut sums);
+    let mut u = rng.random::<f64>() * sums.iter().sum::<f64>();
     let mut chosen = weights.len() - 1;
-    for (i, w) in weights.iter().enumerate() {
-        if *w > 0.0 && u < *w {
-            chosen = i;
-            break;
+    // The block the draw falls in, by the blocks' sums; then the token within it.
+    'blocks: for (b, &sum) in sums.iter().enumerate() {
+        if u >= sum {
+            u -= sum;
+            continue;
         }
-        u -= w;
+        for (i, &w) in weights.iter().enumerate().skip(b * BLOCK).take(BLOCK) {
+            let w = f64::from(w);
+            if w > 0.0 && u < w {
+                chosen = i;
+                break 'blocks;
+            }
+            u -= w;
+        }
     }
     // Never return a masked token, even through rounding at the end of the loop.
     if logits[chosen] == f32::NEG_INFINITY {
@@ -172,6 +220,25 @@ mod sampling_tests {
         assert_eq!(counts[2], 0);
         let share = counts[1] as f64 / 4000.0;
         assert!((share - 0.75).abs() < 0.03, "share {share}");
+    }
+
+    #[test]
+    fn sampling_finds_tokens_across_blocks_of_the_vocabulary() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut logits = vec![f32::NEG_INFINITY; 1_000];
+        // Shares 0.2, 0.3 and 0.5, in the first, second and last block (256 apiece).
+        for (i, p) in [(5, 0.2f32), (300, 0.3), (999, 0.5)] {
+            logits[i] = p.ln();
+        }
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..6000 {
+            *counts.entry(sample_pick(&logits, 1.0, &mut rng).0).or_insert(0) += 1;
+        }
+        assert_eq!(counts.len(), 3, "{counts:?}");
+        for (i, p) in [(5, 0.2), (300, 0.3), (999, 0.5)] {
+            let share = counts[&i] as f64 / 6000.0;
+            assert!((share - p).abs() < 0.03, "token {i}: share {share}");
+        }
     }
 
     #[test]

@@ -4,10 +4,13 @@
 //! ([`ModelDims`]), the special-token layout of a vocabulary ([`SpecialTokens`]), what a
 //! transcription produces ([`Segment`], [`Word`], [`Transcript`]), the options that steer it
 //! ([`DecodeOptions`], [`TranscribeOptions`], [`ComputeType`]) and alignment-head presets.
+//! The one exception is [`lanes`]: the vectorised `exp` that the backend's softmax and the
+//! decoder's log-probabilities share, and the macro that builds such loops for AVX2.
 
 mod compute;
 mod dims;
 mod heads;
+pub mod lanes;
 mod options;
 mod output;
 mod tokens;
@@ -39,24 +42,3 @@ pub const N_FRAMES: usize = N_SAMPLES / HOP_LENGTH;
 pub const INPUT_STRIDE: usize = 2;
 /// Seconds per timestamp token and per encoder frame (20 ms).
 pub const TIME_PRECISION: f64 = (INPUT_STRIDE * HOP_LENGTH) as f64 / SAMPLE_RATE as f64;
-
-/// Defines `fn $name(args) -> ret` that calls the `#[inline(always)]` function `$body`
-/// compiled for AVX2 where the CPU has it (x86-64), else as built for the target. Plain `f32`
-/// loops in `$body` then run in 8 vector lanes instead of the SSE2 baseline's 4.
-#[macro_export]
-macro_rules! widest_lanes {
-    ($name:ident => $body:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
-        fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    $body($($arg),*)
-                }
-                // SAFETY: the CPU has AVX2, checked just above.
-                return unsafe { avx2($($arg),*) };
-            }
-            $body($($arg),*)
-        }
-    };
-}
