@@ -92,6 +92,7 @@ fn first_decoder_steps_agree() {
             cross_qk_heads: &[],
             keep_probs: false,
             beam: None,
+            repetitive: None,
         };
         let encoded = whisk_pipeline::encode_window(&candle, &mel).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);

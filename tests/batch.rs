@@ -127,6 +127,7 @@ impl Setup {
                 special: &self.special,
                 heads: &self.heads,
                 spell: None,
+                repetitive: None,
             },
         )
         .unwrap()
@@ -173,6 +174,7 @@ fn batched_rows_equal_single_decodes() {
         cross_qk_heads: heads,
         keep_probs: false,
         beam: None,
+        repetitive: None,
     };
     let mut lengths = Vec::new();
     for (r, mel) in mels.iter().enumerate() {
@@ -305,6 +307,7 @@ fn batched_beam_searches_equal_single_searches() {
             cross_qk_heads: heads,
             keep_probs: false,
             beam,
+            repetitive: None,
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
         let alone = decode_window(
@@ -358,4 +361,55 @@ fn batched_beam_searches_equal_single_searches() {
     }
     // The search is not greedy decoding in disguise: it changes some windows' tokens.
     assert!(differs_from_greedy >= 1);
+}
+
+/// A decode whose text already reads as repetitive stops at the check that finds it (every
+/// 16 text tokens, from 32 on) and is marked as looped, instead of running to its limit.
+#[test]
+fn a_text_found_repetitive_stops_the_decode_at_that_check() {
+    let setup = Setup::new();
+    let Setup {
+        backend,
+        special,
+        rules,
+        sot,
+        heads,
+        ..
+    } = &setup;
+    // All five clips in one window: some 60 text tokens.
+    let audio: Vec<f32> = FILES
+        .iter()
+        .flat_map(|f| whisk_audio::load_audio(&whisk_tests::shared_data(f)).unwrap())
+        .collect();
+    let mel = whisk_audio::log_mel_spectrogram(&audio, 80, whisk_types::HOP_LENGTH)
+        .window(0, whisk_types::N_FRAMES);
+    let encoded = whisk_pipeline::encode_window(backend, &mel).unwrap();
+    let decode = |repetitive: Option<&whisk_batch::Repetitive>| {
+        let request = WindowRequest {
+            previous: &[],
+            sot_sequence: sot,
+            rules,
+            special,
+            sample_len: 224,
+            cross_qk_heads: heads,
+            keep_probs: false,
+            beam: None,
+            repetitive,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let r = decode_window(backend, &encoded, &request, 0.0, &mut rng).unwrap();
+        let text = r.tokens.iter().filter(|&&t| special.is_text(t)).count();
+        (text, r.looped)
+    };
+    let (full, looped) = decode(None);
+    assert!(full > 32 && !looped, "{full} text tokens");
+    // Asked at 32 tokens only (then every 16), until it says yes.
+    let asked = std::cell::RefCell::new(Vec::new());
+    let never = |text: &[u32]| {
+        asked.borrow_mut().push(text.len());
+        false
+    };
+    assert_eq!(decode(Some(&never)), (full, false));
+    assert_eq!(*asked.borrow(), (32..=full).step_by(16).collect::<Vec<_>>());
+    assert_eq!(decode(Some(&|_: &[u32]| true)), (32, true));
 }

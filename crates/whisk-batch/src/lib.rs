@@ -15,5 +15,5 @@ mod row;
 mod scheduler;
 
 pub use alignment_pass::{alignment_pass_input, read_alignment_pass, Refeed};
-pub use row::{decode_window, RowRequest, Spell, WindowRequest, WindowResult};
+pub use row::{decode_window, Repetitive, RowRequest, Spell, WindowRequest, WindowResult};
 pub use scheduler::{Job, Scheduler, SchedulerConfig};

@@ -29,6 +29,8 @@ pub struct WindowRequest<'a> {
     pub keep_probs: bool,
     /// Beam search at temperature 0; `None` decodes greedily.
     pub beam: Option<BeamOptions>,
+    /// Stops the decode once its text is this; `None` stops at loops only.
+    pub repetitive: Option<&'a Repetitive<'a>>,
 }
 
 /// One row's own part of a request; what all rows share is in the [`Shared`] context.
@@ -117,7 +119,8 @@ pub struct WindowResult {
     pub refeed: Option<Refeed>,
     /// The row's random stream where it stopped, so a caller can continue it.
     pub rng: StdRng,
-    /// The text ends in a repetition loop ([`trailing_repetition`]): decoding stopped there.
+    /// The text repeats itself: it ends in a loop ([`trailing_repetition`]), or it was
+    /// already [`Repetitive`] as it grew. Decoding stopped there.
     pub looped: bool,
 }
 
@@ -128,9 +131,18 @@ pub(crate) struct Shared<'a> {
     pub special: &'a SpecialTokens,
     pub heads: &'a [(usize, usize)],
     pub spell: Option<&'a Spell<'a>>,
+    pub repetitive: Option<&'a Repetitive<'a>>,
     pub n_vocab: usize,
     pub n_text_ctx: usize,
 }
+
+/// Whether a row's text (its text tokens so far) already repeats itself too much to pass the
+/// fallback's compression-ratio test: decoding it further would only make it longer.
+pub type Repetitive<'a> = dyn Fn(&[u32]) -> bool + 'a;
+
+/// A row's text is tested for [`Repetitive`] every this many text tokens (it takes a decode
+/// and a compression), from twice this many on.
+const REPETITION_CHECK_EVERY: usize = 16;
 
 /// How an alignment pass writes a row's text: `(sot_sequence, text tokens)` to the tokens it
 /// feeds in their place (character alignment spells words out letter by letter).
@@ -426,7 +438,8 @@ impl Row {
                 .push(text_probability(&self.logits, token, lse, special.eot));
         }
         res.tokens.push(token);
-        if res.tokens.len() == self.limit || special.is_text(token) && loops(&res.tokens, special) {
+        if res.tokens.len() == self.limit || special.is_text(token) && repeats(&res.tokens, shared)
+        {
             return self.finish(shared);
         }
         self.phase = Phase::Sample(token);
@@ -526,7 +539,7 @@ impl Row {
         let done = beams.finished.len() >= max_candidates
             || beams.live.is_empty()
             || beams.live[0].tokens.len() >= self.limit
-            || loops(&beams.live[0].tokens, shared.special);
+            || repeats(&beams.live[0].tokens, shared);
         if done {
             self.finish_beams(beams, shared);
             return Vec::new();
@@ -563,7 +576,7 @@ impl Row {
             res.qk_rows.push(last);
         }
         res.avg_logprob = res.sum_logprob / (res.tokens.len() + 1) as f64;
-        res.looped = loops(&res.tokens, shared.special);
+        res.looped = repeats(&res.tokens, shared);
         self.logits = Vec::new();
         // A loop fails the thresholds; the caller cuts it before aligning, if it keeps it.
         self.phase = match res.looped {
@@ -601,14 +614,21 @@ impl Row {
     }
 }
 
-/// Whether the text of `tokens` ends in a repetition loop.
-fn loops(tokens: &[u32], special: &SpecialTokens) -> bool {
+/// Whether the text of `tokens` ends in a repetition loop, or (tested every
+/// [`REPETITION_CHECK_EVERY`] text tokens) is already [`Repetitive`].
+fn repeats(tokens: &[u32], shared: &Shared) -> bool {
     let text: Vec<u32> = tokens
         .iter()
         .copied()
-        .filter(|&t| special.is_text(t))
+        .filter(|&t| shared.special.is_text(t))
         .collect();
+    let checked = text.len() >= 2 * REPETITION_CHECK_EVERY
+        && text.len().is_multiple_of(REPETITION_CHECK_EVERY);
     trailing_repetition(&text).is_some()
+        || checked
+            && shared
+                .repetitive
+                .is_some_and(|repetitive| repetitive(&text))
 }
 
 /// Probability of `token` among text tokens, from logits whose text part is untouched where
@@ -708,6 +728,7 @@ pub fn decode_window<B: Backend>(
         special: req.special,
         heads: req.cross_qk_heads,
         spell: None,
+        repetitive: req.repetitive,
         n_vocab: dims.n_vocab,
         n_text_ctx: dims.n_text_ctx,
     };

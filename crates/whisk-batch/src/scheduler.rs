@@ -9,7 +9,7 @@ use whisk_backend::{Backend, BackendError, MelBatch};
 use whisk_decode::LogitRules;
 use whisk_types::{SpecialTokens, N_FRAMES};
 
-use crate::row::{step_rows, Row, RowRequest, Shared, Spell, WindowResult};
+use crate::row::{step_rows, Repetitive, Row, RowRequest, Shared, Spell, WindowResult};
 
 /// A window waiting to be decoded. `K` is the caller's name for it.
 pub struct Job<K> {
@@ -34,6 +34,8 @@ pub struct SchedulerConfig<'a> {
     pub heads: &'a [(usize, usize)],
     /// How alignment passes write the text; `None` feeds the text tokens (openai's pass).
     pub spell: Option<&'a Spell<'a>>,
+    /// Stops a row once its text is this; `None` stops at loops only.
+    pub repetitive: Option<&'a Repetitive<'a>>,
 }
 
 /// A window's mel, the encoder batch it went through, and its index there.
@@ -65,6 +67,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 special: config.special,
                 heads: config.heads,
                 spell: config.spell,
+                repetitive: config.repetitive,
                 n_vocab: dims.n_vocab,
                 n_text_ctx: dims.n_text_ctx,
             },

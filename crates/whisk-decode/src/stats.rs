@@ -232,7 +232,9 @@ mod sampling_tests {
         }
         let mut counts = std::collections::HashMap::new();
         for _ in 0..6000 {
-            *counts.entry(sample_pick(&logits, 1.0, &mut rng).0).or_insert(0) += 1;
+            *counts
+                .entry(sample_pick(&logits, 1.0, &mut rng).0)
+                .or_insert(0) += 1;
         }
         assert_eq!(counts.len(), 3, "{counts:?}");
         for (i, p) in [(5, 0.2), (300, 0.3), (999, 0.5)] {

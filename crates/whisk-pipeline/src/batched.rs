@@ -117,6 +117,7 @@ impl<B: Backend> Pipeline<B> {
         let refeed =
             chars || options.word_timestamps && options.word_alignment == WordAlignment::Refeed;
         let spell = |sot: &[u32], text: &[u32]| self.spell(sot, text);
+        let repetitive = self.repetitive(options);
         let mut total_seconds: f64 = sources.iter().filter_map(|s| s.seconds_hint()).sum();
         let keep_words: Vec<bool> = sources.iter().map(|s| s.needs_words()).collect();
         let mut done_seconds = 0.0;
@@ -142,6 +143,7 @@ impl<B: Backend> Pipeline<B> {
                     &self.alignment_heads
                 },
                 spell: chars.then_some(&spell as &whisk_batch::Spell),
+                repetitive: repetitive.as_ref().map(|r| r as &whisk_batch::Repetitive),
             },
         )?;
         let mut reading = 0;

@@ -129,6 +129,7 @@ impl<B: Backend> Pipeline<B> {
                 .map(|l| l.0);
         }
         let rules = LogitRules::new(&special, &options.decode, &self.non_speech, &self.space);
+        let repetitive = self.repetitive(options);
 
         let mut all_tokens: Vec<u32> = match &options.initial_prompt {
             Some(p) => self.tokenizer.encode(&format!(" {}", p.trim()))?,
@@ -195,6 +196,7 @@ impl<B: Backend> Pipeline<B> {
                 keep_probs: options.word_timestamps
                     && options.word_alignment == WordAlignment::Chars,
                 beam: BeamOptions::from_decode(&options.decode),
+                repetitive: repetitive.as_ref().map(|r| r as &whisk_batch::Repetitive),
             };
             let encoded = encode_window(&self.backend, &window)?;
             let result = self.decode_with_fallback(&encoded, &request, options, &mut rng)?;
@@ -639,6 +641,21 @@ impl<B: Backend> Pipeline<B> {
         let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(ranked)
+    }
+
+    /// Tells a decode whose text already compresses past the threshold, so that it stops
+    /// there and goes to the fallback rather than run on to the token limit (`None` without a
+    /// threshold).
+    pub(crate) fn repetitive(
+        &self,
+        options: &TranscribeOptions,
+    ) -> Option<impl Fn(&[u32]) -> bool + '_> {
+        let threshold = options.compression_ratio_threshold?;
+        Some(move |text: &[u32]| {
+            self.tokenizer
+                .decode(text)
+                .is_ok_and(|t| compression_ratio(&t) > threshold)
+        })
     }
 
     /// Decodes a window at rising temperatures until the result passes the thresholds
