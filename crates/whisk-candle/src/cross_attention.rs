@@ -6,53 +6,12 @@
 //!
 //! Only for steps of a few tokens per row; longer ones (prompts, alignment passes) are real
 //! matrix products and stay with candle's GEMM.
-//!
-//! The cache may be `f32` or bfloat16: a step is bound by reading it (a window's K/V is 18 MB
-//! in `f32` for tiny, and a batch of 8 outgrows the L3 cache), so halving it is what counts.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use whisk_types::widest_lanes;
 
 use crate::cpu_ops::contiguous_f32;
-
-/// A cached key or value, widened to `f32` for the products.
-trait Cached: Copy + Sync {
-    fn widen(self) -> f32;
-}
-
-impl Cached for f32 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self
-    }
-}
-
-/// bfloat16 by its bits: the upper half of an `f32` (a shift, which vectorises).
-impl Cached for u16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        f32::from_bits(u32::from(self) << 16)
-    }
-}
-
-/// A cache tensor's contiguous data.
-enum CacheData<'a> {
-    F32(&'a [f32]),
-    Bf16(&'a [u16]),
-}
-
-fn cache_data<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<CacheData<'a>> {
-    let Some((start, end)) = layout.contiguous_offsets() else {
-        candle_core::bail!("cross-attention: the cache is not contiguous")
-    };
-    Ok(match storage {
-        CpuStorage::F32(data) => CacheData::F32(&data[start..end]),
-        CpuStorage::BF16(data) => CacheData::Bf16(data[start..end].reinterpret_cast()),
-        _ => candle_core::bail!("cross-attention: the cache is neither f32 nor bf16"),
-    })
-}
 
 /// Steps feeding at most this many tokens per row use the in-place kernels.
 pub const MAX_TOKENS: usize = 4;
@@ -64,16 +23,14 @@ fn dims4(layout: &Layout) -> Result<[usize; 4]> {
     }
 }
 
-widest_lanes!(scores_f32 => scores(query: &[f32], keys_t: &[f32], out: &mut [f32], scale: f32));
-widest_lanes!(scores_bf16 => scores(query: &[f32], keys_t: &[u16], out: &mut [f32], scale: f32));
-widest_lanes!(weighted_f32 => weighted(weights: &[f32], values: &[f32], out: &mut [f32]));
-widest_lanes!(weighted_bf16 => weighted(weights: &[f32], values: &[u16], out: &mut [f32]));
+widest_lanes!(scores_fast => scores(query: &[f32], keys_t: &[f32], out: &mut [f32], scale: f32));
+widest_lanes!(weighted_fast => weighted(weights: &[f32], values: &[f32], out: &mut [f32]));
 
 /// `out[f] = scale · Σ_d query[d] · keys_t[d][f]`. Keys are stored transposed (`[dh, frames]`)
 /// so that the sum runs down the frames in lanes: no horizontal sums, no chain of dependent
 /// additions per key (a dot product per key was the decoder step's largest cost).
 #[inline(always)]
-fn scores<T: Cached>(query: &[f32], keys_t: &[T], out: &mut [f32], scale: f32) {
+fn scores(query: &[f32], keys_t: &[f32], out: &mut [f32], scale: f32) {
     let frames = out.len();
     out.fill(0.0);
     let mut rows = keys_t.chunks_exact(frames);
@@ -87,12 +44,12 @@ fn scores<T: Cached>(query: &[f32], keys_t: &[T], out: &mut [f32], scale: f32) {
             rows.next().expect("dh rows"),
         );
         for ((((o, a), b), c), d) in out.iter_mut().zip(k0).zip(k1).zip(k2).zip(k3) {
-            *o += q[0] * a.widen() + q[1] * b.widen() + q[2] * c.widen() + q[3] * d.widen();
+            *o += q[0] * a + q[1] * b + q[2] * c + q[3] * d;
         }
     }
     for (&q, k) in dims.remainder().iter().zip(rows) {
         for (o, a) in out.iter_mut().zip(k) {
-            *o += q * a.widen();
+            *o += q * a;
         }
     }
     for o in out.iter_mut() {
@@ -103,7 +60,7 @@ fn scores<T: Cached>(query: &[f32], keys_t: &[T], out: &mut [f32], scale: f32) {
 /// `out = Σ_f weights[f] · values[f]` over `[frames, dh]` values, eight frames' worth of
 /// independent sums at a time.
 #[inline(always)]
-fn weighted<T: Cached>(weights: &[f32], values: &[T], out: &mut [f32]) {
+fn weighted(weights: &[f32], values: &[f32], out: &mut [f32]) {
     const DH: usize = 64;
     let dh = out.len();
     if dh == DH {
@@ -111,7 +68,7 @@ fn weighted<T: Cached>(weights: &[f32], values: &[T], out: &mut [f32]) {
         let mut acc = [0f32; DH];
         for (&w, value) in weights.iter().zip(values.chunks_exact(DH)) {
             for (a, &v) in acc.iter_mut().zip(value) {
-                *a += w * v.widen();
+                *a += w * v;
             }
         }
         out.copy_from_slice(&acc);
@@ -120,7 +77,7 @@ fn weighted<T: Cached>(weights: &[f32], values: &[T], out: &mut [f32]) {
     out.fill(0.0);
     for (&w, value) in weights.iter().zip(values.chunks_exact(dh)) {
         for (o, &v) in out.iter_mut().zip(value) {
-            *o += w * v.widen();
+            *o += w * v;
         }
     }
 }
@@ -167,12 +124,12 @@ struct PerHead<'a> {
 }
 
 impl PerHead<'_> {
-    fn run<T: Sync>(
+    fn run(
         &self,
         input: &[f32],
-        cache: &[T],
+        cache: &[f32],
         out: &mut [f32],
-        task: impl Fn(&[f32], &[T], &mut [f32]) + Sync,
+        task: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
     ) {
         out.par_chunks_mut(self.out_len)
             .enumerate()
@@ -214,18 +171,12 @@ impl CustomOp2 for Scores<'_> {
             cache_len: dh * frames,
             out_len: n * frames,
         };
-        match cache_data(k, k_layout)? {
-            CacheData::F32(k) => per_head.run(q, k, &mut out, |q, k, out| {
-                for (query, out) in q.chunks_exact(dh).zip(out.chunks_exact_mut(frames)) {
-                    scores_f32(query, k, out, self.scale);
-                }
-            }),
-            CacheData::Bf16(k) => per_head.run(q, k, &mut out, |q, k, out| {
-                for (query, out) in q.chunks_exact(dh).zip(out.chunks_exact_mut(frames)) {
-                    scores_bf16(query, k, out, self.scale);
-                }
-            }),
-        }
+        let k = contiguous_f32(k, k_layout)?;
+        per_head.run(q, k, &mut out, |q, k, out| {
+            for (query, out) in q.chunks_exact(dh).zip(out.chunks_exact_mut(frames)) {
+                scores_fast(query, k, out, self.scale);
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((rows, heads, n, frames))))
     }
 }
@@ -264,18 +215,12 @@ impl CustomOp2 for Weighted<'_> {
             cache_len: frames * dh,
             out_len: n * dh,
         };
-        match cache_data(v, v_layout)? {
-            CacheData::F32(v) => per_head.run(p, v, &mut out, |p, v, out| {
-                for (out, weights) in out.chunks_exact_mut(dh).zip(p.chunks_exact(frames)) {
-                    weighted_f32(weights, v, out);
-                }
-            }),
-            CacheData::Bf16(v) => per_head.run(p, v, &mut out, |p, v, out| {
-                for (out, weights) in out.chunks_exact_mut(dh).zip(p.chunks_exact(frames)) {
-                    weighted_bf16(weights, v, out);
-                }
-            }),
-        }
+        let v = contiguous_f32(v, v_layout)?;
+        per_head.run(p, v, &mut out, |p, v, out| {
+            for (out, weights) in out.chunks_exact_mut(dh).zip(p.chunks_exact(frames)) {
+                weighted_fast(weights, v, out);
+            }
+        });
         Ok((CpuStorage::F32(out), Shape::from((rows, heads, n, dh))))
     }
 }
@@ -320,9 +265,8 @@ mod tests {
             .collect()
     }
 
-    /// Checks `attend_slots` against candle's attention over the gathered slots, with the
-    /// cache stored in `dtype` (the reference reads the same stored values, widened).
-    fn check_against_candle(cache_dtype: DType, dh: usize) {
+    /// Checks `attend_slots` against candle's attention over the gathered slots.
+    fn check_against_candle(dh: usize) {
         // Slots repeated and out of order; 4 query tokens (the most in place).
         let (cached, heads, frames, n) = (5, 3, 37, MAX_TOKENS);
         let slots = [4, 1, 1];
@@ -333,7 +277,6 @@ mod tests {
                 (cached, heads, frames, dh),
                 dev,
             )
-            .and_then(|t| t.to_dtype(cache_dtype))
             .unwrap()
         };
         let (k, v) = (cache(1), cache(2));
@@ -347,11 +290,7 @@ mod tests {
         let (out, scores) = attend_slots(&q, &k_t, &v, &slots).unwrap();
 
         let idx = Tensor::new(&[4u32, 1, 1], dev).unwrap();
-        let gather = |t: &Tensor| {
-            t.index_select(&idx, 0)
-                .and_then(|t| t.to_dtype(DType::F32))
-                .unwrap()
-        };
+        let gather = |t: &Tensor| t.index_select(&idx, 0).unwrap();
         let (kk, vv) = (gather(&k), gather(&v));
         let want_scores = (q * (1.0 / (dh as f64).sqrt()))
             .unwrap()
@@ -371,14 +310,7 @@ mod tests {
     fn matches_candles_attention_over_gathered_slots() {
         // dh not a multiple of 4 or 8 (the kernels' tails), and Whisper's 64.
         for dh in [21, 64] {
-            check_against_candle(DType::F32, dh);
-        }
-    }
-
-    #[test]
-    fn a_bfloat16_cache_is_read_as_its_values() {
-        for dh in [21, 64] {
-            check_against_candle(DType::BF16, dh);
+            check_against_candle(dh);
         }
     }
 

@@ -208,11 +208,8 @@ pub struct Whisper {
     dec_pos: Tensor,
     dec_blocks: Vec<Block>,
     ln: LayerNorm,
-    /// The activations' type (and the self-attention cache's).
+    /// The activations' type (and the caches').
     dtype: DType,
-    /// The cross-attention K/V cache's type: bfloat16 with int8 layers, since reading that
-    /// cache bounds a decoder step on the CPU; else `dtype`.
-    cross_dtype: DType,
 }
 
 /// Per-decode state. Every slot has its window's cross-attention K/V and a self-attention
@@ -280,7 +277,6 @@ impl Whisper {
             ln: l.layer_norm("decoder.ln")?,
             dims,
             dtype,
-            cross_dtype: if int8 { DType::BF16 } else { dtype },
         })
     }
 
@@ -320,8 +316,7 @@ impl Whisper {
         let dtype = self.dtype;
         let zeros = |len| Tensor::zeros((slots, d.n_text_head, len, dh), dtype, device);
         let pair = |len| -> Result<(Tensor, Tensor)> { Ok((zeros(len)?, zeros(len)?)) };
-        let cross =
-            |shape: (usize, usize, usize, usize)| Tensor::zeros(shape, self.cross_dtype, device);
+        let cross = |shape: (usize, usize, usize, usize)| Tensor::zeros(shape, dtype, device);
         let (heads, frames) = (d.n_text_head, d.n_audio_ctx);
         Ok(DecoderState {
             cross: (0..d.n_text_layer)
@@ -352,11 +347,7 @@ impl Whisper {
         let audio = encoded.index_select(&idx, 0)?;
         for (block, (ck, cv)) in self.dec_blocks.iter().zip(&state.cross) {
             let (k, v) = cross_attention(block).kv(&audio)?;
-            let k = k
-                .transpose(2, 3)?
-                .contiguous()?
-                .to_dtype(self.cross_dtype)?;
-            let v = v.to_dtype(self.cross_dtype)?;
+            let k = k.transpose(2, 3)?.contiguous()?;
             for (i, &slot) in slots.iter().enumerate() {
                 ck.slice_set(&k.narrow(0, i, 1)?, 0, slot)?;
                 cv.slice_set(&v.narrow(0, i, 1)?, 0, slot)?;
@@ -476,10 +467,7 @@ impl Whisper {
                     let (out, qk) = cross_attention::attend_slots(&q, ck, cv, slots)?;
                     (cross.out.forward(&merge_heads(&out)?)?, qk)
                 }
-                None => {
-                    let k = batch(ck)?.transpose(2, 3)?.to_dtype(dtype)?;
-                    cross.attend(&h, &k, &batch(cv)?.to_dtype(dtype)?, None)?
-                }
+                None => cross.attend(&h, &batch(ck)?.transpose(2, 3)?, &batch(cv)?, None)?,
             };
             x = (x + out)?;
             for (i, &(l, head)) in step.cross_qk_heads.iter().enumerate() {
