@@ -6,7 +6,7 @@
 //! Half-precision CPU tensors go through the same `f32` code (candle's CPU softmax would sum
 //! 1500 scores in `f16`); other devices use candle's own ops.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use whisk_types::lanes::exp;
 use whisk_types::widest_lanes;
@@ -83,7 +83,43 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     on_cpu_in_f32(x, &SoftmaxLastDim, candle_nn::ops::softmax_last_dim)
 }
 
+struct SoftmaxInPlace;
+
+impl InplaceOp1 for SoftmaxInPlace {
+    fn name(&self) -> &'static str {
+        "whisk-softmax-in-place"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("expected f32 storage")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("expected a contiguous tensor")
+        };
+        let dims = layout.shape().dims();
+        let n = dims[dims.len() - 1].max(1);
+        let rows_per_task = (TASK / n).max(1);
+        data[start..end]
+            .par_chunks_mut(n * rows_per_task)
+            .for_each(|x| softmax_rows_in_place_fast(x, n));
+        Ok(())
+    }
+}
+
+/// `softmax(x)` over the last dimension, written over `x` where it is a contiguous `f32` CPU
+/// tensor (no second buffer as large as the scores), else as [`softmax_last_dim`].
+pub fn softmax_last_dim_in_place(x: Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
+        x.inplace_op1(&SoftmaxInPlace)?;
+        Ok(x)
+    } else {
+        softmax_last_dim(&x)
+    }
+}
+
 widest_lanes!(softmax_rows_fast => softmax_rows(src: &[f32], dst: &mut [f32], n: usize));
+widest_lanes!(softmax_rows_in_place_fast => softmax_rows_in_place(x: &mut [f32], n: usize));
 widest_lanes!(gelu_fast => gelu_slice(src: &[f32], dst: &mut [f32]));
 
 /// Softmax of each `n`-long row of `src` into `dst` (zeros where a row is all `-inf`).
@@ -102,6 +138,25 @@ fn softmax_rows(src: &[f32], dst: &mut [f32], n: usize) {
         let scale = 1.0 / fold_lanes(dst, 0.0, |a, b| a + b);
         for d in dst.iter_mut() {
             *d *= scale;
+        }
+    }
+}
+
+/// [`softmax_rows`] over `x` itself.
+#[inline(always)]
+fn softmax_rows_in_place(x: &mut [f32], n: usize) {
+    for x in x.chunks_mut(n) {
+        let max = fold_lanes(x, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+        if max == f32::NEG_INFINITY {
+            x.fill(0.0);
+            continue;
+        }
+        for v in x.iter_mut() {
+            *v = exp(*v - max);
+        }
+        let scale = 1.0 / fold_lanes(x, 0.0, |a, b| a + b);
+        for v in x.iter_mut() {
+            *v *= scale;
         }
     }
 }

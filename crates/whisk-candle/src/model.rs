@@ -78,6 +78,9 @@ impl Loader<'_> {
     }
 }
 
+/// Heads whose encoder attention scores are held at once: 1500² floats each (9 MB).
+const ENCODER_HEADS_AT_ONCE: usize = 2;
+
 struct Attention {
     query: Linear,
     key: Linear,
@@ -117,6 +120,24 @@ impl Attention {
             split_heads(&self.key.forward(x)?, self.n_head)?,
             split_heads(&self.value.forward(x)?, self.n_head)?,
         ))
+    }
+
+    /// The encoder's self-attention of one window, `x` `[1, t, d]`: no scores returned (word
+    /// timing reads the decoder's), and only [`ENCODER_HEADS_AT_ONCE`] heads' scores held at
+    /// a time, their softmax written over them.
+    fn attend_encoder(&self, x: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let q = split_heads(&self.query.forward(x)?, self.n_head)?;
+        let q = (q * (1.0 / (k.dim(D::Minus1)? as f64).sqrt()))?;
+        let heads: Vec<Tensor> = (0..self.n_head)
+            .step_by(ENCODER_HEADS_AT_ONCE)
+            .map(|first| {
+                let n = ENCODER_HEADS_AT_ONCE.min(self.n_head - first);
+                let part = |t: &Tensor| t.narrow(1, first, n);
+                let scores = part(&q)?.matmul(&part(k)?.t()?)?;
+                cpu_ops::softmax_last_dim_in_place(scores)?.matmul(&part(v)?)
+            })
+            .collect::<Result<_>>()?;
+        self.out.forward(&merge_heads(&Tensor::cat(&heads, 1)?)?)
     }
 
     /// Attention of `x`'s queries over `k`/`v`; returns the output and the pre-softmax scores.
@@ -300,7 +321,7 @@ impl Whisper {
             let attended = (0..h.dim(0)?)
                 .map(|w| {
                     let one = |t: &Tensor| t.narrow(0, w, 1);
-                    Ok(block.attn.attend(&one(&h)?, &one(&k)?, &one(&v)?, None)?.0)
+                    block.attn.attend_encoder(&one(&h)?, &one(&k)?, &one(&v)?)
                 })
                 .collect::<Result<Vec<_>>>()?;
             x = (x + Tensor::cat(&attended, 0)?)?;
