@@ -261,6 +261,19 @@ pub(crate) mod tests {
         let row: Vec<f32> = ours.get(1).unwrap().to_vec1().unwrap();
         assert!(row[1_401..].iter().all(|&p| p == 0.0));
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+
+        // In place: the same values, in the scores' own buffer; an all-masked row is zeros.
+        let masked = Tensor::full(f32::NEG_INFINITY, (1, 1_501), &Device::Cpu).unwrap();
+        let x = Tensor::cat(&[&x, &masked], 0).unwrap();
+        let copy = x.copy().unwrap();
+        let in_place = softmax_last_dim_in_place(x).unwrap();
+        assert!(worst_diff(&in_place.narrow(0, 0, 3).unwrap(), &ours) == 0.0);
+        let last: Vec<f32> = in_place.get(3).unwrap().to_vec1().unwrap();
+        assert!(last.iter().all(|&p| p == 0.0));
+        // A view that is not contiguous is computed into a new tensor instead.
+        let view = copy.t().unwrap();
+        let out = softmax_last_dim_in_place(view.clone()).unwrap();
+        assert!(worst_diff(&out, &softmax_last_dim(&view).unwrap()) == 0.0);
     }
 
     #[test]
