@@ -96,12 +96,19 @@ impl CandleBackend {
     }
 }
 
-/// Runs `op` on a thread of rayon's pool, where candle's, the GEMMs' and our own parallel
-/// loops run. Called from outside the pool, each of a decoder step's dozens of loops would
-/// wake the pool and wait for it (a third of a step on 2 cores went to that); from inside,
-/// the loops split their work among the pool's threads directly.
-fn in_pool<R: Send>(op: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| op())
+impl CandleBackend {
+    /// Runs `op` on a thread of rayon's pool when computing on the CPU, where candle's, the
+    /// GEMMs' and our own parallel loops run. Called from outside the pool, each of a decoder
+    /// step's dozens of loops would wake the pool and wait for it (a third of a step on 2
+    /// cores went to that); from inside, the loops split their work among the pool's threads
+    /// directly. GPU work stays on the caller's thread.
+    fn in_pool<R: Send>(&self, op: impl FnOnce() -> R + Send) -> R {
+        if self.device.is_cpu() {
+            rayon::scope(|_| op())
+        } else {
+            op()
+        }
+    }
 }
 
 /// Encoder output: `[windows, n_audio_ctx, n_audio_state]`.
@@ -135,7 +142,9 @@ impl Backend for CandleBackend {
         )
         .and_then(|x| x.to_dtype(self.dtype))
         .map_err(err)?;
-        in_pool(|| self.model.encode(&x)).map(Encoded).map_err(err)
+        self.in_pool(|| self.model.encode(&x))
+            .map(Encoded)
+            .map_err(err)
     }
 
     fn synchronize(&self) -> Result<()> {
@@ -159,7 +168,7 @@ impl Backend for CandleBackend {
     ) -> Result<()> {
         let n = encoded.0.dim(0).map_err(err)?;
         decoder.0.table.check_attach(slots, windows, n)?;
-        in_pool(|| {
+        self.in_pool(|| {
             self.model
                 .attach(&mut decoder.0, slots, &encoded.0, windows)
         })
@@ -168,7 +177,8 @@ impl Backend for CandleBackend {
 
     fn copy_slots(&self, decoder: &mut Decoder, moves: &[(usize, usize)]) -> Result<()> {
         decoder.0.table.check_copy(moves)?;
-        in_pool(|| self.model.copy_slots(&mut decoder.0, moves)).map_err(err)
+        self.in_pool(|| self.model.copy_slots(&mut decoder.0, moves))
+            .map_err(err)
     }
 
     fn decode_step(&self, decoder: &mut Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
@@ -176,6 +186,7 @@ impl Backend for CandleBackend {
         if step.rows.is_empty() {
             return Ok(StepOutput::default());
         }
-        in_pool(|| self.model.decode_step(&mut decoder.0, step, &self.device)).map_err(err)
+        self.in_pool(|| self.model.decode_step(&mut decoder.0, step, &self.device))
+            .map_err(err)
     }
 }

@@ -337,16 +337,10 @@ impl Whisper {
         let dtype = self.dtype;
         let zeros = |len| Tensor::zeros((slots, d.n_text_head, len, dh), dtype, device);
         let pair = |len| -> Result<(Tensor, Tensor)> { Ok((zeros(len)?, zeros(len)?)) };
-        let cross = |shape: (usize, usize, usize, usize)| Tensor::zeros(shape, dtype, device);
-        let (heads, frames) = (d.n_text_head, d.n_audio_ctx);
+        let keys_t = || Tensor::zeros((slots, d.n_text_head, dh, d.n_audio_ctx), dtype, device);
         Ok(DecoderState {
             cross: (0..d.n_text_layer)
-                .map(|_| {
-                    Ok((
-                        cross((slots, heads, dh, frames))?,
-                        cross((slots, heads, frames, dh))?,
-                    ))
-                })
+                .map(|_| Ok((keys_t()?, zeros(d.n_audio_ctx)?)))
                 .collect::<Result<_>>()?,
             cache: (0..d.n_text_layer)
                 .map(|_| pair(d.n_text_ctx))
