@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use whisk_types::lanes::exp;
+use whisk_types::lanes::{exp, fold_lanes};
 use whisk_types::widest_lanes;
 
 /// Elements per parallel task for element-wise ops.
@@ -29,22 +29,6 @@ fn on_cpu_in_f32(
         .contiguous()?
         .apply_op1_no_bwd(op)?
         .to_dtype(dtype)
-}
-
-/// Folds `x` with `op` in 8 independent lanes, then the lanes and the tail. Plain `f32`
-/// code, so that inlined into an AVX2 build it becomes vector instructions.
-#[inline(always)]
-fn fold_lanes(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
-    const LANES: usize = 8;
-    let mut acc = [init; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = op(*a, v);
-        }
-    }
-    acc.into_iter().chain(rest.iter().copied()).fold(init, op)
 }
 
 /// The contiguous `f32` data of a CPU tensor's storage.

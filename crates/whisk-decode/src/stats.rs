@@ -1,6 +1,6 @@
 use std::io::Write;
 
-use whisk_types::lanes::exp;
+use whisk_types::lanes::{exp, fold_lanes};
 use whisk_types::widest_lanes;
 use whisk_types::SpecialTokens;
 
@@ -53,19 +53,8 @@ fn sum_block(x: &[f32]) -> f64 {
 /// The largest entry (`-inf` for none).
 #[inline(always)]
 fn max_lanes(x: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            // A compare and select, which vectorises (`f32::max` minds NaN and does not).
-            *l = if v > *l { v } else { *l };
-        }
-    }
-    lanes
-        .into_iter()
-        .chain(rest.iter().copied())
-        .fold(f32::NEG_INFINITY, f32::max)
+    // A compare and select, which vectorises (`f32::max` minds NaN and does not).
+    fold_lanes(x, f32::NEG_INFINITY, |a, b| if b > a { b } else { a })
 }
 
 /// `out[i] = e^((x[i] - shift) / temperature)`.

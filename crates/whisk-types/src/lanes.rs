@@ -22,6 +22,22 @@ macro_rules! widest_lanes {
     };
 }
 
+/// Folds `x` with `op` in 8 independent lanes, then the lanes and the tail. Plain `f32`
+/// code, so that inlined into an AVX2 build it becomes vector instructions.
+#[inline(always)]
+pub fn fold_lanes(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [init; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = op(*a, v);
+        }
+    }
+    acc.into_iter().chain(rest.iter().copied()).fold(init, op)
+}
+
 /// `exp(x)` for `x <= 88`, within 2 ulp, 0 below -87.3 (where it would be subnormal), in
 /// operations that vectorise (no branch, no float-to-int conversion): Cody-Waite reduction by
 /// ln 2, Cephes' degree-6 polynomial, and the power of two written into the exponent bits.
