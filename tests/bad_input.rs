@@ -83,6 +83,26 @@ fn a_truncated_flac_is_read_up_to_the_cut_with_a_warning() {
     }
 }
 
+/// Audio held in memory (an upload, Python's bytes) decodes as the same file on disk does,
+/// and its damage and errors carry the name it was given.
+#[test]
+fn audio_in_memory_reads_as_the_file_does_and_errors_name_it() {
+    let path = shared_data("whisper_test_clips/audio16k/jfk.flac");
+    let full = std::fs::read(&path).unwrap();
+    let name = Path::new("upload.flac");
+    let (from_memory, damage) = whisk::load_audio_bytes_with_damage(name, full.clone()).unwrap();
+    assert_eq!(from_memory, whisk::load_audio(&path).unwrap());
+    assert!(damage.is_none());
+
+    let half = full[..full.len() / 2].to_vec();
+    let (cut, damage) = whisk::load_audio_bytes_with_damage(name, half).unwrap();
+    assert!(cut.len() < from_memory.len() && !cut.is_empty());
+    assert!(damage.expect("cut").to_string().contains("upload.flac"));
+
+    let err = whisk::load_audio_bytes_with_damage(name, b"no audio here".repeat(50)).unwrap_err();
+    assert!(err.to_string().contains("upload.flac"), "{err}");
+}
+
 #[test]
 fn a_file_cut_before_any_audio_is_still_an_error() {
     let full = std::fs::read(shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();

@@ -58,7 +58,19 @@ pub fn load_audio(path: &Path) -> Result<Vec<f32>> {
 
 /// [`load_audio`], and where decoding stopped if the file is damaged.
 pub fn load_audio_with_damage(path: &Path) -> Result<(Vec<f32>, Option<Damage>)> {
-    let mut stream = AudioStream::open(path)?;
+    read_to_end(AudioStream::open(path)?)
+}
+
+/// [`load_audio_with_damage`] for an encoded file held in memory; `name` stands for it in
+/// errors and warnings.
+pub fn load_audio_bytes_with_damage(
+    name: &Path,
+    bytes: Vec<u8>,
+) -> Result<(Vec<f32>, Option<Damage>)> {
+    read_to_end(AudioStream::from_bytes(name, bytes)?)
+}
+
+fn read_to_end(mut stream: AudioStream) -> Result<(Vec<f32>, Option<Damage>)> {
     let mut samples = Vec::new();
     while stream.read(&mut samples, 1 << 20)? > 0 {}
     Ok((samples, stream.damage().cloned()))

@@ -11,7 +11,7 @@ mod loudness;
 mod mel;
 mod stream;
 
-pub use decode::{load_audio, load_audio_with_damage, resample};
+pub use decode::{load_audio, load_audio_bytes_with_damage, load_audio_with_damage, resample};
 pub use loudness::loudness_db;
 pub use mel::{log_mel_spectrogram, mel_filters, Mel};
 pub use stream::{AudioStream, Damage, SampleSource};

@@ -11,7 +11,7 @@ use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
-use symphonia::core::io::MediaSourceStream;
+use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use whisk_types::SAMPLE_RATE;
 
@@ -84,6 +84,16 @@ impl AudioStream {
             path: path.to_path_buf(),
             source,
         })?;
+        Self::from_source(path, Box::new(file))
+    }
+
+    /// Reads an encoded file held in memory (an upload, a Python `bytes`); `name` stands for
+    /// it in errors and warnings, and its extension, if any, hints at the format.
+    pub fn from_bytes(name: &Path, bytes: Vec<u8>) -> Result<Self> {
+        Self::from_source(name, Box::new(std::io::Cursor::new(bytes)))
+    }
+
+    fn from_source(path: &Path, source: Box<dyn MediaSource>) -> Result<Self> {
         let unsupported = |reason: String| AudioError::Unsupported {
             path: path.to_path_buf(),
             reason,
@@ -92,7 +102,7 @@ impl AudioStream {
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
             hint.with_extension(ext);
         }
-        let mss = MediaSourceStream::new(Box::new(file), Default::default());
+        let mss = MediaSourceStream::new(source, Default::default());
         let format = symphonia::default::get_probe()
             .probe(
                 &hint,
