@@ -160,7 +160,13 @@ fn streamed_files_equal_files_read_whole() {
     let mut seen = Vec::new();
     let path_refs: Vec<&std::path::Path> = paths.iter().map(|p| p.as_path()).collect();
     let streamed = model
-        .transcribe_files(&path_refs, &options, &mut |p| seen.push(p))
+        .transcribe_files(&path_refs, &options, &mut |p| {
+            assert!(
+                p.segments.is_empty(),
+                "batched mode hands segments over at the end"
+            );
+            seen.push((p.done_seconds, p.total_seconds))
+        })
         .unwrap();
     let whole: Vec<Vec<f32>> = paths
         .iter()
@@ -180,6 +186,32 @@ fn streamed_files_equal_files_read_whole() {
     }
     // Progress is counted against the lengths the headers announce.
     let last = seen.last().unwrap();
-    assert!((last.done_seconds - 89.2 - 11.0).abs() < 0.5, "{last:?}");
-    assert!(seen.iter().all(|p| p.done_seconds <= p.total_seconds));
+    assert!((last.0 - 89.2 - 11.0).abs() < 0.5, "{last:?}");
+    assert!(seen.iter().all(|(done, total)| done <= total));
+}
+
+/// The sequential loop hands each window's segments over as soon as they are final, exactly
+/// as the transcript will hold them (what the Python package's lazy iterator streams).
+#[test]
+fn sequential_segments_are_handed_over_window_by_window() {
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    let samples = long_input(30);
+    let options = TranscribeOptions::default();
+    let mut handed = Vec::new();
+    let mut first_at = None;
+    let transcript = model
+        .transcribe_with_progress(&samples, &options, &mut |p| {
+            if !p.segments.is_empty() && first_at.is_none() {
+                first_at = Some((p.done_seconds, p.total_seconds));
+            }
+            assert_eq!(p.input, 0);
+            handed.extend_from_slice(p.segments);
+        })
+        .unwrap();
+    assert_eq!(handed, transcript.segments);
+    let (done, total) = first_at.expect("segments handed over");
+    assert!(
+        total > 60.0 && done <= 30.0,
+        "first handed over at {done} of {total} s"
+    );
 }

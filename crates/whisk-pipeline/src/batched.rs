@@ -304,6 +304,8 @@ impl<B: Backend> Pipeline<B> {
                 progress(Progress {
                     done_seconds,
                     total_seconds,
+                    input: w.input,
+                    segments: &[],
                 });
             }
         }

@@ -52,11 +52,18 @@ pub enum PipelineError {
 
 pub type Result<T> = std::result::Result<T, PipelineError>;
 
-/// How far a transcription has got, in seconds of audio.
+/// How far a transcription has got, in seconds of audio, and the segments it has finished
+/// since the last report.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
+pub struct Progress<'a> {
     pub done_seconds: f64,
     pub total_seconds: f64,
+    /// Which input `segments` belong to (the position among the inputs given).
+    pub input: usize,
+    /// Segments final since the last report, in order, exactly as the transcript will hold
+    /// them: the sequential loop hands them over window by window, so a caller can show
+    /// (or stream) them early. Batched mode hands none; its windows are stitched at the end.
+    pub segments: &'a [Segment],
 }
 
 /// A backend with its tokenizer: everything needed to turn samples into a [`Transcript`].
@@ -206,6 +213,8 @@ impl<B: Backend> Pipeline<B> {
                 progress(Progress {
                     done_seconds: (seek * HOP_LENGTH) as f64 / SAMPLE_RATE as f64,
                     total_seconds,
+                    input: 0,
+                    segments: &[],
                 });
                 continue;
             }
@@ -266,6 +275,7 @@ impl<B: Backend> Pipeline<B> {
                 }
             }
 
+            let finished_before = segments.len();
             for mut segment in window_segments {
                 // openai clears instantaneous or empty segments; we drop them from the output.
                 if segment.start == segment.end || segment.text.trim().is_empty() {
@@ -283,6 +293,8 @@ impl<B: Backend> Pipeline<B> {
             progress(Progress {
                 done_seconds: ((seek.min(content_frames)) * HOP_LENGTH) as f64 / SAMPLE_RATE as f64,
                 total_seconds,
+                input: 0,
+                segments: &segments[finished_before..],
             });
         }
 

@@ -459,6 +459,7 @@ impl<B: Backend> Pipeline<B> {
                     progress(Progress {
                         done_seconds: first_seconds + p.done_seconds,
                         total_seconds: first_seconds + p.total_seconds,
+                        ..p
                     })
                 })?;
             let again = self.hand_back(n_inputs, vec![Owner::Packed(shared)], transcripts)?;

@@ -8,8 +8,9 @@ use whisk_weights::WhisperWeights;
 
 use crate::{BackendKind, Device, Error, Result};
 
-/// A pipeline on some backend, behind one object-safe face.
-pub(crate) trait Engine {
+/// A pipeline on some backend, behind one object-safe face. `Send + Sync`, so one model can
+/// serve several threads (the Python package's, a server's).
+pub(crate) trait Engine: Send + Sync {
     fn device_name(&self) -> String;
     fn transcribe(
         &self,
@@ -26,7 +27,7 @@ pub(crate) trait Engine {
     fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>>;
 }
 
-impl<B: Backend> Engine for Pipeline<B> {
+impl<B: Backend + Send + Sync> Engine for Pipeline<B> {
     fn device_name(&self) -> String {
         self.backend().device_name()
     }
@@ -57,7 +58,7 @@ impl<B: Backend> Engine for Pipeline<B> {
 /// Work to do with whichever backend the caller chose ([`with_backend`]).
 pub(crate) trait WithBackend {
     type Output;
-    fn run<B: Backend + 'static>(self, backend: B) -> Result<Self::Output>;
+    fn run<B: Backend + Send + Sync + 'static>(self, backend: B) -> Result<Self::Output>;
 }
 
 /// Builds the pipeline of a model; with `timed`, its backend's calls are timed.
@@ -70,7 +71,7 @@ pub(crate) struct MakeEngine {
 impl WithBackend for MakeEngine {
     type Output = (Box<dyn Engine>, Option<TimeLog>);
 
-    fn run<B: Backend + 'static>(self, backend: B) -> Result<Self::Output> {
+    fn run<B: Backend + Send + Sync + 'static>(self, backend: B) -> Result<Self::Output> {
         if self.timed {
             let backend = Timed::new(backend);
             let log = backend.log();

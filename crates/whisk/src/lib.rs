@@ -41,7 +41,9 @@ pub mod synthetic;
 use std::path::{Path, PathBuf};
 
 pub use allocator::keep_freed_memory_for_reuse;
-pub use whisk_audio::{load_audio, load_audio_with_damage, log_mel_spectrogram, Damage};
+pub use whisk_audio::{
+    load_audio, load_audio_bytes_with_damage, load_audio_with_damage, log_mel_spectrogram, Damage,
+};
 pub use whisk_backend::{Backend, BackendTimes};
 pub use whisk_pipeline::Progress;
 pub use whisk_types::{
@@ -300,7 +302,8 @@ pub fn probe_audio(path: &Path) -> Result<Option<f64>> {
     Ok(AudioStream::open(path)?.duration_hint())
 }
 
-/// A loaded Whisper model with its tokenizer, ready to transcribe.
+/// A loaded Whisper model with its tokenizer, ready to transcribe. One model serves any
+/// number of threads at once; each call decodes with state of its own.
 pub struct Model {
     engine: Box<dyn Engine>,
     times: Option<TimeLog>,
@@ -310,6 +313,12 @@ pub struct Model {
     dir: PathBuf,
     alignment_heads: AlignmentHeads,
 }
+
+// The Python package and the server share one model between threads.
+const _: () = {
+    const fn shared_between_threads<T: Send + Sync>() {}
+    shared_between_threads::<Model>();
+};
 
 impl Model {
     /// Starts configuring a model from a directory (CTranslate2 or Hugging Face layout).
@@ -365,7 +374,7 @@ impl Model {
         let total: f64 = inputs.iter().map(|s| s.len() as f64 / 16_000.0).sum();
         let mut done = 0.0;
         let mut out = Vec::with_capacity(inputs.len());
-        for (samples, clips) in inputs.iter().zip(&clips) {
+        for (input, (samples, clips)) in inputs.iter().zip(&clips).enumerate() {
             let start = done;
             done += samples.len() as f64 / 16_000.0;
             if clips.is_empty() {
@@ -385,6 +394,8 @@ impl Model {
                 progress(Progress {
                     done_seconds: start + p.done_seconds,
                     total_seconds: total,
+                    input,
+                    ..p
                 })
             })?);
         }
@@ -473,11 +484,13 @@ impl Model {
         let total: f64 = inputs.iter().map(|s| s.len() as f64 / 16_000.0).sum();
         let mut before = 0.0;
         let mut out = Vec::with_capacity(inputs.len());
-        for samples in inputs {
+        for (input, samples) in inputs.iter().enumerate() {
             out.push(self.engine.transcribe(samples, options, &mut |pr| {
                 progress(Progress {
                     done_seconds: before + pr.done_seconds,
                     total_seconds: total,
+                    input,
+                    ..pr
                 })
             })?);
             before += samples.len() as f64 / 16_000.0;
@@ -545,12 +558,14 @@ impl Model {
         let total: f64 = seconds.iter().sum();
         let mut before = 0.0;
         let mut out = Vec::with_capacity(paths.len());
-        for path in paths {
+        for (input, path) in paths.iter().enumerate() {
             let (samples, damage) = load_audio_with_damage(path)?;
             let transcript = self.engine.transcribe(&samples, options, &mut |pr| {
                 progress(Progress {
                     done_seconds: before + pr.done_seconds,
                     total_seconds: total.max(before + pr.total_seconds),
+                    input,
+                    ..pr
                 })
             })?;
             out.push(warn((transcript, damage)));

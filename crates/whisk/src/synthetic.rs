@@ -78,7 +78,7 @@ struct Runs<'a> {
 impl WithBackend for Runs<'_> {
     type Output = SyntheticReport;
 
-    fn run<B: Backend + 'static>(self, backend: B) -> Result<SyntheticReport> {
+    fn run<B: Backend + Send + Sync + 'static>(self, backend: B) -> Result<SyntheticReport> {
         backend.synchronize()?;
         let load_seconds = self.start.elapsed().as_secs_f64();
         let heads = AlignmentHeads::resolve(None, backend.dims()).pairs;
