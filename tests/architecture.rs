@@ -1,4 +1,5 @@
-//! The backend-independent crates must never depend on a tensor library, even indirectly.
+//! The backend-independent crates must never depend on a tensor library, even indirectly;
+//! the crates on top reach the rest through the facade only.
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
@@ -24,8 +25,10 @@ fn is_tensor_library(name: &str) -> bool {
         || name.starts_with("cubecl")
 }
 
-#[test]
-fn backend_independent_crates_have_no_tensor_library() {
+/// Crates on top of the facade: they reach the rest only through `whisk`.
+const ON_THE_FACADE: &[&str] = &["whisk-cli", "whisk-python"];
+
+fn metadata() -> serde_json::Value {
     let out = Command::new(env!("CARGO"))
         .current_dir(whisk_tests::root())
         .args(["metadata", "--format-version", "1", "--all-features"])
@@ -36,7 +39,34 @@ fn backend_independent_crates_have_no_tensor_library() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn crates_on_top_use_only_the_facade() {
+    let meta = metadata();
+    for name in ON_THE_FACADE {
+        let package = meta["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == *name)
+            .unwrap_or_else(|| panic!("{name} is missing from the workspace"));
+        let ours: Vec<&str> = package["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["kind"].is_null())
+            .map(|d| d["name"].as_str().unwrap())
+            .filter(|d| d.starts_with("whisk"))
+            .collect();
+        assert_eq!(ours, ["whisk"], "{name} depends on {ours:?}");
+    }
+}
+
+#[test]
+fn backend_independent_crates_have_no_tensor_library() {
+    let meta = metadata();
 
     let name_of: HashMap<&str, &str> = meta["packages"]
         .as_array()

