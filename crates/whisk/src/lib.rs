@@ -578,4 +578,10 @@ impl Model {
     pub fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>> {
         self.engine.detect_language(samples)
     }
+
+    /// Seconds of `samples` in which Silero VAD hears speech with `vad`'s settings
+    /// (faster-whisper's `duration_after_vad`).
+    pub fn speech_seconds(&self, samples: &[f32], vad: &VadOptions) -> Result<f64> {
+        Ok(speech::speech_seconds(self.vad()?, samples, vad))
+    }
 }

@@ -84,6 +84,14 @@ pub(crate) fn speech_clips(
     merge_into_clips(&segments, N_SAMPLES, max_gap)
 }
 
+/// Seconds of speech in `samples`, segment by segment.
+pub(crate) fn speech_seconds(vad: &SileroVad, samples: &[f32], options: &VadOptions) -> f64 {
+    let probabilities = vad.speech_probabilities(samples);
+    let segments = speech_segments(&probabilities, samples.len(), options);
+    let samples: usize = segments.iter().map(|s| s.end - s.start).sum();
+    samples as f64 / SAMPLE_RATE as f64
+}
+
 /// Clips as `clip_timestamps`: `start, end, start, end, ...` in seconds.
 pub(crate) fn clip_seconds(clips: &[(usize, usize)]) -> Vec<f64> {
     clips
