@@ -90,6 +90,8 @@ struct Outcome {
     transcript: String,
     /// Seconds of audio.
     duration: f64,
+    /// Seconds VAD heard speech in, with VAD on.
+    duration_after_vad: Option<f64>,
     /// Languages detected on the first 30 s, likeliest first; empty when the language was
     /// given or the model speaks only English.
     language_probs: Vec<(String, f32)>,
@@ -99,6 +101,7 @@ struct Outcome {
 #[derive(IntoPyObject)]
 struct Started {
     duration: f64,
+    duration_after_vad: Option<f64>,
     language: String,
     language_probs: Vec<(String, f32)>,
     /// Damage found while reading the audio (transcribed up to it).
@@ -293,15 +296,17 @@ impl Model {
     ) -> PyResult<Started> {
         let audio = Audio::from_python(kind, data, name)?;
         let mut options = parse_options(options)?;
-        let (samples, damage, language_probs) = py
+        let (samples, damage, language_probs, speech) = py
             .detach(|| {
                 let (samples, damage) = audio.decode()?;
                 let probs = self.detect_if_needed(&samples, &mut options)?;
-                whisk::Result::Ok((samples, damage, probs))
+                let speech = self.speech_seconds(&samples, &options)?;
+                whisk::Result::Ok((samples, damage, probs, speech))
             })
             .map_err(to_python)?;
         let started = Started {
             duration: samples.len() as f64 / whisk::SAMPLE_RATE as f64,
+            duration_after_vad: speech,
             language: options.decode.language.clone().unwrap_or("en".into()),
             language_probs,
             warnings: damage.into_iter().collect(),
@@ -374,6 +379,19 @@ impl Model {
         Ok(probs)
     }
 
+    /// Seconds of speech VAD keeps, when `options` turn it on.
+    fn speech_seconds(
+        &self,
+        samples: &[f32],
+        options: &TranscribeOptions,
+    ) -> whisk::Result<Option<f64>> {
+        options
+            .vad
+            .as_ref()
+            .map(|vad| self.inner.speech_seconds(samples, vad))
+            .transpose()
+    }
+
     /// Transcribes decoded inputs in one call; on a multilingual model without a language, each
     /// input's language is detected first, so its probabilities can be told.
     fn transcribe_samples(
@@ -399,18 +417,19 @@ impl Model {
         let transcripts = self
             .inner
             .transcribe_many(&samples, &options, &mut |_| {})?;
-        Ok(transcripts
+        transcripts
             .into_iter()
             .zip(inputs)
             .map(|(mut transcript, (samples, damage))| {
                 transcript.warnings.extend(damage.clone());
-                Outcome {
+                Ok(Outcome {
                     transcript: to_json(&transcript),
                     duration: samples.len() as f64 / whisk::SAMPLE_RATE as f64,
+                    duration_after_vad: self.speech_seconds(samples, &options)?,
                     language_probs: language_probs.clone(),
-                }
+                })
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -33,6 +33,7 @@ __all__ = [
     "Segment",
     "Segments",
     "TranscriptionInfo",
+    "TranscriptionOptions",
     "VadOptions",
     "WhisperModel",
     "Word",
@@ -82,15 +83,50 @@ class VadOptions:
 
 
 @dataclass
+class TranscriptionOptions:
+    """The arguments a transcription ran with, under faster-whisper's names."""
+
+    beam_size: int
+    best_of: int
+    patience: float
+    length_penalty: float
+    repetition_penalty: float
+    no_repeat_ngram_size: int
+    log_prob_threshold: Optional[float]
+    no_speech_threshold: Optional[float]
+    compression_ratio_threshold: Optional[float]
+    condition_on_previous_text: bool
+    prompt_reset_on_temperature: float
+    temperatures: List[float]
+    initial_prompt: Optional[Union[str, Iterable[int]]]
+    prefix: Optional[str]
+    suppress_blank: bool
+    suppress_tokens: Optional[List[int]]
+    without_timestamps: bool
+    max_initial_timestamp: float
+    word_timestamps: bool
+    prepend_punctuations: str
+    append_punctuations: str
+    multilingual: bool
+    max_new_tokens: Optional[int]
+    clip_timestamps: Union[str, List[float]]
+    hallucination_silence_threshold: Optional[float]
+    hotwords: Optional[str]
+
+
+@dataclass
 class TranscriptionInfo:
     language: str
     language_probability: float
     duration: float
-    duration_after_vad: Optional[float]
+    duration_after_vad: float
     all_language_probs: Optional[List[Tuple[str, float]]]
-    transcription_options: Dict[str, Any]
+    transcription_options: TranscriptionOptions
     vad_options: Optional[VadOptions]
+    #: whisk's own: what went wrong without stopping the transcription (a damaged file).
     warnings: List[str] = field(default_factory=list)
+    #: whisk's own: the options as whisk ran them (its `TranscribeOptions`).
+    whisk_options: Dict[str, Any] = field(default_factory=dict)
 
 
 def _audio_input(audio: Audio) -> Tuple[str, Any, str]:
@@ -116,10 +152,11 @@ def _audio_input(audio: Audio) -> Tuple[str, Any, str]:
     )
 
 
-def decode_audio(input_file: Audio, sampling_rate: int = 16000) -> np.ndarray:
+def decode_audio(input_file: Audio, sampling_rate: int = 16000, split_stereo: bool = False) -> np.ndarray:
     """An audio file (path, bytes or binary file object) as mono float32 samples at 16 kHz."""
     if sampling_rate != 16000:
         raise NotImplementedError("whisk decodes audio at 16 kHz only")
+    _unsupported("split_stereo", split_stereo, False)
     kind, data, name = _audio_input(input_file)
     if kind == "samples":
         return np.frombuffer(data, dtype="<f4").copy()
@@ -252,24 +289,42 @@ class Segments(Iterator[Segment]):
         return self._stream.done_seconds
 
 
+def _transcription_options(kw: Dict[str, Any]) -> TranscriptionOptions:
+    temperature = kw["temperature"]
+    given = dict(
+        kw,
+        temperatures=[temperature] if isinstance(temperature, (int, float)) else list(temperature),
+        suppress_tokens=None if kw["suppress_tokens"] is None else list(kw["suppress_tokens"]),
+        condition_on_previous_text=kw.get("condition_on_previous_text", True),
+        prompt_reset_on_temperature=kw.get("prompt_reset_on_temperature", 0.5),
+        # Parsed as faster-whisper keeps them: seconds, "0" being [0.0].
+        clip_timestamps=_clips(kw["clip_timestamps"]) or ([0.0] if kw["clip_timestamps"] is not None else []),
+    )
+    names = TranscriptionOptions.__dataclass_fields__
+    return TranscriptionOptions(**{name: given[name] for name in names})
+
+
 def _info(
     language: str,
     language_probs: List[Tuple[str, float]],
-    duration: float,
+    outcome: Dict[str, Any],
     warnings: List[str],
+    kw: Dict[str, Any],
     options: Dict[str, Any],
     vad: Optional[VadOptions],
 ) -> TranscriptionInfo:
+    duration = outcome["duration"]
+    after_vad = outcome["duration_after_vad"]
     return TranscriptionInfo(
         language=language,
         language_probability=language_probs[0][1] if language_probs else 1.0,
         duration=duration,
-        # whisk does not report how much speech its VAD kept.
-        duration_after_vad=None if vad is not None else duration,
+        duration_after_vad=duration if after_vad is None else after_vad,
         all_language_probs=language_probs or None,
-        transcription_options=options,
+        transcription_options=_transcription_options(kw),
         vad_options=vad,
         warnings=warnings,
+        whisk_options=options,
     )
 
 
@@ -387,17 +442,19 @@ class WhisperModel:
         options, vad = self._prepare(kw, vad_filter, vad_parameters, batch_size)
         started = self._model.transcribe(*_audio_input(audio), json.dumps(options))
         probs = [tuple(p) for p in started["language_probs"]]
-        info = _info(started["language"], probs, started["duration"], started["warnings"], options, vad)
+        info = _info(started["language"], probs, started, started["warnings"], kw, options, vad)
         return Segments(started["segments"]), info
 
-    def _transcribe_many(self, audios, kw, vad_filter, vad_parameters, batch_size):
+    def _transcribe_many(self, audios, kw, vad_filter, vad_parameters, batch_size, pack=True):
         options, vad = self._prepare(kw, vad_filter, vad_parameters, batch_size)
+        options["pack_short_inputs"] = pack
         outcomes = self._model.transcribe_many([_audio_input(a) for a in audios], json.dumps(options))
         results = []
         for outcome in outcomes:
             transcript = json.loads(outcome["transcript"])
             probs = [tuple(p) for p in outcome["language_probs"]]
-            info = _info(transcript["language"], probs, outcome["duration"], transcript.get("warnings", []), options, vad)
+            warnings = transcript.get("warnings", [])
+            info = _info(transcript["language"], probs, outcome, warnings, kw, options, vad)
             results.append(([_segment(s) for s in transcript["segments"]], info))
         return results
 
@@ -456,19 +513,25 @@ class BatchedInferencePipeline:
         return self.model._transcribe(audio, kw, vad_filter, vad_parameters, batch_size)
 
     def transcribe_many(
-        self, audios: List[Audio], batch_size: int = 8, vad_filter: bool = False, **kwargs: Any
+        self,
+        audios: List[Audio],
+        batch_size: int = 8,
+        vad_filter: bool = False,
+        pack: bool = True,
+        **kwargs: Any,
     ) -> List[Tuple[List[Segment], TranscriptionInfo]]:
-        """Transcribes many inputs in one batch: windows of all inputs share the decoder and
-        short inputs are packed into shared windows. Takes ``transcribe``'s other arguments;
-        returns ``(segments, info)`` per input, in order. A bad input fails the whole call
-        before any work (its message names it)."""
+        """Transcribes many inputs in one batch: windows of all inputs share the decoder and,
+        with ``pack``, inputs of up to 30 s are laid end to end in shared windows (fewer
+        encoder passes; a file's text can differ from its decode alone). Takes ``transcribe``'s
+        other arguments; returns ``(segments, info)`` per input, in order. A bad input fails
+        the whole call before any work (its message names it)."""
         kw = _batched_defaults()
         unknown = set(kwargs) - set(kw)
         if unknown:
             raise TypeError(f"unexpected arguments: {', '.join(sorted(unknown))}")
         kw.update(kwargs)
         vad_parameters = kw.pop("vad_parameters")
-        return self.model._transcribe_many(list(audios), kw, vad_filter, vad_parameters, batch_size)
+        return self.model._transcribe_many(list(audios), kw, vad_filter, vad_parameters, batch_size, pack)
 
 
 def _batched_defaults() -> Dict[str, Any]:

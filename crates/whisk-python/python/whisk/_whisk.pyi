@@ -7,6 +7,7 @@ __version__: str
 class Outcome(TypedDict):
     transcript: str
     duration: float
+    duration_after_vad: Optional[float]
     language_probs: List[Tuple[str, float]]
 
 class Model:
@@ -40,6 +41,7 @@ class SegmentStream:
 
 class Started(TypedDict):
     duration: float
+    duration_after_vad: Optional[float]
     language: str
     language_probs: List[Tuple[str, float]]
     warnings: List[str]
