@@ -8,8 +8,15 @@ use anyhow::{Context, Result};
 
 use crate::run;
 
-/// What the Python tests need besides the wheel.
-const TEST_REQUIREMENTS: [&str; 3] = ["maturin>=1.9,<2", "pytest", "numpy"];
+/// What the Python tests need besides the wheel: faster-whisper for the parity test, Ray
+/// Data for the corpus recipe's.
+const TEST_REQUIREMENTS: [&str; 5] = [
+    "maturin>=1.9,<2",
+    "pytest",
+    "numpy",
+    "faster-whisper==1.2.1",
+    "ray[data]",
+];
 
 pub fn python(root: &Path, pytest_args: &[String]) -> Result<()> {
     let venv = root.join("target/python/venv");
