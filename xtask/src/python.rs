@@ -9,26 +9,28 @@ use anyhow::{Context, Result};
 use crate::run;
 
 /// What the Python tests need besides the wheel: faster-whisper for the parity test, Ray
-/// Data for the corpus recipe's.
-const TEST_REQUIREMENTS: [&str; 5] = [
+/// Data and Daft for the corpus recipes'.
+const TEST_REQUIREMENTS: [&str; 6] = [
     "maturin>=1.9,<2",
     "pytest",
     "numpy",
     "faster-whisper==1.2.1",
     "ray[data]",
+    "daft",
 ];
 
 pub fn python(root: &Path, pytest_args: &[String]) -> Result<()> {
     let venv = root.join("target/python/venv");
     let python = venv.join("bin/python");
-    if !venv.join("bin/maturin").is_file() {
-        eprintln!("xtask: making {} with maturin and pytest", venv.display());
+    if !python.is_file() {
+        eprintln!("xtask: making {}", venv.display());
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
             .context("cannot make a venv (on Debian/Ubuntu: apt-get install python3-venv)")?;
-        run(Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet"])
-            .args(TEST_REQUIREMENTS))?;
     }
+    // Quick when they are there already; an older venv gets what was added since.
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet"])
+        .args(TEST_REQUIREMENTS))?;
     // The tests compare the package's results with the CLI's.
     run(Command::new(env!("CARGO")).current_dir(root).args([
         "build",

@@ -6,11 +6,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import daft
 import pyarrow.parquet as pq
 import pytest
 import ray
 
-from whisk.corpus import Transcriber, done_ids, not_done
+from whisk.corpus import Transcriber, daft_transcriber, done_ids, not_done
 
 ROOT = Path(os.environ.get("WHISK_ROOT", Path(__file__).resolve().parents[3]))
 MODELS = ROOT / "target" / "models"
@@ -88,3 +89,15 @@ def test_a_batch_as_pandas_or_a_dict_of_columns_gives_the_same_rows():
     from_pandas = transcribe(pandas.DataFrame(columns)).to_pylist()
     assert from_dict == from_pandas
     assert [r["id"] for r in from_dict] == columns["id"] and all(r["text"] for r in from_dict)
+
+
+def test_the_same_work_as_a_daft_class(tmp_path):
+    files = TIMIT[40:50]
+    transcriber = daft_transcriber(model=str(MODELS / "tiny.en"), **SETTINGS)
+    paths = [str(f) for f in files] + [str(tmp_path / "missing.flac")]
+    df = daft.from_pydict({"id": [Path(p).stem for p in paths], "path": paths})
+    rows = df.select(transcriber.transcribe(df["id"], df["path"])).to_pylist()
+    assert [r["id"] for r in rows] == [Path(p).stem for p in paths]
+    expected = cli_texts(files, tmp_path / "cli")
+    assert {r["id"]: r["text"] for r in rows[:-1]} == expected
+    assert "missing.flac" in rows[-1]["error"] and rows[-1]["text"] == ""

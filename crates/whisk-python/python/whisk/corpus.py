@@ -119,6 +119,37 @@ class Transcriber:
         return pa.Table.from_pylist(rows, schema=_schema())
 
 
+def daft_transcriber(**transcriber_kwargs: Any) -> Any:
+    """The same work as a Daft class (``Transcriber``'s arguments): each worker loads the
+    model once and transcribes batches of rows together; ``transcribe(id, path)`` gives the
+    output columns::
+
+        import daft
+        from whisk.corpus import daft_transcriber
+
+        transcriber = daft_transcriber(model="target/models/tiny.en", batch_size=8)
+        df = daft.read_parquet("clips.parquet")             # id, path
+        df = df.select(transcriber.transcribe(df["id"], df["path"]))
+        df.write_parquet("out/")
+    """
+    import daft
+    import pyarrow as pa
+
+    row_type = pa.struct(list(_schema()))
+
+    @daft.cls
+    class DaftTranscriber:
+        def __init__(self, kwargs: Dict[str, Any]):
+            self.inner = Transcriber(**kwargs)
+
+        @daft.method.batch(return_dtype=daft.DataType.from_arrow_type(row_type), unnest=True)
+        def transcribe(self, ids: Any, paths: Any) -> Any:
+            rows = ({"id": i, "path": p} for i, p in zip(ids.to_pylist(), paths.to_pylist()))
+            return pa.array(self.inner.transcribe_rows(rows), type=row_type)
+
+    return DaftTranscriber(transcriber_kwargs)
+
+
 def _source(row: Dict[str, Any]) -> Any:
     if row.get("path") is not None:
         return str(row["path"])
