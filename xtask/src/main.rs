@@ -5,7 +5,10 @@
 //! - `test`: fetch the models, then run the whole test suite in the one profile we use, on
 //!   candle and Burn (on wgpu too where a Vulkan driver is installed), then `python`'s.
 //! - `python [pytest args]`: build the `whisk` wheel (maturin), install it into
-//!   `target/python/venv` and run its tests (`crates/whisk-python/tests`).
+//!   `target/python/venv` and run the Python tests (`crates/whisk-python/tests`, and the
+//!   server's through OpenAI's client, `crates/whisk-server/tests`).
+//! - `bench-server [--requests N] [--clients 1,4,16]`: `whisk serve`'s throughput, requests
+//!   batched together against one at a time.
 //! - `eval`: WER on the TIMIT sample beside faster-whisper's reference outputs.
 //! - `eval-words`: word timing on the TIMIT sample against the hand labels, beside
 //!   faster-whisper's, and whisk's distance from faster-whisper's word times.
@@ -149,6 +152,10 @@ fn main() -> Result<()> {
             run(cmd.args(&args[1..]))?;
             python::python(&root(), &[])
         }
+        Some("bench-server") => {
+            fetch::fetch_all(&root())?;
+            python::bench_server(&root(), &args[1..])
+        }
         Some("python") => {
             fetch::fetch_all(&root())?;
             python::python(&root(), &args[1..])
@@ -184,7 +191,7 @@ fn main() -> Result<()> {
         Some("build-cuda") => build_cuda(&root(), &args[1..]),
         Some("gpu-bundle") => gpu_bundle::gpu_bundle(&root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | fuzz [--seconds N] [--seed S] | python [pytest args] | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] [--compute-type T] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
+            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | fuzz [--seconds N] [--seed S] | python [pytest args] | bench-server [--requests N] [--clients 1,4,16] | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] [--compute-type T] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
             std::process::exit(2);
         }
     }

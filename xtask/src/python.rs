@@ -1,5 +1,6 @@
 //! `cargo xtask python`: the `whisk` wheel (maturin, release, candle), installed into
-//! `target/python/venv`, and its tests (pytest, against the CLI on the real models).
+//! `target/python/venv`, and the Python tests: the package's (against the CLI on the real
+//! models) and the server's (`whisk serve` through OpenAI's client).
 
 use std::path::Path;
 use std::process::Command;
@@ -9,36 +10,22 @@ use anyhow::{Context, Result};
 use crate::run;
 
 /// What the Python tests need besides the wheel: faster-whisper for the parity test, Ray
-/// Data and Daft for the corpus recipes'.
-const TEST_REQUIREMENTS: [&str; 6] = [
+/// Data and Daft for the corpus recipes', OpenAI's client for the server's.
+const TEST_REQUIREMENTS: [&str; 7] = [
     "maturin>=1.9,<2",
     "pytest",
     "numpy",
     "faster-whisper==1.2.1",
     "ray[data]",
     "daft",
+    "openai",
 ];
 
 pub fn python(root: &Path, pytest_args: &[String]) -> Result<()> {
-    let venv = root.join("target/python/venv");
+    let venv = test_venv(root)?;
     let python = venv.join("bin/python");
-    if !python.is_file() {
-        eprintln!("xtask: making {}", venv.display());
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-            .context("cannot make a venv (on Debian/Ubuntu: apt-get install python3-venv)")?;
-    }
-    // Quick when they are there already; an older venv gets what was added since.
-    run(Command::new(&python)
-        .args(["-m", "pip", "install", "--quiet"])
-        .args(TEST_REQUIREMENTS))?;
-    // The tests compare the package's results with the CLI's.
-    run(Command::new(env!("CARGO")).current_dir(root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "whisk-cli",
-    ]))?;
+    // The tests compare the package's results with the CLI's, and start the server with it.
+    build_cli(root)?;
     let wheels = root.join("target/python/wheels");
     let _ = std::fs::remove_dir_all(&wheels);
     run(Command::new(venv.join("bin/maturin"))
@@ -67,6 +54,44 @@ pub fn python(root: &Path, pytest_args: &[String]) -> Result<()> {
         .args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg(root.join("crates/whisk-python/tests"))
+        .arg(root.join("crates/whisk-server/tests"))
         .args(pytest_args)
         .env("WHISK_ROOT", root))
+}
+
+/// `cargo xtask bench-server`: `whisk serve`'s throughput for 1, 4 and 16 clients, requests
+/// batched together and one at a time (`crates/whisk-server/bench/throughput.py`).
+pub fn bench_server(root: &Path, args: &[String]) -> Result<()> {
+    let venv = test_venv(root)?;
+    build_cli(root)?;
+    run(Command::new(venv.join("bin/python"))
+        .arg(root.join("crates/whisk-server/bench/throughput.py"))
+        .args(args)
+        .env("WHISK_ROOT", root))
+}
+
+fn build_cli(root: &Path) -> Result<()> {
+    run(Command::new(env!("CARGO")).current_dir(root).args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "whisk-cli",
+    ]))
+}
+
+/// `target/python/venv` with the test requirements.
+fn test_venv(root: &Path) -> Result<std::path::PathBuf> {
+    let venv = root.join("target/python/venv");
+    let python = venv.join("bin/python");
+    if !python.is_file() {
+        eprintln!("xtask: making {}", venv.display());
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .context("cannot make a venv (on Debian/Ubuntu: apt-get install python3-venv)")?;
+    }
+    // Quick when they are there already; an older venv gets what was added since.
+    run(Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet"])
+        .args(TEST_REQUIREMENTS))?;
+    Ok(venv)
 }

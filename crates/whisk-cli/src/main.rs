@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use whisk::output::{format_timestamp, Format};
 use whisk::{BackendKind, ComputeType, Device, Model, Task, TranscribeOptions};
 
+mod serve;
 mod synthetic;
 
 #[derive(Parser)]
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Transcribe audio files (WAV, FLAC, MP3, OGG/Vorbis, M4A/AAC).
     Transcribe(Box<TranscribeArgs>),
+    /// Serve OpenAI's audio transcription API (`/v1/audio/transcriptions`) over one model.
+    Serve(Box<serve::Args>),
     /// Throughput of a device on random weights of an official model's shape (no text).
     #[command(hide = true)]
     BenchSynthetic(synthetic::Args),
@@ -271,15 +274,25 @@ fn formats(spec: &str) -> Result<Vec<Format>> {
         .collect()
 }
 
-fn transcribe(args: &TranscribeArgs) -> Result<()> {
-    let formats = formats(&args.output_format)?;
-    let mut builder = Model::builder(whisk::resolve_model(&args.model)?);
-    if let Some(backend) = &args.backend {
+/// A model named by `--model`, on `--backend` and `--device` where given.
+fn model_builder(
+    model: &str,
+    backend: Option<&str>,
+    device: Option<&str>,
+) -> Result<whisk::ModelBuilder> {
+    let mut builder = Model::builder(whisk::resolve_model(model)?);
+    if let Some(backend) = backend {
         builder = builder.backend(backend.parse::<BackendKind>().map_err(anyhow::Error::msg)?);
     }
-    if let Some(device) = &args.device {
+    if let Some(device) = device {
         builder = builder.device(device.parse::<Device>().map_err(anyhow::Error::msg)?);
     }
+    Ok(builder)
+}
+
+fn transcribe(args: &TranscribeArgs) -> Result<()> {
+    let formats = formats(&args.output_format)?;
+    let mut builder = model_builder(&args.model, args.backend.as_deref(), args.device.as_deref())?;
     let load_started = std::time::Instant::now();
     if let Some(path) = &args.vad_model {
         builder = builder.vad_model(path);
@@ -552,6 +565,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Transcribe(args) => transcribe(args),
+        Command::Serve(args) => serve::run(args),
         Command::BenchSynthetic(args) => synthetic::run(args),
         Command::JoinAudio(args) => join_audio(args),
     };
