@@ -215,3 +215,77 @@ fn sequential_segments_are_handed_over_window_by_window() {
         "first handed over at {done} of {total} s"
     );
 }
+
+/// Inputs handed to a running batch on a script: a short file joins while a long one is in
+/// flight, a third input's caller leaves mid-decode.
+struct Script {
+    inputs: Vec<std::sync::Arc<[f32]>>,
+    /// `next_input` call on which each input arrives (the batch steps between calls).
+    arrives_on: Vec<usize>,
+    calls: usize,
+    handed: usize,
+    /// The input whose caller leaves, once this many calls have been made.
+    leaves: (usize, usize),
+    finished: Vec<(usize, whisk::Transcript)>,
+}
+
+impl whisk::Arrivals for Script {
+    fn next_input(&mut self, idle: bool) -> Option<std::sync::Arc<[f32]>> {
+        self.calls += 1;
+        let next = self.handed;
+        let due = self
+            .arrives_on
+            .get(next)
+            .is_some_and(|&c| idle || c <= self.calls);
+        due.then(|| {
+            self.handed += 1;
+            self.inputs[next].clone()
+        })
+    }
+
+    fn abandoned(&mut self, input: usize) -> bool {
+        input == self.leaves.0 && self.calls >= self.leaves.1
+    }
+
+    fn finished(&mut self, input: usize, transcript: whisk::Transcript) {
+        self.finished.push((input, transcript));
+    }
+}
+
+#[test]
+fn inputs_joining_a_running_batch_get_the_transcripts_given_up_front() {
+    let model = Model::builder(model_dir("tiny.en")).build().unwrap();
+    // Six windows: with two decoded at a time, most of them are admitted after the late
+    // inputs' first windows.
+    let long = long_input(45);
+    let jfk = whisk::load_audio(&shared_data("whisper_test_clips/audio16k/jfk.flac")).unwrap();
+    let short = long_input(1);
+    let options = TranscribeOptions {
+        word_timestamps: true,
+        batch_size: 2,
+        pack_short_inputs: false,
+        ..Default::default()
+    };
+    let up_front = model
+        .transcribe_many(&[&long, &jfk, &short], &options, &mut |_| {})
+        .unwrap();
+    let mut script = Script {
+        inputs: vec![long.into(), jfk.into(), long_input(12).into(), short.into()],
+        arrives_on: vec![1, 5, 8, 12],
+        calls: 0,
+        handed: 0,
+        leaves: (2, 30),
+        finished: Vec::new(),
+    };
+    model.transcribe_arrivals(&mut script, &options).unwrap();
+    let order: Vec<usize> = script.finished.iter().map(|(i, _)| *i).collect();
+    // The long input came first and is answered last; the one whose caller left, never.
+    assert_eq!(order.len(), 3, "{order:?}");
+    assert!(!order.contains(&2), "{order:?}");
+    assert_eq!(order.last(), Some(&0), "{order:?}");
+    for (input, transcript) in &script.finished {
+        let expected = &up_front[if *input == 3 { 2 } else { *input }];
+        check_invariants(transcript);
+        whisk_tests::assert_same_transcript(transcript, expected, &format!("input {input}"));
+    }
+}

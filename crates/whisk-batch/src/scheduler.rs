@@ -86,6 +86,27 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
         self.waiting.push_back(job);
     }
 
+    /// Queues a window ahead of those waiting (one whose caller should not wait for them).
+    pub fn submit_first(&mut self, job: Job<K>) {
+        self.waiting.push_front(job);
+    }
+
+    /// Drops the waiting windows and the rows in flight that `cancelled` names (their
+    /// callers have gone), freeing their slots.
+    pub fn cancel(&mut self, cancelled: impl Fn(&K) -> bool) {
+        self.waiting.retain(|job| !cancelled(&job.key));
+        let free = &mut self.free;
+        self.rows.retain(|(key, row)| {
+            let keep = !cancelled(key);
+            if !keep {
+                for &slot in row.slots() {
+                    free[slot] = true;
+                }
+            }
+            keep
+        });
+    }
+
     /// Rows being decoded now.
     pub fn in_flight(&self) -> usize {
         self.rows.len()

@@ -23,7 +23,7 @@ use whisk_types::{
 };
 
 use crate::pack::BatchInput;
-use crate::plan::{WindowSource, WindowSpan};
+use crate::plan::{Window, WindowSource, WindowSpan};
 use crate::{
     align, fallback, hallucination, padded_mel, Pipeline, PipelineError, Progress, Result,
 };
@@ -54,6 +54,128 @@ struct OpenWindow {
     tried: Vec<WindowResult>,
     /// The chosen decode, waiting for its alignment pass.
     awaiting_pass: Option<WindowResult>,
+}
+
+/// What a window does next once a decode of it is back.
+enum Next {
+    /// Other candidates at this temperature are still decoding.
+    Wait,
+    /// Every candidate failed the thresholds: decode again one temperature up.
+    Retry,
+    /// The chosen decode, which needs its alignment pass first.
+    AlignPass(WindowResult),
+    /// The window's final decode.
+    Final(WindowResult),
+}
+
+/// One input of a batched run: where its windows come from and what they have given.
+pub(crate) struct InputState<'a> {
+    /// `None` once its transcript is handed over (or its caller has gone).
+    source: Option<Box<dyn WindowSource + 'a>>,
+    /// Its source has handed out its last window.
+    read_all: bool,
+    /// It arrived while others were being decoded.
+    late: bool,
+    /// Its windows submitted and not final yet.
+    open: usize,
+    keep_words: bool,
+    language: Option<usize>,
+    spans: Vec<WindowSpan>,
+    outputs: Vec<Vec<Segment>>,
+}
+
+impl<'a> InputState<'a> {
+    fn new(source: Box<dyn WindowSource + 'a>, language: Option<usize>) -> Self {
+        InputState {
+            keep_words: source.needs_words(),
+            source: Some(source),
+            read_all: false,
+            late: false,
+            open: 0,
+            language,
+            spans: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.source = None;
+        self.read_all = true;
+        self.open = 0;
+        self.spans = Vec::new();
+        self.outputs = Vec::new();
+    }
+}
+
+/// The input to read the next window from: of those with windows left, the one with fewest
+/// in flight (the earliest of equals), so an input that arrives while a long one is decoded
+/// gets the next free slots.
+fn next_reader(inputs: &[InputState<'_>]) -> Option<usize> {
+    (0..inputs.len())
+        .filter(|&i| inputs[i].source.is_some() && !inputs[i].read_all)
+        .min_by_key(|&i| inputs[i].open)
+}
+
+/// Where a batched run's inputs come from, and where their transcripts go.
+pub(crate) trait SourceFeed<'a> {
+    /// The next input, if one is ready. `hungry`: every input so far has handed out all its
+    /// windows; `idle`: nothing is being decoded either. `None` when both hold ends the run.
+    fn next_source(&mut self, hungry: bool, idle: bool) -> Option<Box<dyn WindowSource + 'a>>;
+    /// Seconds of audio the whole run holds, when known up front (for progress).
+    fn expected_seconds(&self) -> f64 {
+        0.0
+    }
+    /// Whether input `input`'s caller has gone: its windows are dropped, and it gets no
+    /// transcript.
+    fn abandoned(&mut self, _input: usize) -> bool {
+        false
+    }
+    /// Input `input`'s transcript (inputs are numbered in the order they were handed out),
+    /// as soon as its last window is final.
+    fn finished(&mut self, input: usize, transcript: Transcript);
+}
+
+/// Sources given up front, read one after another (only one input's windows are read at a
+/// time, so a file's memory is freed before the next is opened).
+struct InOrder<'a> {
+    sources: std::collections::VecDeque<Box<dyn WindowSource + 'a>>,
+    expected: f64,
+    transcripts: Vec<Option<Transcript>>,
+}
+
+impl<'a> InOrder<'a> {
+    fn new(sources: Vec<Box<dyn WindowSource + 'a>>) -> Self {
+        InOrder {
+            expected: sources.iter().filter_map(|s| s.seconds_hint()).sum(),
+            transcripts: (0..sources.len()).map(|_| None).collect(),
+            sources: sources.into(),
+        }
+    }
+
+    fn into_transcripts(self) -> Vec<Transcript> {
+        self.transcripts
+            .into_iter()
+            .map(|t| t.expect("every input finishes"))
+            .collect()
+    }
+}
+
+impl<'a> SourceFeed<'a> for InOrder<'a> {
+    fn next_source(&mut self, hungry: bool, _idle: bool) -> Option<Box<dyn WindowSource + 'a>> {
+        if hungry {
+            self.sources.pop_front()
+        } else {
+            None
+        }
+    }
+
+    fn expected_seconds(&self) -> f64 {
+        self.expected
+    }
+
+    fn finished(&mut self, input: usize, transcript: Transcript) {
+        self.transcripts[input] = Some(transcript);
+    }
 }
 
 /// Seed of one candidate's sampler: a function of the window's place in its own input and the
@@ -90,15 +212,27 @@ impl<B: Backend> Pipeline<B> {
     /// As [`Self::transcribe_many`], with each input's windows read from its source as the
     /// batch has room (see [`crate::FileWindows`] for files too long to hold). The sources'
     /// windows are taken as they come: `options.clip_timestamps` is the sources' business.
-    pub fn transcribe_windows(
+    pub fn transcribe_windows<'a>(
         &self,
-        mut sources: Vec<Box<dyn WindowSource + '_>>,
+        sources: Vec<Box<dyn WindowSource + 'a>>,
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
+        let mut feed = InOrder::new(sources);
+        self.run_windows(&mut feed, options, progress)?;
+        Ok(feed.into_transcripts())
+    }
+
+    /// Decodes the windows of the inputs `feed` hands out, `options.batch_size` at a time,
+    /// and hands each input's transcript back to `feed` as soon as its last window is final.
+    pub(crate) fn run_windows<'a>(
+        &self,
+        feed: &mut dyn SourceFeed<'a>,
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<()> {
         let dims = self.backend.dims();
         let special = self.tokenizer.special().clone();
-        let multilingual = self.tokenizer.is_multilingual();
         crate::check_options(options)?;
         let given_language = self.given_language(options)?;
         let rules = LogitRules::new(&special, &options.decode, &self.non_speech, &self.space);
@@ -118,13 +252,10 @@ impl<B: Backend> Pipeline<B> {
             chars || options.word_timestamps && options.word_alignment == WordAlignment::Refeed;
         let spell = |sot: &[u32], text: &[u32]| self.spell(sot, text);
         let repetitive = self.repetitive(options);
-        let mut total_seconds: f64 = sources.iter().filter_map(|s| s.seconds_hint()).sum();
-        let keep_words: Vec<bool> = sources.iter().map(|s| s.needs_words()).collect();
+        let stop = std::cell::Cell::new(false);
+        let mut arrived_seconds = 0.0;
         let mut done_seconds = 0.0;
-        let mut languages: Vec<Option<usize>> = vec![given_language; sources.len()];
-        // Per input, its windows' spans and segments, filled in as windows are read and done.
-        let mut spans: Vec<Vec<WindowSpan>> = vec![Vec::new(); sources.len()];
-        let mut outputs: Vec<Vec<Vec<Segment>>> = vec![Vec::new(); sources.len()];
+        let mut inputs: Vec<InputState<'a>> = Vec::new();
 
         let capacity = options.batch_size.max(1);
         let beam = BeamOptions::from_decode(&options.decode);
@@ -146,9 +277,11 @@ impl<B: Backend> Pipeline<B> {
                 repetitive: repetitive.as_ref().map(|r| r as &whisk_batch::Repetitive),
             },
         )?;
-        let mut reading = 0;
         let mut open: Vec<Option<OpenWindow>> = Vec::new();
-        let submit = |scheduler: &mut Scheduler<'_, B, usize>, id: usize, w: &mut OpenWindow| {
+        let submit = |scheduler: &mut Scheduler<'_, B, usize>,
+                      id: usize,
+                      w: &mut OpenWindow,
+                      first: bool| {
             let temperature = temperatures[w.temperature_index];
             let candidates = if temperature > 0.0 {
                 options.best_of.max(1)
@@ -158,7 +291,7 @@ impl<B: Backend> Pipeline<B> {
             w.outstanding = candidates;
             for c in 0..candidates {
                 let seed = candidate_seed(options.seed, w.seed_key, w.temperature_index, c);
-                scheduler.submit(Job {
+                let job = Job {
                     key: id,
                     mel: w.mel.clone(),
                     request: RowRequest {
@@ -174,100 +307,83 @@ impl<B: Backend> Pipeline<B> {
                         beam,
                         decoded: None,
                     },
-                });
+                };
+                if first {
+                    scheduler.submit_first(job);
+                } else {
+                    scheduler.submit(job);
+                }
             }
+        };
+        let arrive = |inputs: &mut Vec<InputState<'a>>,
+                      seconds: &mut f64,
+                      source: Box<dyn WindowSource + 'a>,
+                      late: bool| {
+            *seconds += source.seconds_hint().unwrap_or(0.0);
+            let mut state = InputState::new(source, given_language);
+            state.late = late;
+            inputs.push(state);
         };
 
         loop {
+            while let Some(source) = feed.next_source(false, false) {
+                arrive(&mut inputs, &mut arrived_seconds, source, true);
+            }
+            for (input, state) in inputs.iter_mut().enumerate() {
+                if state.source.is_some() && feed.abandoned(input) {
+                    state.abandon();
+                    scheduler
+                        .cancel(|&id: &usize| open[id].as_ref().is_some_and(|w| w.input == input));
+                    for w in open
+                        .iter_mut()
+                        .filter(|w| w.as_ref().is_some_and(|w| w.input == input))
+                    {
+                        *w = None;
+                    }
+                }
+            }
             // Keep a batch's worth of windows waiting, so freed slots refill at once.
             while scheduler.waiting() < capacity {
-                let Some(source) = sources.get_mut(reading) else {
-                    break;
+                let Some(reading) = next_reader(&inputs) else {
+                    match feed.next_source(true, scheduler.is_idle()) {
+                        Some(source) => {
+                            arrive(&mut inputs, &mut arrived_seconds, source, false);
+                            continue;
+                        }
+                        None => break,
+                    }
                 };
+                let state = &mut inputs[reading];
+                let source = state.source.as_mut().expect("a reader is not finished");
                 let Some(window) = source.next_window()? else {
-                    reading += 1;
+                    state.read_all = true;
+                    if state.open == 0 {
+                        let transcript = self.finish_input(state, options)?;
+                        feed.finished(reading, transcript);
+                    }
                     continue;
                 };
-                let (input, index) = (reading, spans[reading].len());
-                spans[input].push(window.span);
-                outputs[input].push(Vec::new());
-                // Windows with neighbours are timed for stitching.
-                let align =
-                    options.word_timestamps || keep_words[input] || !(index == 0 && window.last);
-                let (mel, content_frames) =
-                    window_mel(&window.samples, dims.n_mels, options.mel_padding);
-                if multilingual && languages[input].is_none() {
-                    languages[input] = self.detect_language_of(&mel)?.first().map(|l| l.0);
-                }
-                let sot = sot_sequence(
-                    &special,
-                    multilingual,
-                    languages[input],
-                    options.decode.task,
-                    options.decode.without_timestamps,
-                );
-                let mut window = OpenWindow {
-                    input,
-                    index,
-                    seed_key: index as u64,
-                    span: window.span,
-                    samples: window.samples,
-                    mel: mel.into(),
-                    content_frames,
-                    sot,
-                    align,
-                    temperature_index: 0,
-                    outstanding: 0,
-                    best: None,
-                    tried: Vec::new(),
-                    awaiting_pass: None,
-                };
-                submit(&mut scheduler, open.len(), &mut window);
+                // A late input's first window goes ahead of the windows read ahead for the
+                // inputs already in the batch: it takes the next free slot.
+                let first = state.late && state.spans.is_empty();
+                let mut window = self.open_window(reading, state, window, options)?;
+                submit(&mut scheduler, open.len(), &mut window, first);
                 open.push(Some(window));
             }
             if scheduler.is_idle() {
                 break;
             }
-            for (id, mut result) in scheduler.step()? {
+            for (id, result) in scheduler.step()? {
                 let w = open[id].as_mut().expect("results come for open windows");
-                let chosen = match w.awaiting_pass.take() {
-                    // This result is the chosen candidate's alignment pass.
-                    Some(mut chosen) => {
-                        chosen.refeed = result.refeed;
-                        chosen
-                    }
-                    None => {
-                        result.compression_ratio =
-                            compression_ratio(&self.tokenizer.decode(&result.tokens)?);
-                        w.outstanding -= 1;
-                        if w.best
-                            .as_ref()
-                            .is_none_or(|b| fallback::score(&result) > fallback::score(b))
-                        {
-                            w.best = Some(result);
-                        }
-                        if w.outstanding > 0 {
-                            continue;
-                        }
-                        let best = w.best.take().expect("a candidate finished");
-                        let last = w.temperature_index + 1 == temperatures.len();
-                        let chosen = if fallback::passes(&best, options) {
-                            fallback::cut_loop(best, &special)
-                        } else if last || fallback::hopeless(&best, options) {
-                            w.tried.push(best);
-                            fallback::least_bad(std::mem::take(&mut w.tried), options, &special)
-                        } else {
-                            w.tried.push(best);
+                let chosen =
+                    match self.take_result(w, result, options, temperatures.len(), refeed)? {
+                        Next::Wait => continue,
+                        Next::Retry => {
                             w.temperature_index += 1;
-                            submit(&mut scheduler, id, w);
+                            submit(&mut scheduler, id, w, false);
                             continue;
-                        };
-                        if w.align
-                            && refeed
-                            && chosen.refeed.is_none()
-                            && !fallback::is_silent(&chosen, options)
-                            && chosen.tokens.iter().any(|&t| special.is_text(t))
-                        {
+                        }
+                        Next::AlignPass(chosen) => {
                             scheduler.submit(Job {
                                 key: id,
                                 mel: w.mel.clone(),
@@ -279,72 +395,186 @@ impl<B: Backend> Pipeline<B> {
                             w.awaiting_pass = Some(chosen);
                             continue;
                         }
-                        chosen
-                    }
-                };
+                        Next::Final(chosen) => chosen,
+                    };
                 let w = open[id].take().expect("checked above");
-                let language =
-                    languages[w.input].map_or("en", |i| self.tokenizer.languages()[i].as_str());
+                let state = &mut inputs[w.input];
+                let language = state
+                    .language
+                    .map_or("en", |i| self.tokenizer.languages()[i].as_str());
                 let mut segments = self.window_segments(&w, chosen, language, options)?;
                 if let Some(mut follow_up) = self.follow_up(&w, &mut segments, options) {
                     // Parent and follow-up share no decoded audio: stitching cuts between them
                     // by time alone, never at a word the two happen to share.
-                    let parent = &mut spans[w.input][w.index];
+                    let parent = &mut state.spans[w.index];
                     (parent.own_end, parent.end) = (follow_up.span.own_start, follow_up.span.start);
-                    follow_up.index = spans[w.input].len();
-                    spans[w.input].push(follow_up.span);
-                    outputs[w.input].push(Vec::new());
-                    submit(&mut scheduler, open.len(), &mut follow_up);
+                    follow_up.index = state.spans.len();
+                    state.spans.push(follow_up.span);
+                    state.outputs.push(Vec::new());
+                    state.open += 1;
+                    submit(&mut scheduler, open.len(), &mut follow_up, false);
                     open.push(Some(follow_up));
                 }
-                outputs[w.input][w.index] = segments;
-                let own = spans[w.input][w.index];
+                state.outputs[w.index] = segments;
+                state.open -= 1;
+                let own = state.spans[w.index];
                 done_seconds += own.own_end - own.own_start;
-                total_seconds = total_seconds.max(done_seconds);
+                if state.read_all && state.open == 0 {
+                    let transcript = self.finish_input(state, options)?;
+                    feed.finished(w.input, transcript);
+                }
                 progress(Progress {
                     done_seconds,
-                    total_seconds,
+                    total_seconds: feed
+                        .expected_seconds()
+                        .max(arrived_seconds)
+                        .max(done_seconds),
                     input: w.input,
                     segments: &[],
+                    stop: &stop,
                 });
+                if stop.get() {
+                    return Err(PipelineError::Stopped);
+                }
             }
         }
+        Ok(())
+    }
 
-        let warnings: Vec<Vec<String>> = sources.iter().map(|s| s.warnings()).collect();
-        outputs
+    /// What a window does next now that one of its candidates (or its alignment pass) is
+    /// back: of a temperature's candidates the best is kept; once all are in, it is final if it
+    /// passes the thresholds (or no temperature is left, or it is hopeless), else the window
+    /// is decoded again one temperature up.
+    fn take_result(
+        &self,
+        w: &mut OpenWindow,
+        mut result: WindowResult,
+        options: &TranscribeOptions,
+        temperatures: usize,
+        refeed: bool,
+    ) -> Result<Next> {
+        if let Some(mut chosen) = w.awaiting_pass.take() {
+            // This result is the chosen candidate's alignment pass.
+            chosen.refeed = result.refeed;
+            return Ok(Next::Final(chosen));
+        }
+        let special = self.tokenizer.special();
+        result.compression_ratio = compression_ratio(&self.tokenizer.decode(&result.tokens)?);
+        w.outstanding -= 1;
+        if w.best
+            .as_ref()
+            .is_none_or(|b| fallback::score(&result) > fallback::score(b))
+        {
+            w.best = Some(result);
+        }
+        if w.outstanding > 0 {
+            return Ok(Next::Wait);
+        }
+        let best = w.best.take().expect("a candidate finished");
+        let last = w.temperature_index + 1 == temperatures;
+        let chosen = if fallback::passes(&best, options) {
+            fallback::cut_loop(best, special)
+        } else if last || fallback::hopeless(&best, options) {
+            w.tried.push(best);
+            fallback::least_bad(std::mem::take(&mut w.tried), options, special)
+        } else {
+            w.tried.push(best);
+            return Ok(Next::Retry);
+        };
+        let needs_pass = w.align
+            && refeed
+            && chosen.refeed.is_none()
+            && !fallback::is_silent(&chosen, options)
+            && chosen.tokens.iter().any(|&t| special.is_text(t));
+        Ok(if needs_pass {
+            Next::AlignPass(chosen)
+        } else {
+            Next::Final(chosen)
+        })
+    }
+
+    /// `window`, the next of input `input`, ready to decode: its mel, its start-of-transcript
+    /// (the input's language detected on its first window when not given).
+    fn open_window(
+        &self,
+        input: usize,
+        state: &mut InputState<'_>,
+        window: Window,
+        options: &TranscribeOptions,
+    ) -> Result<OpenWindow> {
+        let dims = self.backend.dims();
+        let special = self.tokenizer.special();
+        let multilingual = self.tokenizer.is_multilingual();
+        let index = state.spans.len();
+        state.spans.push(window.span);
+        state.outputs.push(Vec::new());
+        state.open += 1;
+        // Windows with neighbours are timed for stitching.
+        let align = options.word_timestamps || state.keep_words || !(index == 0 && window.last);
+        let (mel, content_frames) = window_mel(&window.samples, dims.n_mels, options.mel_padding);
+        if multilingual && state.language.is_none() {
+            state.language = self.detect_language_of(&mel)?.first().map(|l| l.0);
+        }
+        let sot = sot_sequence(
+            special,
+            multilingual,
+            state.language,
+            options.decode.task,
+            options.decode.without_timestamps,
+        );
+        Ok(OpenWindow {
+            input,
+            index,
+            seed_key: index as u64,
+            span: window.span,
+            samples: window.samples,
+            mel: mel.into(),
+            content_frames,
+            sot,
+            align,
+            temperature_index: 0,
+            outstanding: 0,
+            best: None,
+            tried: Vec::new(),
+            awaiting_pass: None,
+        })
+    }
+
+    /// An input's transcript once its last window is final: its windows stitched, isolated
+    /// hallucinations screened, words kept only when asked for (or needed by its caller).
+    fn finish_input(
+        &self,
+        state: &mut InputState<'_>,
+        options: &TranscribeOptions,
+    ) -> Result<Transcript> {
+        let source = state.source.take().expect("an input finishes once");
+        let warnings = source.warnings();
+        drop(source);
+        let windows = std::mem::take(&mut state.outputs);
+        let mut segments = self.stitch(windows, &std::mem::take(&mut state.spans))?;
+        let screen = options.word_timestamps;
+        if let Some(threshold) = options.hallucination_silence_threshold.filter(|_| screen) {
+            segments = hallucination::drop_isolated_anomalies(segments, threshold);
+        }
+        if !options.word_timestamps && !state.keep_words {
+            for s in &mut segments {
+                s.words = None;
+            }
+        }
+        let segments: Vec<Segment> = segments
             .into_iter()
-            .zip(spans)
-            .zip(languages)
-            .zip(warnings)
-            .zip(keep_words)
-            .map(|((((windows, plan), language), warnings), keep_words)| {
-                let mut segments = self.stitch(windows, &plan)?;
-                let screen = options.word_timestamps;
-                if let Some(threshold) = options.hallucination_silence_threshold.filter(|_| screen)
-                {
-                    segments = hallucination::drop_isolated_anomalies(segments, threshold);
-                }
-                if !options.word_timestamps && !keep_words {
-                    for s in &mut segments {
-                        s.words = None;
-                    }
-                }
-                let segments: Vec<Segment> = segments
-                    .into_iter()
-                    .enumerate()
-                    .map(|(id, s)| Segment { id, ..s })
-                    .collect();
-                Ok(Transcript {
-                    text: segments.iter().map(|s| s.text.as_str()).collect(),
-                    language: match language {
-                        Some(i) => self.tokenizer.languages()[i].clone(),
-                        None => "en".to_string(),
-                    },
-                    segments,
-                    warnings,
-                })
-            })
-            .collect()
+            .enumerate()
+            .map(|(id, s)| Segment { id, ..s })
+            .collect();
+        Ok(Transcript {
+            text: segments.iter().map(|s| s.text.as_str()).collect(),
+            language: match state.language {
+                Some(i) => self.tokenizer.languages()[i].clone(),
+                None => "en".to_string(),
+            },
+            segments,
+            warnings,
+        })
     }
 
     /// One input's segments from its windows' (timed, uncut) segments: each window keeps

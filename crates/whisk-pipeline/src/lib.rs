@@ -5,6 +5,7 @@
 //! text before it unless that is switched off.
 
 mod align;
+mod arrivals;
 mod batched;
 mod fallback;
 mod hallucination;
@@ -24,6 +25,7 @@ use whisk_types::{
     MelPadding, Segment, TranscribeOptions, WordAlignment, HOP_LENGTH, N_FRAMES, N_SAMPLES,
 };
 
+pub use arrivals::Arrivals;
 pub use pack::{packs_inputs, BatchInput, Pack, Piece, PACKED_FILE_SECONDS, PACK_GAP_SECONDS};
 pub use plan::{
     plan_clips, FileWindows, FixedWindows, PlannedWindows, StreamedWindows, Window, WindowPlanner,
@@ -47,6 +49,8 @@ pub enum PipelineError {
     InvalidOption(String),
     #[error(transparent)]
     Audio(#[from] whisk_audio::AudioError),
+    #[error("stopped by its caller")]
+    Stopped,
 }
 
 pub type Result<T> = std::result::Result<T, PipelineError>;
@@ -63,6 +67,9 @@ pub struct Progress<'a> {
     /// them: the sequential loop hands them over window by window, so a caller can show
     /// (or stream) them early. Batched mode hands none; its windows are stitched at the end.
     pub segments: &'a [Segment],
+    /// Set it to stop the transcription after this report (a reader that has gone): it
+    /// then returns [`PipelineError::Stopped`].
+    pub stop: &'a std::cell::Cell<bool>,
 }
 
 /// A backend with its tokenizer: everything needed to turn samples into a [`Transcript`].

@@ -557,28 +557,44 @@ fn own_source<'a>(
 /// Transcripts from what was handed back: segments in time order, numbered, words dropped
 /// unless asked for.
 fn finish(out: HandedBack<'_>, options: &TranscribeOptions) -> Vec<Transcript> {
-    let fallback_language = options.decode.language.clone().unwrap_or("en".into());
     out.segments
         .into_iter()
         .zip(out.languages)
         .zip(out.warnings)
-        .map(|((mut segments, language), warnings)| {
-            segments.retain(|s| !s.text.trim().is_empty());
-            segments.sort_by(|a, b| a.start.total_cmp(&b.start));
-            for (id, s) in segments.iter_mut().enumerate() {
-                s.id = id;
-                if !options.word_timestamps {
-                    s.words = None;
-                }
-            }
-            Transcript {
-                text: segments.iter().map(|s| s.text.as_str()).collect(),
-                language: language.unwrap_or_else(|| fallback_language.clone()),
-                segments,
-                warnings,
-            }
+        .map(|((segments, language), warnings)| {
+            tidy_segments(segments, language, warnings, options)
         })
         .collect()
+}
+
+/// One unpacked input's transcript as [`finish`] makes it.
+pub(crate) fn tidy(transcript: Transcript, options: &TranscribeOptions) -> Transcript {
+    let language = (!transcript.segments.is_empty()).then_some(transcript.language);
+    tidy_segments(transcript.segments, language, transcript.warnings, options)
+}
+
+fn tidy_segments(
+    mut segments: Vec<Segment>,
+    language: Option<String>,
+    warnings: Vec<String>,
+    options: &TranscribeOptions,
+) -> Transcript {
+    segments.retain(|s| !s.text.trim().is_empty());
+    segments.sort_by(|a, b| a.start.total_cmp(&b.start));
+    for (id, s) in segments.iter_mut().enumerate() {
+        s.id = id;
+        if !options.word_timestamps {
+            s.words = None;
+        }
+    }
+    Transcript {
+        text: segments.iter().map(|s| s.text.as_str()).collect(),
+        language: language
+            .or_else(|| options.decode.language.clone())
+            .unwrap_or("en".into()),
+        segments,
+        warnings,
+    }
 }
 
 #[cfg(test)]

@@ -116,15 +116,16 @@ pub trait WindowSource {
     }
 }
 
-/// Windows of samples already in memory, by any plan (clips included).
-pub struct PlannedWindows<'a> {
-    samples: &'a [f32],
+/// Windows of samples already in memory (borrowed, or owned as `Arc<[f32]>`), by any plan
+/// (clips included).
+pub struct PlannedWindows<S> {
+    samples: S,
     plan: Vec<WindowSpan>,
     next: usize,
 }
 
-impl<'a> PlannedWindows<'a> {
-    pub fn new(samples: &'a [f32], plan: Vec<WindowSpan>) -> Self {
+impl<S: AsRef<[f32]>> PlannedWindows<S> {
+    pub fn new(samples: S, plan: Vec<WindowSpan>) -> Self {
         Self {
             samples,
             plan,
@@ -133,7 +134,7 @@ impl<'a> PlannedWindows<'a> {
     }
 }
 
-impl WindowSource for PlannedWindows<'_> {
+impl<S: AsRef<[f32]>> WindowSource for PlannedWindows<S> {
     fn next_window(&mut self) -> Result<Option<Window>> {
         let Some(&span) = self.plan.get(self.next) else {
             return Ok(None);
@@ -141,7 +142,7 @@ impl WindowSource for PlannedWindows<'_> {
         self.next += 1;
         Ok(Some(Window {
             span,
-            samples: self.samples[span.start..span.end].to_vec(),
+            samples: self.samples.as_ref()[span.start..span.end].to_vec(),
             last: self.next == self.plan.len(),
         }))
     }

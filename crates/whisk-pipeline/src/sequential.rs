@@ -15,7 +15,7 @@ use whisk_types::{
 
 use crate::{
     check_options, clip_ranges, encode_window, fallback, hallucination, padded_mel, Pipeline,
-    Progress, Result,
+    PipelineError, Progress, Result,
 };
 
 impl<B: Backend> Pipeline<B> {
@@ -41,6 +41,7 @@ impl<B: Backend> Pipeline<B> {
             run.content_frames,
             SAMPLE_RATE / HOP_LENGTH,
         );
+        let stop = std::cell::Cell::new(false);
         for (clip_start, clip_end) in clips {
             let mut seek = clip_start;
             while seek < clip_end {
@@ -51,7 +52,11 @@ impl<B: Backend> Pipeline<B> {
                     total_seconds,
                     input: 0,
                     segments: &run.segments[finished_before..],
+                    stop: &stop,
                 });
+                if stop.get() {
+                    return Err(PipelineError::Stopped);
+                }
             }
         }
         run.finish()

@@ -2,7 +2,7 @@
 //! concrete [`Backend`], shared by transcription and the synthetic throughput runs.
 
 use whisk_backend::{Backend, TimeLog, Timed};
-use whisk_pipeline::{BatchInput, Pipeline, Progress};
+use whisk_pipeline::{Arrivals, BatchInput, Pipeline, Progress};
 use whisk_types::{ComputeType, TranscribeOptions, Transcript};
 use whisk_weights::WhisperWeights;
 
@@ -24,6 +24,11 @@ pub(crate) trait Engine: Send + Sync {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>>;
+    fn transcribe_arrivals(
+        &self,
+        arrivals: &mut dyn Arrivals,
+        options: &TranscribeOptions,
+    ) -> Result<()>;
     fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>>;
 }
 
@@ -48,6 +53,14 @@ impl<B: Backend + Send + Sync> Engine for Pipeline<B> {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
         Ok(Pipeline::transcribe_batch(self, inputs, options, progress)?)
+    }
+
+    fn transcribe_arrivals(
+        &self,
+        arrivals: &mut dyn Arrivals,
+        options: &TranscribeOptions,
+    ) -> Result<()> {
+        Ok(Pipeline::transcribe_arrivals(self, arrivals, options)?)
     }
 
     fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>> {

@@ -45,7 +45,7 @@ pub use whisk_audio::{
     load_audio, load_audio_bytes_with_damage, load_audio_with_damage, log_mel_spectrogram, Damage,
 };
 pub use whisk_backend::{Backend, BackendTimes};
-pub use whisk_pipeline::Progress;
+pub use whisk_pipeline::{Arrivals, Progress};
 pub use whisk_types::{
     AlignmentHeads, ComputeType, DecodeOptions, HeadsSource, MelPadding, ModelDims, Segment, Task,
     TranscribeOptions, Transcript, VadOptions, Word, WordAlignment, SAMPLE_RATE,
@@ -95,6 +95,16 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The transcription was stopped by its caller ([`Progress::stop`]).
+    pub fn is_stopped(&self) -> bool {
+        matches!(
+            self,
+            Error::Pipeline(whisk_pipeline::PipelineError::Stopped)
+        )
+    }
+}
 
 /// Where to run the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -447,6 +457,28 @@ impl Model {
             return Ok(all.remove(0));
         }
         self.engine.transcribe(samples, options, progress)
+    }
+
+    /// Transcribes inputs as they arrive (a server's requests): a new input's windows join
+    /// the batch already running at its next free slots, and each transcript is handed to
+    /// `arrivals` as soon as its own windows are done. Each input gets the transcript
+    /// [`Self::transcribe_many`] gives it with `options` (batched, `batch_size` windows in
+    /// flight). Returns once `arrivals` has no input while nothing is left to decode.
+    /// Packing and VAD need all inputs up front: with them set, this is an error.
+    pub fn transcribe_arrivals(
+        &self,
+        arrivals: &mut dyn Arrivals,
+        options: &TranscribeOptions,
+    ) -> Result<()> {
+        if options.batch_size < 2 || options.pack_short_inputs || options.vad.is_some() {
+            return Err(whisk_pipeline::PipelineError::InvalidOption(
+                "inputs transcribed as they arrive need batch_size of 2 or more, \
+                 without pack_short_inputs or vad"
+                    .into(),
+            )
+            .into());
+        }
+        self.engine.transcribe_arrivals(arrivals, options)
     }
 
     /// Transcribes several inputs. With `options.batch_size` above 1 their windows share one
