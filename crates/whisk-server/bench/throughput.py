@@ -2,6 +2,8 @@
 decoder batched together and packed into shared windows (`--pack true`), batched only, and
 one at a time (`--max-batched-requests 1`). Every client sends
 TIMIT files (3 s each) through OpenAI's Python client; run by `cargo xtask bench-server`.
+Then the wait of a short request (jfk, 11 s) sent while an 8-minute one is being decoded,
+in each mode.
 
 Usage: throughput.py [--requests N] [--model DIR] [--clients 1,4,16]
 """
@@ -20,6 +22,7 @@ import openai
 
 ROOT = Path(os.environ.get("WHISK_ROOT", Path(__file__).resolve().parents[3]))
 CLI = ROOT / "target" / "release" / "whisk"
+JFK = ROOT.parent / "shared" / "data" / "whisper_test_clips" / "audio16k" / "jfk.flac"
 TIMIT = sorted((ROOT.parent / "shared" / "data" / "timit_nltk_sample" / "audio").glob("*.flac"))
 
 
@@ -66,6 +69,27 @@ def run(url, clients, requests):
     return requests / (time.perf_counter() - started)
 
 
+def short_during_long(url, long_wav):
+    """Seconds until a short request sent 2 s after a long one is answered, and until the
+    long one is."""
+    client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+    done = {}
+    started = time.perf_counter()
+
+    def ask(name, path):
+        with open(path, "rb") as f:
+            client.audio.transcriptions.create(model="whisper-1", file=f)
+        done[name] = time.perf_counter()
+
+    long = threading.Thread(target=ask, args=("long", long_wav))
+    long.start()
+    time.sleep(2.0)
+    short_sent = time.perf_counter()
+    ask("short", JFK)
+    long.join()
+    return done["short"] - short_sent, done["long"] - started
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=48)
@@ -73,7 +97,9 @@ def main():
     parser.add_argument("--clients", default="1,4,16")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
-    rates = {}
+    rates, waits = {}, {}
+    long_wav = ROOT / "target" / "bench-server-long.wav"
+    subprocess.run([str(CLI), "join-audio", str(long_wav), *map(str, TIMIT)], check=True)
     settings = {"batched and packed": (16, True), "batched": (16, False), "one at a time": (1, False)}
     for name, (batched, pack) in settings.items():
         process, url = start(args.model, batched, pack)
@@ -81,6 +107,7 @@ def main():
             run(url, 2, 4)  # warm up
             for c in clients:
                 rates[name, c] = run(url, c, args.requests)
+            waits[name] = short_during_long(url, long_wav)
         finally:
             process.terminate()
             process.wait()
@@ -91,6 +118,13 @@ def main():
         base = rates["one at a time", c]
         cells = [f"{rates[name, c]:.2f} ({rates[name, c] / base:.2f}x)" for name in settings]
         print(f"| {c} | " + " | ".join(cells) + " |")
+    print()
+    print("jfk (11 s) sent 2 s after the 160 TIMIT files joined (8 min): seconds until answered")
+    print("| mode | jfk | the long request |")
+    print("| --- | ---: | ---: |")
+    for name in settings:
+        short, long = waits[name]
+        print(f"| {name} | {short:.1f} | {long:.1f} |")
 
 
 if __name__ == "__main__":

@@ -52,8 +52,13 @@ impl ApiError {
     }
 
     fn from_multipart(e: MultipartError) -> Self {
+        // A body that stops short (a client that left mid-upload) is the request's fault.
+        let status = match e.status() {
+            s if s.is_server_error() => StatusCode::BAD_REQUEST,
+            s => s,
+        };
         ApiError {
-            status: e.status(),
+            status,
             message: e.body_text(),
             code: None,
         }
@@ -97,6 +102,8 @@ pub struct Form {
     pub response_format: ResponseFormat,
     pub temperature: f64,
     pub word_granularity: bool,
+    /// Segments as server-sent events as they are final (`stream=true`).
+    pub stream: bool,
 }
 
 impl Form {
@@ -111,6 +118,7 @@ impl Form {
             response_format: ResponseFormat::Json,
             temperature: 0.0,
             word_granularity: false,
+            stream: false,
         };
         while let Some(field) = multipart
             .next_field()
@@ -134,6 +142,16 @@ impl Form {
                 "{file_name}: the file is empty"
             )));
         }
+        if form.stream
+            && !matches!(
+                form.response_format,
+                ResponseFormat::Json | ResponseFormat::Text
+            )
+        {
+            return Err(ApiError::bad_request(
+                "stream=true answers events of text: use response_format json or text",
+            ));
+        }
         form.file_name = file_name;
         form.audio = audio;
         Ok(form)
@@ -143,7 +161,18 @@ impl Form {
         let value = value.trim().to_string();
         match name {
             // Any model name is accepted: the server has one model.
-            "model" | "stream" | "chunking_strategy" | "include[]" => {}
+            "model" | "chunking_strategy" | "include[]" => {}
+            "stream" => {
+                self.stream = match value.as_str() {
+                    "true" | "True" | "1" => true,
+                    "false" | "False" | "0" | "" => false,
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "stream `{other}`: use true or false"
+                        )))
+                    }
+                }
+            }
             "language" if !value.is_empty() => self.language = Some(value),
             "prompt" if !value.is_empty() => self.prompt = Some(value),
             "language" | "prompt" => {}

@@ -1,17 +1,23 @@
-//! Cross-request batching: transcriptions that wait for the decoder are taken together, so
-//! the windows of every request that arrived while the last batch ran share one decoder
-//! batch; with packing, short requests also share windows (and encoder passes).
+//! Cross-request batching. One thread owns the decoder: a request that arrives while others
+//! are being decoded joins their batch at the next free slots (`Model::transcribe_arrivals`)
+//! and is answered as soon as its own windows are done, so a short request never waits for a
+//! long one to finish. A batch runs with one set of options; a request with other options
+//! waits until the batch drains (no new requests join it meanwhile). With packing, short
+//! requests waiting together share windows instead, as one `transcribe_many`.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
 use tokio::sync::oneshot;
-use whisk::{Model, TranscribeOptions, Transcript};
+use whisk::{Arrivals, Model, TranscribeOptions, Transcript};
+
+type Reply = oneshot::Sender<whisk::Result<Transcript>>;
 
 struct Job {
-    samples: Vec<f32>,
+    samples: Arc<[f32]>,
     options: TranscribeOptions,
-    reply: oneshot::Sender<whisk::Result<Transcript>>,
+    reply: Reply,
 }
 
 /// The decoder's queue; a thread of its own works through it.
@@ -20,7 +26,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Takes up to `max_inputs` waiting requests per batch (1: one request at a time).
+    /// Decodes up to `max_inputs` requests at once (1: one request at a time).
     pub fn start(model: Arc<Model>, max_inputs: usize) -> Self {
         let (jobs, queue) = channel();
         std::thread::Builder::new()
@@ -30,7 +36,8 @@ impl Batcher {
         Batcher { jobs }
     }
 
-    /// Transcribes `samples` in the next batch; `None` if the batcher has stopped.
+    /// Transcribes `samples` in the running batch; `None` if the batcher has stopped.
+    /// Dropping the future (a client that left, a timeout) takes the request out of the batch.
     pub async fn transcribe(
         &self,
         samples: Vec<f32>,
@@ -38,7 +45,7 @@ impl Batcher {
     ) -> Option<whisk::Result<Transcript>> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
-            samples,
+            samples: samples.into(),
             options,
             reply,
         };
@@ -48,42 +55,126 @@ impl Batcher {
 }
 
 fn work(model: &Model, queue: &Receiver<Job>, max_inputs: usize) {
-    while let Ok(first) = queue.recv() {
-        let mut waiting = vec![first];
-        while waiting.len() < max_inputs {
-            match queue.try_recv() {
-                Ok(job) => waiting.push(job),
-                Err(_) => break,
+    let mut deferred = VecDeque::new();
+    loop {
+        let first = match deferred.pop_front() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        if first.reply.is_closed() {
+            continue;
+        }
+        let options = first.options.clone();
+        if options.batch_size > 1 && !options.pack_short_inputs && options.vad.is_none() {
+            let mut batch = Batch {
+                queue,
+                options: &options,
+                first: Some(first),
+                deferred: &mut deferred,
+                inputs: Vec::new(),
+                in_flight: 0,
+                max_inputs,
+            };
+            if model.transcribe_arrivals(&mut batch, &options).is_err() {
+                // Errors are not shared between requests: each is tried alone, to answer
+                // its own.
+                for (samples, reply) in batch.inputs.into_iter().flatten() {
+                    let _ = reply.send(model.transcribe(&samples, &options));
+                }
             }
-        }
-        for (options, jobs) in by_options(waiting) {
-            run(model, &options, jobs);
+        } else {
+            let mut jobs = vec![first];
+            while jobs.len() < max_inputs {
+                match queue.try_recv() {
+                    Ok(job) if job.options == options => jobs.push(job),
+                    Ok(job) => deferred.push_back(job),
+                    Err(_) => break,
+                }
+            }
+            decode_together(model, &options, jobs);
         }
     }
 }
 
-/// Jobs grouped by their options (one batch runs with one set), in arrival order.
-fn by_options(jobs: Vec<Job>) -> Vec<(TranscribeOptions, Vec<Job>)> {
-    let mut groups: Vec<(TranscribeOptions, Vec<Job>)> = Vec::new();
-    for job in jobs {
-        match groups
-            .iter_mut()
-            .find(|(options, _)| *options == job.options)
-        {
-            Some((_, group)) => group.push(job),
-            None => groups.push((job.options.clone(), vec![job])),
-        }
-    }
-    groups
+/// The requests of one running batch, as [`Arrivals`].
+struct Batch<'q> {
+    queue: &'q Receiver<Job>,
+    options: &'q TranscribeOptions,
+    first: Option<Job>,
+    /// Requests with other options, for the batches after this one.
+    deferred: &'q mut VecDeque<Job>,
+    /// Each input's samples (to try it alone after an error) and where its answer goes;
+    /// `None` once answered or abandoned.
+    inputs: Vec<Option<(Arc<[f32]>, Reply)>>,
+    in_flight: usize,
+    max_inputs: usize,
 }
 
-fn run(model: &Model, options: &TranscribeOptions, jobs: Vec<Job>) {
+impl Batch<'_> {
+    fn take_waiting(&mut self) -> Option<Job> {
+        // Once a request with other options waits, this batch takes no more: it drains.
+        if self.in_flight >= self.max_inputs || !self.deferred.is_empty() {
+            return None;
+        }
+        loop {
+            let job = self.queue.try_recv().ok()?;
+            if job.reply.is_closed() {
+                continue;
+            }
+            if job.options != *self.options {
+                self.deferred.push_back(job);
+                return None;
+            }
+            return Some(job);
+        }
+    }
+}
+
+impl Arrivals for Batch<'_> {
+    fn next_input(&mut self, idle: bool) -> Option<Arc<[f32]>> {
+        // An idle batch ends, so that its decoder's memory is freed while no one asks.
+        let job = match self.first.take() {
+            Some(job) => job,
+            None if idle => return None,
+            None => self.take_waiting()?,
+        };
+        self.in_flight += 1;
+        let samples = job.samples.clone();
+        self.inputs.push(Some((job.samples, job.reply)));
+        Some(samples)
+    }
+
+    fn abandoned(&mut self, input: usize) -> bool {
+        let gone = self.inputs[input]
+            .as_ref()
+            .is_some_and(|(_, reply)| reply.is_closed());
+        if gone {
+            self.inputs[input] = None;
+            self.in_flight -= 1;
+            eprintln!("whisk: a client left; its request's windows were dropped from the batch");
+        }
+        gone
+    }
+
+    fn finished(&mut self, input: usize, transcript: Transcript) {
+        if let Some((_, reply)) = self.inputs[input].take() {
+            self.in_flight -= 1;
+            let _ = reply.send(Ok(transcript));
+        }
+    }
+}
+
+/// Packed requests: decoded together in one `transcribe_many`.
+fn decode_together(model: &Model, options: &TranscribeOptions, jobs: Vec<Job>) {
     // A client that left (or timed out) frees its place before any work.
     let jobs: Vec<Job> = jobs.into_iter().filter(|j| !j.reply.is_closed()).collect();
     if jobs.is_empty() {
         return;
     }
-    let inputs: Vec<&[f32]> = jobs.iter().map(|j| j.samples.as_slice()).collect();
+    let inputs: Vec<&[f32]> = jobs.iter().map(|j| &j.samples[..]).collect();
     match model.transcribe_many(&inputs, options, &mut |_| {}) {
         Ok(transcripts) => {
             for (job, transcript) in jobs.into_iter().zip(transcripts) {

@@ -10,6 +10,7 @@
 mod api;
 mod batcher;
 mod languages;
+mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,6 +79,8 @@ struct Shared {
     /// Admission: one permit per request in the server.
     queue: Arc<Semaphore>,
     batcher: batcher::Batcher,
+    /// For streamed requests, decoded beside the batch.
+    model: Arc<Model>,
 }
 
 /// Seconds of audio a request carried, for its log line.
@@ -89,7 +92,8 @@ pub fn router(model: Arc<Model>, config: Config) -> Router {
     let limit = config.max_upload_bytes;
     let shared = Arc::new(Shared {
         queue: Arc::new(Semaphore::new(config.max_queued.max(1))),
-        batcher: batcher::Batcher::start(model, config.max_batched_requests),
+        batcher: batcher::Batcher::start(model.clone(), config.max_batched_requests),
+        model,
         config,
     });
     Router::new()
@@ -151,7 +155,9 @@ async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let mut left = ClientLeft(Some(format!("{method} {path}")));
     let response = next.run(request).await;
+    left.0 = None;
     let audio = response
         .extensions()
         .get::<AudioSeconds>()
@@ -162,6 +168,17 @@ async fn log_request(request: Request, next: Next) -> Response {
         started.elapsed().as_secs_f64()
     );
     response
+}
+
+/// Logs a request whose client left before its answer (its handler is dropped unfinished).
+struct ClientLeft(Option<String>);
+
+impl Drop for ClientLeft {
+    fn drop(&mut self) {
+        if let Some(request) = &self.0 {
+            eprintln!("whisk: {request}: the client left before its answer");
+        }
+    }
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
@@ -229,15 +246,25 @@ async fn handle(
     let format = form.response_format;
     let name = std::path::PathBuf::from(form.file_name);
     let audio = form.audio;
-    let work = async {
-        let (samples, duration) = tokio::task::spawn_blocking(move || {
+    let decode = async {
+        tokio::task::spawn_blocking(move || {
             let (samples, _damage) = whisk::load_audio_bytes_with_damage(&name, audio)?;
             let duration = samples.len() as f64 / whisk::SAMPLE_RATE as f64;
             whisk::Result::Ok((samples, duration))
         })
         .await
         .map_err(|e| ApiError::internal(format!("decoding failed: {e}")))?
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+    };
+    if form.stream {
+        let (samples, duration) = decode.await?;
+        let model = shared.model.clone();
+        let mut response = stream::respond(model, samples, options, admitted);
+        response.extensions_mut().insert(AudioSeconds(duration));
+        return Ok(response);
+    }
+    let work = async {
+        let (samples, duration) = decode.await?;
         let transcript = shared
             .batcher
             .transcribe(samples, options)

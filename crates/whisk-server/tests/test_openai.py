@@ -70,6 +70,14 @@ def tiny():
     assert server.stop() == 0, "".join(server.log)
 
 
+@pytest.fixture(scope="module")
+def roomy():
+    """A server that takes uploads of minutes of WAV."""
+    server = Server("tiny.en", "--api-key", KEY, "--max-upload-mb", "64")
+    yield server
+    assert server.stop() == 0, "".join(server.log)
+
+
 def cli(files, out, *args):
     subprocess.run(
         [str(CLI), "transcribe", *map(str, files), "--model", str(MODELS / "tiny.en"), *SETTINGS,
@@ -194,3 +202,142 @@ def test_models_lists_the_model_and_translation_runs_on_base():
         assert re.search(r"\bthe\b", english.text.lower()), english.text
     finally:
         assert server.stop() == 0
+
+
+def test_stream_sends_segments_as_events_then_the_text(tiny):
+    client = tiny.client()
+    with open(JFK, "rb") as f:
+        events = list(client.audio.transcriptions.create(model="whisper-1", file=f, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "transcript.text.done" and set(kinds[:-1]) == {"transcript.text.delta"}, kinds
+    text = events[-1].text
+    assert "".join(e.delta for e in events[:-1]).strip() == text
+    assert "ask not what your country can do for you" in text
+    # Segment times ride along with each delta.
+    assert all(0 <= e.start < e.end <= 11.1 for e in events[:-1])
+    with pytest.raises(openai.BadRequestError):
+        with open(JFK, "rb") as f:
+            client.audio.transcriptions.create(
+                model="whisper-1", file=f, stream=True, response_format="verbose_json"
+            )
+
+
+def long_wav(files, seconds_between=0.5):
+    """The files end to end, as 16-bit WAV bytes."""
+    import io
+    import wave
+
+    import numpy as np
+    import whisk
+
+    gap = np.zeros(int(16000 * seconds_between), dtype=np.float32)
+    samples = np.concatenate([part for f in files for part in (whisk.decode_audio(str(f)), gap)])
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def test_a_short_request_is_answered_before_a_long_one_that_came_first(roomy):
+    # About 8 minutes: 18 windows, more than one batch of 8 holds.
+    long = long_wav(TIMIT)
+    client = roomy.client()
+    finished = []
+
+    def ask(name, data):
+        try:
+            text = client.audio.transcriptions.create(model="whisper-1", file=(name, data)).text
+        except Exception as e:  # a thread's exception is otherwise lost
+            text = repr(e)
+        finished.append((name, text))
+
+    first = threading.Thread(target=ask, args=("long.wav", long))
+    first.start()
+    # Until the long request is being decoded: its upload logged no line yet, so wait on time.
+    time.sleep(2.0)
+    ask("short.flac", JFK.read_bytes())
+    first.join()
+    assert [name for name, _ in finished] == ["short.flac", "long.wav"]
+    assert "ask not what your country can do for you" in finished[0][1]
+    assert len(finished[1][1].split()) > 500
+
+
+def raw_request(url, body_size, send, linger=0.0, boundary="x-boundary"):
+    """Sends a transcription request's headers and the first `send` bytes of a body of
+    `body_size`, then closes the connection (after `linger` seconds)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(
+            (
+                "POST /v1/audio/transcriptions HTTP/1.1\r\n"
+                f"Host: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {body_size}\r\n\r\n"
+            ).encode()
+        )
+        s.sendall(send)
+        time.sleep(linger)
+
+
+def multipart(name, data, boundary="x-boundary"):
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_clients_that_leave_mid_upload_or_mid_decode_free_their_place(roomy):
+    client = roomy.client()
+    body = multipart("long.wav", long_wav(TIMIT[:80]))
+
+    def wait_for(text, since):
+        deadline = time.time() + 60
+        while not any(text in line for line in roomy.log[since:]):
+            assert time.time() < deadline, "".join(roomy.log[since:])
+            time.sleep(0.1)
+
+    # Mid-upload: half the body, then gone; the request's error is its own (400).
+    before = len(roomy.log)
+    raw_request(roomy.url, len(body), body[: len(body) // 2])
+    wait_for("POST /v1/audio/transcriptions 400", before)
+    # Mid-decode: the whole body, gone once the request is in the batch: its windows leave
+    # the batch.
+    before = len(roomy.log)
+    raw_request(roomy.url, len(body), body, linger=2.0)
+    wait_for("the client left before its answer", before)
+    wait_for("windows were dropped from the batch", before)
+    with open(JFK, "rb") as f:
+        text = client.audio.transcriptions.create(model="whisper-1", file=f).text
+    assert "ask not what your country can do for you" in text
+
+
+def test_a_stream_whose_client_leaves_stops_decoding(roomy):
+    import http.client
+
+    before = len(roomy.log)
+    boundary = "x-boundary"
+    field = f'--{boundary}\r\nContent-Disposition: form-data; name="stream"\r\n\r\ntrue\r\n'.encode()
+    body = field + multipart("long.wav", long_wav(TIMIT[:80]), boundary)
+    host, port = roomy.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
+    connection.request("POST", "/v1/audio/transcriptions", body=body, headers={
+        "Authorization": f"Bearer {KEY}",
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+    })
+    response = connection.getresponse()
+    assert response.status == 200
+    first = next(line for line in response if line.startswith(b"data:"))
+    assert json.loads(first.removeprefix(b"data:"))["type"] == "transcript.text.delta"
+    response.close()
+    connection.close()
+    # Four minutes of audio are left; the decode stops after the window it is in.
+    deadline = time.time() + 60
+    while not (stopped := [line for line in roomy.log[before:] if "streaming client left" in line]):
+        assert time.time() < deadline, "".join(roomy.log[before:])
+        time.sleep(0.2)
+    done, total = map(float, re.search(r"stopped at ([\d.]+) of ([\d.]+) s", stopped[0]).groups())
+    assert done < total - 60, stopped[0]
