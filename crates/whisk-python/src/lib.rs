@@ -316,8 +316,10 @@ impl Model {
         let sender = started.segments.sender();
         std::thread::spawn(move || {
             let done = model.transcribe_with_progress(&samples, &options, &mut |p| {
-                if !p.segments.is_empty() {
-                    let _ = sender.send(Message::Segments(p.segments.to_vec(), p.done_seconds));
+                let message = Message::Segments(p.segments.to_vec(), p.done_seconds);
+                // The iterator was dropped: no one reads on, so the decode stops.
+                if sender.send(message).is_err() {
+                    p.stop.set(true);
                 }
             });
             let _ = sender.send(Message::Done(done));

@@ -109,6 +109,38 @@ def test_segments_arrive_window_by_window_before_the_last_window_is_decoded(tiny
     assert len(streamed) >= 10
 
 
+def test_dropping_the_segments_iterator_stops_the_transcription(tiny):
+    import gc
+    import time
+
+    gap = np.zeros(8000, dtype=np.float32)
+    long = np.concatenate([part for f in TIMIT[:100] for part in (whisk.decode_audio(str(f)), gap)])
+    segments, info = tiny.transcribe(long, beam_size=5)
+    next(segments)
+    assert segments.done_seconds < info.duration - 120
+    del segments
+    gc.collect()
+    # The window being decoded is finished, then the thread stops: within seconds the process
+    # is quiet, and stays so (the minutes left would keep both cores busy for ten seconds
+    # and more).
+    def cpu_seconds_over(wall):
+        cpu = time.process_time()
+        time.sleep(wall)
+        return time.process_time() - cpu
+
+    deadline = time.time() + 8
+    while cpu_seconds_over(0.5) > 0.1:
+        assert time.time() < deadline, "still decoding"
+    assert cpu_seconds_over(3.0) < 0.3
+
+
+def test_log_progress_counts_seconds_up_to_the_duration(tiny, capsys):
+    segments, info = tiny.transcribe(str(JFK), log_progress=True)
+    assert "ask not what your country" in "".join(s.text for s in segments)
+    err = capsys.readouterr().err
+    assert "11.0" in err and "seconds" in err, err
+
+
 def test_batched_pipeline_gives_the_cli_batched_texts_on_timit(tiny, tmp_path):
     files = TIMIT
     assert len(files) == 160

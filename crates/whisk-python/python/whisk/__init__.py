@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -209,7 +210,6 @@ def _options(batch_size: int, **kw: Any) -> Dict[str, Any]:
     _unsupported("hotwords", kw["hotwords"], None)
     _unsupported("language_detection_threshold", kw["language_detection_threshold"], 0.5)
     _unsupported("language_detection_segments", kw["language_detection_segments"], 1)
-    _unsupported("log_progress", kw["log_progress"], False)
     # CTranslate2 divides a hypothesis' score by its length to this power; 1 is openai's
     # plain length normalisation, whisk's `length_penalty: None`.
     _unsupported("length_penalty", kw["length_penalty"], 1)
@@ -271,22 +271,64 @@ def _segment(s: Dict[str, Any]) -> Segment:
 
 class Segments(Iterator[Segment]):
     """A transcription's segments, each yielded as soon as it is final (window by window in
-    sequential mode; batched mode finishes all windows first)."""
+    sequential mode; batched mode finishes all windows first). Dropping the iterator before
+    its end stops the transcription after the window being decoded."""
 
-    def __init__(self, stream: Any):
+    def __init__(self, stream: Any, duration: float = 0.0, log_progress: bool = False):
         self._stream = stream
+        self._bar = _ProgressBar(duration) if log_progress else None
 
     def __iter__(self) -> "Segments":
         return self
 
     def __next__(self) -> Segment:
-        return _segment(json.loads(next(self._stream)))
+        try:
+            segment = _segment(json.loads(next(self._stream)))
+        except StopIteration:
+            if self._bar is not None:
+                self._bar.close()
+            raise
+        if self._bar is not None:
+            self._bar.update(self._stream.done_seconds)
+        return segment
 
     @property
     def done_seconds(self) -> float:
         """Seconds of audio transcribed when the segments yielded so far were final
         (infinite once the transcription has finished)."""
         return self._stream.done_seconds
+
+
+class _ProgressBar:
+    """``log_progress``: seconds of audio done, on a tqdm bar as faster-whisper shows it
+    (when tqdm is installed), else on one line of stderr."""
+
+    def __init__(self, duration: float):
+        self._total = round(duration, 2)
+        self._shown = 0.0
+        try:
+            from tqdm import tqdm
+
+            self._tqdm = tqdm(total=self._total, unit="seconds")
+        except ImportError:
+            self._tqdm = None
+
+    def update(self, done: float) -> None:
+        done = round(min(done, self._total), 2)
+        if done <= self._shown:
+            return
+        if self._tqdm is not None:
+            self._tqdm.update(done - self._shown)
+        else:
+            sys.stderr.write(f"\rwhisk: {done:.1f} / {self._total:.1f} seconds")
+        self._shown = done
+
+    def close(self) -> None:
+        self.update(self._total)
+        if self._tqdm is not None:
+            self._tqdm.close()
+        else:
+            sys.stderr.write("\n")
 
 
 def _transcription_options(kw: Dict[str, Any]) -> TranscriptionOptions:
@@ -443,9 +485,11 @@ class WhisperModel:
         started = self._model.transcribe(*_audio_input(audio), json.dumps(options))
         probs = [tuple(p) for p in started["language_probs"]]
         info = _info(started["language"], probs, started, started["warnings"], kw, options, vad)
-        return Segments(started["segments"]), info
+        segments = Segments(started["segments"], started["duration"], kw["log_progress"])
+        return segments, info
 
     def _transcribe_many(self, audios, kw, vad_filter, vad_parameters, batch_size, pack=True):
+        _unsupported("log_progress in transcribe_many", kw["log_progress"], False)
         options, vad = self._prepare(kw, vad_filter, vad_parameters, batch_size)
         options["pack_short_inputs"] = pack
         outcomes = self._model.transcribe_many([_audio_input(a) for a in audios], json.dumps(options))
