@@ -26,6 +26,15 @@ pub fn python(root: &Path, pytest_args: &[String]) -> Result<()> {
     let python = venv.join("bin/python");
     // The tests compare the package's results with the CLI's, and start the server with it.
     build_cli(root)?;
+    // The wheel carries Silero VAD (the package looks for it there), so that VAD, on by
+    // default in batched mode, works wherever the wheel is installed.
+    let assets = root.join("crates/whisk-python/python/whisk/assets");
+    std::fs::create_dir_all(&assets)?;
+    std::fs::copy(
+        root.join("target/models/silero-vad-v6/silero_vad_v6.onnx"),
+        assets.join("silero_vad_v6.onnx"),
+    )
+    .context("Silero VAD for the wheel: run `cargo xtask fetch-models`")?;
     let wheels = root.join("target/python/wheels");
     let _ = std::fs::remove_dir_all(&wheels);
     run(Command::new(venv.join("bin/maturin"))

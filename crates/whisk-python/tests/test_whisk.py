@@ -134,6 +134,15 @@ def test_dropping_the_segments_iterator_stops_the_transcription(tiny):
     assert cpu_seconds_over(3.0) < 0.3
 
 
+def test_the_wheel_carries_the_vad_model(monkeypatch):
+    monkeypatch.delenv("WHISK_VAD_MODEL", raising=False)
+    # No vad_model given, and none beside the model or in this directory: the wheel's own.
+    model = whisk.WhisperModel(str(MODELS / "tiny.en"))
+    silence = np.zeros(16000 * 40, dtype=np.float32)
+    segments, info = whisk.BatchedInferencePipeline(model).transcribe(silence)
+    assert list(segments) == [] and info.duration_after_vad == 0
+
+
 def test_log_progress_counts_seconds_up_to_the_duration(tiny, capsys):
     segments, info = tiny.transcribe(str(JFK), log_progress=True)
     assert "ask not what your country" in "".join(s.text for s in segments)

@@ -164,6 +164,13 @@ def decode_audio(input_file: Audio, sampling_rate: int = 16000, split_stereo: bo
     return np.frombuffer(_whisk.decode_audio(kind, data, name), dtype="<f4").copy()
 
 
+def _bundled_vad_model() -> Optional[str]:
+    """Silero VAD v6 (MIT, from faster-whisper's wheel), carried in this wheel when it was
+    built by `cargo xtask python`."""
+    path = os.path.join(os.path.dirname(__file__), "assets", "silero_vad_v6.onnx")
+    return path if os.path.isfile(path) else None
+
+
 def _unsupported(name: str, value: Any, default: Any) -> None:
     if value != default:
         raise NotImplementedError(
@@ -403,6 +410,8 @@ class WhisperModel:
         # num_workers exists in faster-whisper to run calls from several threads at once;
         # whisk's model does that anyway (every call releases the GIL).
         del num_workers, local_files_only
+        if vad_model is None and "WHISK_VAD_MODEL" not in os.environ:
+            vad_model = _bundled_vad_model()
         self._model = _whisk.Model(
             os.fspath(model_size_or_path),
             device=device,
