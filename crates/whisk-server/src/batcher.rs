@@ -14,6 +14,11 @@ use whisk::{Arrivals, Model, TranscribeOptions, Transcript};
 
 type Reply = oneshot::Sender<whisk::Result<Transcript>>;
 
+/// Requests one batch takes before it drains and a fresh one starts: a batch's bookkeeping
+/// (a few words per request and per window, scanned every decoder step) is freed only when
+/// it ends, and under steady load it might never be idle.
+const REQUESTS_PER_BATCH: usize = 1024;
+
 struct Job {
     samples: Arc<[f32]>,
     options: TranscribeOptions,
@@ -116,7 +121,10 @@ struct Batch<'q> {
 impl Batch<'_> {
     fn take_waiting(&mut self) -> Option<Job> {
         // Once a request with other options waits, this batch takes no more: it drains.
-        if self.in_flight >= self.max_inputs || !self.deferred.is_empty() {
+        if self.in_flight >= self.max_inputs
+            || !self.deferred.is_empty()
+            || self.inputs.len() >= REQUESTS_PER_BATCH
+        {
             return None;
         }
         loop {
