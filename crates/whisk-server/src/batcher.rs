@@ -6,8 +6,9 @@
 //! requests waiting together share windows instead, as one `transcribe_many`.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use whisk::{Arrivals, Model, TranscribeOptions, Transcript};
@@ -18,6 +19,8 @@ type Reply = oneshot::Sender<whisk::Result<Transcript>>;
 /// (a few words per request and per window, scanned every decoder step) is freed only when
 /// it ends, and under steady load it might never be idle.
 const REQUESTS_PER_BATCH: usize = 1024;
+
+const IDLE_BEFORE_RETURNING_MEMORY: Duration = Duration::from_secs(1);
 
 struct Job {
     samples: Arc<[f32]>,
@@ -64,9 +67,9 @@ fn work(model: &Model, queue: &Receiver<Job>, max_inputs: usize) {
     loop {
         let first = match deferred.pop_front() {
             Some(job) => job,
-            None => match queue.recv() {
-                Ok(job) => job,
-                Err(_) => return,
+            None => match next_job(queue) {
+                Some(job) => job,
+                None => return,
             },
         };
         if first.reply.is_closed() {
@@ -100,6 +103,20 @@ fn work(model: &Model, queue: &Receiver<Job>, max_inputs: usize) {
                 }
             }
             decode_together(model, &options, jobs);
+        }
+    }
+}
+
+/// The next request. After a second with none, the memory the last batch freed goes back to
+/// the system, so an idle server does not keep the peak of its busiest burst; a client
+/// sending requests one after another keeps it, as each would fault it in again.
+fn next_job(queue: &Receiver<Job>) -> Option<Job> {
+    match queue.recv_timeout(IDLE_BEFORE_RETURNING_MEMORY) {
+        Ok(job) => Some(job),
+        Err(RecvTimeoutError::Disconnected) => None,
+        Err(RecvTimeoutError::Timeout) => {
+            whisk::return_freed_memory();
+            queue.recv().ok()
         }
     }
 }

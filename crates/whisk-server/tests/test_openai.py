@@ -161,10 +161,18 @@ def test_bad_input_gets_its_error_while_others_are_answered(tiny, tmp_path):
     assert "ask not what your country can do for you" in good["text"]
 
 
+def rss_mb(process):
+    with open(f"/proc/{process.pid}/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmRSS"))
+    return int(kib) / 1024
+
+
 def test_sixteen_clients_at_once_each_get_their_own_files_result(tiny, tmp_path):
     files = TIMIT[::10][:16]
     expected = cli(files, tmp_path)
     client = tiny.client()
+    time.sleep(2)  # the server returns freed memory after a second without requests
+    before = rss_mb(tiny.process)
     results, errors = {}, []
 
     def ask(f):
@@ -188,6 +196,11 @@ def test_sixteen_clients_at_once_each_get_their_own_files_result(tiny, tmp_path)
         got = results[f.stem]
         assert got.text == want["text"].strip(), f.name
         assert [w.word for w in got.words] == [w["word"].strip() for s in want["segments"] for w in s["words"]]
+    # The burst's memory goes back once the server is idle (it held ~1.2 GB when it did not).
+    deadline = time.time() + 10
+    while rss_mb(tiny.process) > before + 64 and time.time() < deadline:
+        time.sleep(0.5)
+    assert rss_mb(tiny.process) <= before + 64, (before, rss_mb(tiny.process))
 
 
 def test_models_lists_the_model_and_translation_runs_on_base():

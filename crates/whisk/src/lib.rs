@@ -40,7 +40,7 @@ pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
-pub use allocator::keep_freed_memory_for_reuse;
+pub use allocator::{keep_freed_memory_for_reuse, return_freed_memory};
 pub use whisk_audio::{
     load_audio, load_audio_bytes_with_damage, load_audio_with_damage, log_mel_spectrogram, Damage,
 };
