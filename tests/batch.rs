@@ -126,6 +126,7 @@ impl Setup {
                 rules: &self.rules,
                 special: &self.special,
                 heads: &self.heads,
+                sampled_heads: &self.heads,
                 spell: None,
                 repetitive: None,
             },

@@ -130,6 +130,9 @@ pub(crate) struct Shared<'a> {
     pub rules: &'a LogitRules,
     pub special: &'a SpecialTokens,
     pub heads: &'a [(usize, usize)],
+    /// The heads of `heads` whose attention sampling rows keep (single-pass word timing);
+    /// an alignment pass keeps them all.
+    pub sampled_heads: &'a [(usize, usize)],
     pub spell: Option<&'a Spell<'a>>,
     pub repetitive: Option<&'a Repetitive<'a>>,
     pub n_vocab: usize,
@@ -330,6 +333,10 @@ impl Row {
         }
     }
 
+    fn refeeds(&self) -> bool {
+        matches!(self.phase, Phase::Refeed { .. })
+    }
+
     fn wants_qk(&self) -> bool {
         match self.phase {
             Phase::Refeed { .. } => true,
@@ -343,11 +350,21 @@ impl Row {
     fn absorb(&mut self, outputs: Vec<FeedOutput>, shared: &Shared) -> Vec<(usize, usize)> {
         let vocab = shared.n_vocab;
         let keep_qk = self.keep_qk;
-        // The heads' attention at the last fed position, `[heads][frames]`.
+        // The sampled heads' attention at the last fed position, `[heads][frames]`; the step
+        // computed either those or, beside an alignment pass, all of `shared.heads`.
         let last_qk_row = |q: Option<&CrossQk>| -> Option<Vec<f32>> {
             q.filter(|_| keep_qk).map(|q| {
-                (0..q.heads)
-                    .flat_map(|h| q.row(h, q.tokens - 1).iter().copied())
+                let sampled = shared.sampled_heads;
+                let index = |k: usize| match q.heads == sampled.len() {
+                    true => k,
+                    false => shared
+                        .heads
+                        .iter()
+                        .position(|h| *h == sampled[k])
+                        .unwrap_or(k),
+                };
+                (0..sampled.len().min(q.heads))
+                    .flat_map(|k| q.row(index(k), q.tokens - 1).iter().copied())
                     .collect()
             })
         };
@@ -682,12 +699,18 @@ pub(crate) fn step_rows<B: Backend>(
                 }
             })
             .collect();
-        let want_qk = members.iter().any(|&(i, _)| rows[i].wants_qk());
+        let cross_qk_heads = if members.iter().any(|&(i, _)| rows[i].refeeds()) {
+            shared.heads
+        } else if members.iter().any(|&(i, _)| rows[i].wants_qk()) {
+            shared.sampled_heads
+        } else {
+            &[]
+        };
         let out = backend.decode_step(
             decoder,
             DecodeStep {
                 rows: &steps,
-                cross_qk_heads: if want_qk { shared.heads } else { &[] },
+                cross_qk_heads,
             },
         )?;
         let mut qk = out.cross_qk.into_iter();
@@ -727,6 +750,7 @@ pub fn decode_window<B: Backend>(
         rules: req.rules,
         special: req.special,
         heads: req.cross_qk_heads,
+        sampled_heads: req.cross_qk_heads,
         spell: None,
         repetitive: req.repetitive,
         n_vocab: dims.n_vocab,

@@ -30,8 +30,10 @@ pub struct SchedulerConfig<'a> {
     pub encoder_batch: usize,
     pub rules: &'a LogitRules,
     pub special: &'a SpecialTokens,
-    /// Alignment heads, for single-pass attention and for alignment passes.
+    /// Heads whose attention alignment passes keep.
     pub heads: &'a [(usize, usize)],
+    /// Those of `heads` whose attention sampling rows keep, for single-pass word timing.
+    pub sampled_heads: &'a [(usize, usize)],
     /// How alignment passes write the text; `None` feeds the text tokens (openai's pass).
     pub spell: Option<&'a Spell<'a>>,
     /// Stops a row once its text is this; `None` stops at loops only.
@@ -66,6 +68,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 rules: config.rules,
                 special: config.special,
                 heads: config.heads,
+                sampled_heads: config.sampled_heads,
                 spell: config.spell,
                 repetitive: config.repetitive,
                 n_vocab: dims.n_vocab,
