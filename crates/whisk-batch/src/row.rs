@@ -248,8 +248,8 @@ impl Row {
             limit,
             temperature: req.temperature,
             beam,
-            keep_qk: req.keep_qk && !shared.heads.is_empty(),
-            keep_probs: req.keep_probs || req.keep_qk && !shared.heads.is_empty(),
+            keep_qk: req.keep_qk && !shared.sampled_heads.is_empty(),
+            keep_probs: req.keep_probs || req.keep_qk && !shared.sampled_heads.is_empty(),
             refeed_sot: req.refeed_sot,
             logits: Vec::new(),
             result: WindowResult {

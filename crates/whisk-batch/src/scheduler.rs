@@ -63,6 +63,13 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
     pub fn new(backend: &'a B, config: SchedulerConfig<'a>) -> whisk_backend::Result<Self> {
         let capacity = config.capacity.max(1);
         let dims = backend.dims();
+        debug_assert!(
+            config
+                .sampled_heads
+                .iter()
+                .all(|h| config.heads.contains(h)),
+            "the sampled heads are some of the heads"
+        );
         Ok(Self {
             shared: Shared {
                 rules: config.rules,

@@ -85,15 +85,15 @@ pub(crate) struct InputState<'a> {
 }
 
 /// A window's segment as the batched loop keeps or cuts it. With words from the character
-/// pass, `cut_by` holds the same words timed by the decode's own attention, and what the
-/// window keeps is decided by those: at a window's edges the character pass can stretch
+/// pass, `cut_by` is the same segment timed by the decode's own attention, and what the
+/// window keeps is decided by it: at a window's edges the character pass can stretch
 /// words over speech the decode never wrote (a first word laid over the end of the sentence
 /// before, a last line dragged a second past its closing timestamp), and windows cut by
 /// those times dropped whole sentences (pause set, tiny.en: 24.97% WER with words, 22.52%
 /// without).
 struct Timed {
     segment: Segment,
-    cut_by: Option<Vec<Word>>,
+    cut_by: Option<Segment>,
 }
 
 impl Timed {
@@ -104,20 +104,14 @@ impl Timed {
         }
     }
 
-    /// The words that decide what is kept.
-    fn words(&self) -> &[Word] {
-        self.cut_by
-            .as_deref()
-            .or(self.segment.words.as_deref())
-            .unwrap_or(&[])
+    /// The segment as timed for deciding what is kept.
+    fn deciding(&self) -> &Segment {
+        self.cut_by.as_ref().unwrap_or(&self.segment)
     }
 
-    /// The segment with its words as they decide (for `unheard_stretch`).
-    fn deciding(&self) -> Segment {
-        Segment {
-            words: self.cut_by.clone().or_else(|| self.segment.words.clone()),
-            ..self.segment.clone()
-        }
+    /// The words that decide what is kept.
+    fn words(&self) -> &[Word] {
+        self.deciding().words.as_deref().unwrap_or(&[])
     }
 }
 
@@ -718,11 +712,12 @@ impl<B: Backend> Pipeline<B> {
             Some(cut_by) => segments
                 .into_iter()
                 .zip(cut_by)
-                .map(|(segment, words)| {
-                    let same_words = segment.words.as_ref().map(Vec::len) == Some(words.len());
+                .map(|(segment, decided)| {
+                    let count = |s: &Segment| s.words.as_ref().map(Vec::len);
+                    let same_words = count(&segment) == count(&decided);
                     Timed {
                         segment,
-                        cut_by: same_words.then_some(words),
+                        cut_by: same_words.then_some(decided),
                     }
                 })
                 .collect(),
@@ -761,19 +756,27 @@ impl<B: Backend> Pipeline<B> {
         if range == (0..words.len()) {
             return Ok(Some(timed));
         }
+        let text: String = words[range.clone()]
+            .iter()
+            .map(|w| w.word.as_str())
+            .collect();
+        let tokens = self.tokenizer.encode(&text)?;
         let Timed { segment, cut_by } = timed;
-        let kept = segment.words.as_deref().unwrap_or_default()[range.clone()].to_vec();
-        let text: String = kept.iter().map(|w| w.word.as_str()).collect();
-        Ok(Some(Timed {
-            segment: Segment {
+        // The words `range` of a segment, as a segment of their own.
+        let part = |segment: Segment| {
+            let kept = segment.words.as_deref().unwrap_or_default()[range.clone()].to_vec();
+            Segment {
                 start: kept[0].start,
                 end: kept[kept.len() - 1].end,
-                tokens: self.tokenizer.encode(&text)?,
-                text,
+                tokens: tokens.clone(),
+                text: text.clone(),
                 words: Some(kept),
                 ..segment
-            },
-            cut_by: cut_by.map(|words| words[range].to_vec()),
+            }
+        };
+        Ok(Some(Timed {
+            segment: part(segment),
+            cut_by: cut_by.map(part),
         }))
     }
 
@@ -795,7 +798,7 @@ impl<B: Backend> Pipeline<B> {
             sound_frames(loudness, frame(from), frame(to))
         };
         let special = self.tokenizer.special();
-        let deciding: Vec<Segment> = segments.iter().map(Timed::deciding).collect();
+        let deciding: Vec<Segment> = segments.iter().map(|t| t.deciding().clone()).collect();
         let resume = unheard_stretch(&deciding, &w.span, w.samples.len(), special, sounding)?;
         segments.truncate(resume.keep);
         let samples = w.samples[resume.from..].to_vec();
@@ -836,7 +839,7 @@ impl<B: Backend> Pipeline<B> {
         chars: bool,
         time_offset: f64,
         segments: &mut [Segment],
-    ) -> Result<Option<Vec<Vec<Word>>>> {
+    ) -> Result<Option<Vec<Segment>>> {
         let special = self.tokenizer.special();
         let positions: Vec<usize> = (0..result.tokens.len())
             .filter(|&j| special.is_text(result.tokens[j]))
@@ -867,12 +870,7 @@ impl<B: Backend> Pipeline<B> {
                         time_offset,
                         &mut time_offset.clone(),
                     );
-                    cut_by = Some(
-                        decided
-                            .into_iter()
-                            .map(|s| s.words.unwrap_or_default())
-                            .collect(),
-                    );
+                    cut_by = Some(decided);
                 }
                 let spelled = self.spelled(&words, language, w.sot.len());
                 self.align_pass_chars(
