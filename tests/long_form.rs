@@ -6,8 +6,8 @@ use whisk_eval::timing::{match_words, normalize_word, transcript_words, TimedWor
 use whisk_pipeline::{FixedWindows, WindowPlanner};
 use whisk_tests::{check_invariants, model_dir, shared_data};
 
-/// The first `n` TIMIT utterances (in file-name order) joined into one input.
-fn long_input(n: usize) -> Vec<f32> {
+/// The first `n` TIMIT utterance files, in file-name order.
+fn timit_files(n: usize) -> Vec<std::path::PathBuf> {
     let dir = shared_data("timit_nltk_sample/audio");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -15,9 +15,14 @@ fn long_input(n: usize) -> Vec<f32> {
         .filter(|p| p.extension().is_some_and(|e| e == "flac"))
         .collect();
     files.sort();
+    files.truncate(n);
     files
+}
+
+/// The first `n` TIMIT utterances (in file-name order) joined into one input.
+fn long_input(n: usize) -> Vec<f32> {
+    timit_files(n)
         .iter()
-        .take(n)
         .flat_map(|f| whisk::load_audio(f).unwrap())
         .collect()
 }
@@ -146,14 +151,7 @@ fn window_edges_lose_and_double_nothing() {
 /// The first `n` TIMIT utterances in a shuffled order, joined by 0.3-2.5 s of faint noise
 /// (the pause set of `cargo xtask bench`, smaller), seeded.
 fn paused_input(n: usize) -> Vec<f32> {
-    let dir = shared_data("timit_nltk_sample/audio");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "flac"))
-        .collect();
-    files.sort();
-    files.truncate(n);
+    let mut files = timit_files(n);
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut uniform = move || {
         state ^= state << 13;
