@@ -855,23 +855,11 @@ impl<B: Backend> Pipeline<B> {
         let words = self.word_tokens(&text, language)?;
         let decode_probs = align::decode_probs(result, &positions);
         let frames = w.content_frames;
-        // The decode's own attention, kept for the alignment heads.
-        let decode_attention =
-            || align::single_pass_scores(result, &positions, self.alignment_heads.len());
         let mut cut_by = None;
         let aligned = match pass {
             Some(pass) if chars => {
-                if !result.qk_rows.is_empty() {
-                    let decoded = align::align(&decode_attention(), &words, &decode_probs, frames);
-                    let mut decided = segments.to_vec();
-                    self.place_aligned(
-                        decoded,
-                        &mut decided,
-                        time_offset,
-                        &mut time_offset.clone(),
-                    );
-                    cut_by = Some(decided);
-                }
+                cut_by =
+                    self.decode_timed(result, &positions, &words, segments, time_offset, frames);
                 let spelled = self.spelled(&words, language, w.sot.len());
                 self.align_pass_chars(
                     pass,
@@ -888,7 +876,12 @@ impl<B: Backend> Pipeline<B> {
                 let (scores, probs) = align::refeed_scores(pass);
                 align::align(&scores, &words, &probs, frames)
             }
-            None => align::align(&decode_attention(), &words, &decode_probs, frames),
+            None => {
+                // The decode's own attention, kept for the alignment heads.
+                let scores =
+                    align::single_pass_scores(result, &positions, self.alignment_heads.len());
+                align::align(&scores, &words, &decode_probs, frames)
+            }
         };
         let mut last_speech = time_offset;
         self.place_aligned(aligned, segments, time_offset, &mut last_speech);

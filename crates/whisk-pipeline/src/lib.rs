@@ -121,7 +121,9 @@ impl<B: Backend> Pipeline<B> {
 }
 
 impl<B: Backend> Pipeline<B> {
-    /// Times the words of one window's segments and stores them in the segments.
+    /// Times the words of one window's segments and stores them in the segments. With the
+    /// character pass and the decode's attention kept, also returns the segments timed by
+    /// that attention ([`Self::decode_timed`]), which decide where the next window starts.
     #[allow(clippy::too_many_arguments)]
     fn add_words(
         &self,
@@ -136,16 +138,17 @@ impl<B: Backend> Pipeline<B> {
         segments: &mut [Segment],
         last_speech_timestamp: &mut f64,
         options: &TranscribeOptions,
-    ) -> Result<()> {
+    ) -> Result<Option<Vec<Segment>>> {
         let special = self.tokenizer.special();
         let text: Vec<u32> = positions.iter().map(|&j| result.tokens[j]).collect();
         if text.is_empty() {
             for s in segments.iter_mut() {
                 s.words = Some(Vec::new());
             }
-            return Ok(());
+            return Ok(None);
         }
         let words = self.word_tokens(&text, language)?;
+        let mut decode_timed = None;
         let aligned = match options.word_alignment {
             WordAlignment::SinglePass => align::align(
                 &align::single_pass_scores(result, positions, self.alignment_heads.len()),
@@ -167,6 +170,8 @@ impl<B: Backend> Pipeline<B> {
                 align::align(&scores, &words, &probs, mel_frames)
             }
             WordAlignment::Chars => {
+                decode_timed =
+                    self.decode_timed(result, positions, &words, segments, time_offset, mel_frames);
                 let spelled = self.spelled(&words, language, sot.len());
                 let fed = spelled.as_ref().map_or(&text, |s| &s.tokens);
                 let pass = align::refeed(
@@ -192,7 +197,35 @@ impl<B: Backend> Pipeline<B> {
             }
         };
         self.place_aligned(aligned, segments, time_offset, last_speech_timestamp);
-        Ok(())
+        Ok(decode_timed)
+    }
+
+    /// `segments` timed by the decode's own attention over the alignment heads (openai's
+    /// single pass); `None` where the decode kept no attention. The character pass times
+    /// words better, but it can lay a window's last words over speech the decode never
+    /// wrote (squeezed to the edge of the band their segment allows), so where a window is
+    /// cut or the next one starts is decided by these.
+    pub(crate) fn decode_timed(
+        &self,
+        result: &WindowResult,
+        positions: &[usize],
+        words: &[WordTokens],
+        segments: &[Segment],
+        time_offset: f64,
+        mel_frames: usize,
+    ) -> Option<Vec<Segment>> {
+        if result.qk_rows.is_empty() {
+            return None;
+        }
+        let aligned = align::align(
+            &align::single_pass_scores(result, positions, self.alignment_heads.len()),
+            words,
+            &align::decode_probs(result, positions),
+            mel_frames,
+        );
+        let mut timed = segments.to_vec();
+        self.place_aligned(aligned, &mut timed, time_offset, &mut time_offset.clone());
+        Some(timed)
     }
 
     /// The tokenizer's words of a window's text tokens, ending with the end-of-text

@@ -129,8 +129,13 @@ impl<'a, B: Backend> Sequential<'a, B> {
             Some(p) => tokenizer.encode(&format!(" {}", p.trim()))?,
             None => Vec::new(),
         };
-        let single_pass =
-            options.word_timestamps && options.word_alignment == WordAlignment::SinglePass;
+        // The single pass times words with the decode's attention; the character pass keeps
+        // it too, to decide where the next window starts (`Pipeline::decode_timed`).
+        let decode_attention = options.word_timestamps
+            && matches!(
+                options.word_alignment,
+                WordAlignment::SinglePass | WordAlignment::Chars
+            );
         Ok(Self {
             pipeline,
             options,
@@ -140,7 +145,7 @@ impl<'a, B: Backend> Sequential<'a, B> {
             language,
             sot,
             rules,
-            qk_heads: if single_pass {
+            qk_heads: if decode_attention {
                 &pipeline.alignment_heads
             } else {
                 &[]
@@ -186,7 +191,7 @@ impl<'a, B: Backend> Sequential<'a, B> {
         let mut next = seek + cut.advance;
         if self.options.word_timestamps {
             let speech_before = self.last_speech;
-            self.time_words(
+            let decode_timed = self.time_words(
                 &encoded,
                 &result,
                 &cut,
@@ -205,6 +210,7 @@ impl<'a, B: Backend> Sequential<'a, B> {
             let keep;
             (next, keep) = seek_after_words(
                 &mut segments,
+                decode_timed.as_deref(),
                 &screened,
                 next,
                 self.options,
@@ -244,7 +250,8 @@ impl<'a, B: Backend> Sequential<'a, B> {
             .decode_with_fallback(encoded, &request, options, &mut self.rng)
     }
 
-    /// Times the words of the window's segments (stored in them).
+    /// Times the words of the window's segments (stored in them); returns them timed by the
+    /// decode's attention too, where it was kept ([`Pipeline::decode_timed`]).
     #[allow(clippy::too_many_arguments)]
     fn time_words(
         &mut self,
@@ -255,7 +262,7 @@ impl<'a, B: Backend> Sequential<'a, B> {
         segment_size: usize,
         seek: usize,
         segments: &mut [Segment],
-    ) -> Result<()> {
+    ) -> Result<Option<Vec<Segment>>> {
         let special = self.pipeline.tokenizer.special();
         let positions: Vec<usize> = cut
             .segments
@@ -314,10 +321,14 @@ impl<'a, B: Backend> Sequential<'a, B> {
 
 /// openai's rules once a sequential window's words are timed: with hallucination screening,
 /// the window may be skipped (`false`) or cut short; without it, decoding resumes after the
-/// last word rather than at the last timestamp. Returns where to seek on. `last_speech` is
-/// the last word's end so far (`window.last_speech` before this window).
+/// last word rather than at the last timestamp, that word as timed by the decode's own
+/// attention where it was kept (`decode_timed`): the character pass can stretch a last word
+/// over the start of speech the decode never wrote, and resuming after it would lose that
+/// speech. Returns where to seek on. `last_speech` is the last word's end so far
+/// (`window.last_speech` before this window).
 fn seek_after_words(
     segments: &mut Vec<Segment>,
+    decode_timed: Option<&[Segment]>,
     window: &hallucination::ScreenedWindow,
     seek: usize,
     options: &TranscribeOptions,
@@ -336,7 +347,7 @@ fn seek_after_words(
             }
         },
         None if !window.single_timestamp_ending => {
-            let last_word_end = hallucination::last_word_end(segments);
+            let last_word_end = hallucination::last_word_end(decode_timed.unwrap_or(segments));
             let resume = last_word_end.filter(|&end| end > time_offset);
             (
                 resume.map_or(seek, |end| (end * 100.0).round() as usize),
@@ -402,5 +413,94 @@ fn cut_window(
         segments,
         advance,
         single_timestamp_ending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use whisk_types::Word;
+
+    use super::*;
+
+    fn segment(start: f64, end: f64, words: &[(&str, f64, f64)]) -> Segment {
+        Segment {
+            id: 0,
+            seek: 0,
+            start,
+            end,
+            text: words.iter().map(|w| w.0).collect(),
+            tokens: Vec::new(),
+            temperature: 0.0,
+            avg_logprob: -0.2,
+            compression_ratio: 1.2,
+            no_speech_prob: 0.1,
+            words: Some(
+                words
+                    .iter()
+                    .map(|&(word, start, end)| Word {
+                        word: word.into(),
+                        start,
+                        end,
+                        probability: 0.9,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn window() -> hallucination::ScreenedWindow {
+        hallucination::ScreenedWindow {
+            seek: 2000,
+            segment_size: N_FRAMES,
+            single_timestamp_ending: false,
+            last_speech: 0.0,
+            content_frames: 60_000,
+        }
+    }
+
+    /// The pause set's window at 641.48 s (tiny.en): the decode closed "... vanquished him."
+    /// at 668.48 s; the character pass stretched "vanquished" to 669.46 s, over the first
+    /// words of the next sentence (668.33 s). Resuming there lost three sentences.
+    #[test]
+    fn the_next_window_starts_after_the_last_word_as_the_decode_timed_it() {
+        let seek_at_timestamp = 2000 + 2700;
+        let by_chars = segment(
+            20.0,
+            28.0,
+            &[(" vanquished", 26.41, 29.46), (" him.", 29.46, 29.48)],
+        );
+        let by_decode = segment(
+            20.0,
+            28.0,
+            &[(" vanquished", 26.50, 27.02), (" him.", 27.02, 27.30)],
+        );
+        let options = TranscribeOptions::default();
+        let (mut segments, mut last_speech) = (vec![by_chars.clone()], 0.0);
+        let (seek, keep) = seek_after_words(
+            &mut segments,
+            Some(std::slice::from_ref(&by_decode)),
+            &window(),
+            seek_at_timestamp,
+            &options,
+            &mut last_speech,
+        );
+        assert!(keep);
+        assert_eq!(seek, 2730, "after the decode's own last word");
+        assert_eq!(
+            segments,
+            vec![by_chars.clone()],
+            "the reported words are kept"
+        );
+        // Without the decode's times (the single pass: they are the reported ones), openai's
+        // rule as it is.
+        let (seek, _) = seek_after_words(
+            &mut segments,
+            None,
+            &window(),
+            seek_at_timestamp,
+            &options,
+            &mut last_speech,
+        );
+        assert_eq!(seek, 2948);
     }
 }
