@@ -2,6 +2,7 @@
 //! evaluation data sets in `../shared/data`.
 
 pub mod normalize;
+pub mod pauses;
 pub mod timing;
 pub mod wer;
 

@@ -6,8 +6,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use whisk::{ComputeType, MelPadding, Model, TranscribeOptions, WordAlignment};
+use whisk_eval::pauses::insert_pauses;
 use whisk_eval::timing::{
-    match_words, read_labels, reference_words, transcript_words, ErrorStats, TimingReport,
+    match_words, read_labels, reference_words, transcript_words, ErrorStats, TimedWord,
+    TimingReport, PAUSE_SECONDS,
 };
 use whisk_eval::{normalize_english, WerTotals};
 
@@ -167,10 +169,84 @@ fn word_options(padding: MelPadding, mode: WordAlignment, beam: usize) -> Transc
     }
 }
 
-/// Word timing on the TIMIT sample against the hand labels, for whisk's alignment modes and
-/// for faster-whisper's reference timings; plus whisk's distance from faster-whisper.
+/// One hand-labelled utterance: its id, audio and word labels.
+struct Labelled {
+    id: String,
+    samples: Vec<f32>,
+    labels: Vec<TimedWord>,
+}
+
+/// The TIMIT sample as it is, and the same utterances with pauses put between words
+/// (`whisk_eval::pauses`; seeded by the utterance's place, so the set never changes).
+fn timit_sets(shared: &Path) -> Result<(Vec<Labelled>, Vec<Labelled>)> {
+    let timit = shared.join("data/timit_nltk_sample");
+    let mut plain = Vec::new();
+    for (id, _) in timit_utterances(shared)? {
+        plain.push(Labelled {
+            samples: whisk::load_audio(&timit.join(format!("audio/{id}.flac")))?,
+            labels: read_labels(&timit.join(format!("words/{id}.tsv")))?,
+            id,
+        });
+    }
+    let paused = plain
+        .iter()
+        .enumerate()
+        .map(|(k, u)| {
+            let p = insert_pauses(&u.samples, &u.labels, k as u64);
+            Labelled {
+                id: u.id.clone(),
+                samples: p.samples,
+                labels: p.labels,
+            }
+        })
+        .collect();
+    Ok((plain, paused))
+}
+
+/// Timing on a whole set and on its held-out speakers.
+#[derive(Default)]
+struct SetReport {
+    all: TimingReport,
+    held_out: TimingReport,
+}
+
+impl SetReport {
+    fn add(&mut self, utterance: &Labelled, words: &[TimedWord]) {
+        self.all.add(&utterance.labels, words);
+        if is_held_out(&utterance.id) {
+            self.held_out.add(&utterance.labels, words);
+        }
+    }
+
+    /// The set's tables: every speaker, held-out speakers, and errors by the word's place.
+    fn print(reports: &[(String, SetReport)]) {
+        println!("{}", TimingReport::HEADER);
+        for (name, r) in reports {
+            println!("{}", r.all.row(name));
+        }
+        println!(
+            "\nHeld-out speakers (even dialect regions; character alignment was tuned on the odd):\n"
+        );
+        println!("{}", TimingReport::HEADER);
+        for (name, r) in reports {
+            println!("{}", r.held_out.row(name));
+        }
+        println!(
+            "\nStart errors by the word's place (after a pause: at least {} ms after the previous label), and end errors before a pause:\n",
+            whisk_eval::timing::PAUSE_SECONDS * 1000.0
+        );
+        println!("{}", TimingReport::PLACES_HEADER);
+        for (name, r) in reports {
+            println!("{}", r.all.places_row(name));
+        }
+    }
+}
+
+/// Word timing against the hand labels on the TIMIT sample and on the same utterances with
+/// pauses put in, for whisk's alignment modes and (plain TIMIT) faster-whisper's reference
+/// timings; plus whisk's distance from faster-whisper's word times.
 fn eval_words(args: &Args) -> Result<()> {
-    let utts = timit_utterances(&args.shared)?;
+    let (plain, paused) = timit_sets(&args.shared)?;
     let model = Model::builder(&args.model)
         .compute_type(args.compute)
         .build()?;
@@ -178,28 +254,17 @@ fn eval_words(args: &Args) -> Result<()> {
         .shared
         .join("reference/tiny.en")
         .join(&args.reference_setting);
-    let timit = args.shared.join("data/timit_nltk_sample");
-    println!(
-        "TIMIT sample: {} utterances, model {}\n",
-        utts.len(),
-        args.model.display()
-    );
-    println!("{}", TimingReport::HEADER);
+    let reference = |id: &str| reference_words(&ref_dir.join(format!("timit/{id}.json")));
 
-    let (mut fw, mut fw_held_out) = (TimingReport::default(), TimingReport::default());
-    for (id, _) in &utts {
-        let labels = read_labels(&timit.join(format!("words/{id}.tsv")))?;
-        let theirs = reference_words(&ref_dir.join(format!("timit/{id}.json")))?;
-        fw.add(&labels, &theirs);
-        if is_held_out(id) {
-            fw_held_out.add(&labels, &theirs);
-        }
+    let mut fw = SetReport::default();
+    for u in &plain {
+        fw.add(u, &reference(&u.id)?);
     }
-    let fw_name = format!("faster-whisper 1.2.1 {}", args.reference_setting);
-    println!("{}", fw.row(&fw_name));
-    let mut held_out = vec![(fw_name.clone(), fw_held_out)];
-    let mut places = vec![(fw_name, fw)];
-
+    let mut on_plain = vec![(
+        format!("faster-whisper 1.2.1 {}", args.reference_setting),
+        fw,
+    )];
+    let mut on_paused = Vec::new();
     let mut deltas = Vec::new();
     for (&beam, padding) in args
         .beams
@@ -208,49 +273,50 @@ fn eval_words(args: &Args) -> Result<()> {
     {
         for &mode in &args.modes {
             let options = word_options(*padding, mode, beam);
-            let (mut report, mut report_held_out) =
-                (TimingReport::default(), TimingReport::default());
+            let (mut report, mut report_paused) = (SetReport::default(), SetReport::default());
             let (mut d_start, mut d_end) = (ErrorStats::default(), ErrorStats::default());
             let started = Instant::now();
-            for (id, _) in &utts {
-                let labels = read_labels(&timit.join(format!("words/{id}.tsv")))?;
-                let t = model.transcribe_file(&timit.join(format!("audio/{id}.flac")), &options)?;
-                let ours = transcript_words(&t);
-                report.add(&labels, &ours);
-                if is_held_out(id) {
-                    report_held_out.add(&labels, &ours);
-                }
-                let theirs = reference_words(&ref_dir.join(format!("timit/{id}.json")))?;
+            for u in &plain {
+                let ours = transcript_words(&model.transcribe(&u.samples, &options)?);
+                report.add(u, &ours);
+                let theirs = reference(&u.id)?;
                 for (i, j) in match_words(&theirs, &ours) {
                     d_start.push(ours[j].start, theirs[i].start);
                     d_end.push(ours[j].end, theirs[i].end);
                 }
             }
-            let name = format!(
-                "whisk {mode:?}, {padding:?} padding, beam {beam} ({:.0} s)",
-                started.elapsed().as_secs_f64()
-            );
-            println!("{}", report.row(&name));
+            let seconds = started.elapsed().as_secs_f64();
+            for u in &paused {
+                report_paused.add(
+                    u,
+                    &transcript_words(&model.transcribe(&u.samples, &options)?),
+                );
+            }
+            let name = format!("whisk {mode:?}, {padding:?} padding, beam {beam}");
+            eprintln!("whisk-eval: {name} timed");
             deltas.push((name.clone(), d_start, d_end));
-            held_out.push((name.clone(), report_held_out));
-            places.push((name, report));
+            on_plain.push((format!("{name} ({seconds:.0} s)"), report));
+            on_paused.push((name, report_paused));
         }
     }
     println!(
-        "\nHeld-out speakers (even dialect regions; character alignment was tuned on the odd):\n"
+        "TIMIT sample: {} utterances, model {}\n",
+        plain.len(),
+        args.model.display()
     );
-    println!("{}", TimingReport::HEADER);
-    for (name, r) in &held_out {
-        println!("{}", r.row(name));
-    }
+    SetReport::print(&on_plain);
+    let (labels, pauses) = paused.iter().fold((0, 0), |(l, p), u| {
+        let gaps = u.labels.windows(2);
+        let grown = gaps
+            .filter(|w| w[1].start - w[0].end >= PAUSE_SECONDS)
+            .count();
+        (l + u.labels.len(), p + grown)
+    });
     println!(
-        "\nStart errors by the word's place (after a pause: at least {} ms after the previous label):\n",
-        whisk_eval::timing::PAUSE_SECONDS * 1000.0
+        "\nThe same utterances with pauses put in (cut at labelled word boundaries; {pauses} gaps of at least {} ms among {labels} words; silence or faint noise):\n",
+        PAUSE_SECONDS * 1000.0
     );
-    println!("{}", TimingReport::PLACES_HEADER);
-    for (name, r) in &places {
-        println!("{}", r.places_row(name));
-    }
+    SetReport::print(&on_paused);
     println!("\nwhisk against faster-whisper's word times on the same words (TIMIT):\n");
     println!("| system | words | median abs Δstart ms | median abs Δend ms | Δstart ≤20 ms |");
     println!("| --- | --- | --- | --- | --- |");

@@ -182,6 +182,8 @@ pub struct TimingReport {
     pub initial_starts: ErrorStats,
     pub after_pause_starts: ErrorStats,
     pub inner_starts: ErrorStats,
+    /// End errors of words followed by a pause of at least [`PAUSE_SECONDS`] (not the last).
+    pub ends_before_pause: ErrorStats,
 }
 
 impl TimingReport {
@@ -199,6 +201,12 @@ impl TimingReport {
                 &mut self.inner_starts
             };
             by_place.push(hyp[j].start, labels[i].start);
+            if labels
+                .get(i + 1)
+                .is_some_and(|next| next.start - labels[i].end >= PAUSE_SECONDS)
+            {
+                self.ends_before_pause.push(hyp[j].end, labels[i].end);
+            }
         }
     }
 
@@ -237,14 +245,15 @@ impl TimingReport {
             )
         };
         format!(
-            "| {name} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} |",
             cell(&self.initial_starts),
             cell(&self.after_pause_starts),
-            cell(&self.inner_starts)
+            cell(&self.inner_starts),
+            cell(&self.ends_before_pause)
         )
     }
 
-    pub const PLACES_HEADER: &'static str = "| system | initial words | median ms | ≤50 ms | after-pause words | median ms | ≤50 ms | inner words | median ms | ≤50 ms |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+    pub const PLACES_HEADER: &'static str = "| system | initial words | median ms | ≤50 ms | after-pause words | median ms | ≤50 ms | inner words | median ms | ≤50 ms | ends before a pause | median ms | ≤50 ms |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 
     pub const HEADER: &'static str = "| system | matched | start median ms | start mean ms | starts ≤50/100/200 ms | end median ms | end mean ms | ends ≤50/100/200 ms | start bias ms |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 }
