@@ -31,9 +31,11 @@ pub struct CharAlignment {
     /// Move starts that fall inside a pause to the pause's end (see [`anchor_onsets`]);
     /// `None` keeps the path's times.
     pub onsets: Option<OnsetAnchoring>,
+    /// Move ends that fall inside a pause to the pause's start (see [`anchor_offsets`]).
+    pub offsets: Option<OnsetAnchoring>,
 }
 
-/// Which quiet stretches count as pauses for [`anchor_onsets`].
+/// Which quiet stretches count as pauses for [`anchor_onsets`] and [`anchor_offsets`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OnsetAnchoring {
     /// A 20 ms frame is quiet when its loudness is within this many dB of the window's
@@ -63,6 +65,7 @@ impl Default for CharAlignment {
             first_lead: 0.02,
             segment_margin: Some(1.0),
             onsets: Some(OnsetAnchoring::default()),
+            offsets: Some(OnsetAnchoring::default()),
         }
     }
 }
@@ -167,25 +170,88 @@ pub fn anchor_onsets(
     if loudness_db.is_empty() {
         return;
     }
+    let pauses = Pauses::new(loudness_db, speech, anchoring);
+    for (start, end) in times.iter_mut().flatten() {
+        let frame = (*start * FRAMES_PER_SECOND).round() as usize;
+        if let Some(pause) = pauses.around(frame) {
+            let onset = pause.end as f64 / FRAMES_PER_SECOND;
+            if onset < *end {
+                *start = onset;
+            }
+        }
+    }
+}
+
+/// Ends a word that the path ends inside a pause where the pause begins: the last letter's
+/// row runs on into the quiet after a word until the next word's rows take over, so ends
+/// before pauses come late. The mirror of [`anchor_onsets`], with the same pauses: only
+/// quiet runs of at least `min_pause` move an end, and never to or before the word's start.
+pub fn anchor_offsets(
+    times: &mut [Option<(f64, f64)>],
+    loudness_db: &[f32],
+    speech: Range<usize>,
+    anchoring: &OnsetAnchoring,
+) {
+    if loudness_db.is_empty() {
+        return;
+    }
+    let pauses = Pauses::new(loudness_db, speech, anchoring);
+    for (start, end) in times.iter_mut().flatten() {
+        // The frame the word's last 20 ms fall in.
+        let Some(last) = ((*end * FRAMES_PER_SECOND).round() as usize).checked_sub(1) else {
+            continue;
+        };
+        if let Some(pause) = pauses.around(last) {
+            let offset = pause.start as f64 / FRAMES_PER_SECOND;
+            if offset > *start {
+                *end = offset;
+            }
+        }
+    }
+}
+
+/// The pauses of a window's audio: runs of quiet 20 ms frames at least `min_pause` long.
+struct Pauses<'a> {
+    loudness_db: &'a [f32],
+    threshold: f32,
+    min_run: usize,
+}
+
+impl<'a> Pauses<'a> {
+    fn new(loudness_db: &'a [f32], speech: Range<usize>, anchoring: &OnsetAnchoring) -> Self {
+        Self {
+            loudness_db,
+            threshold: quiet_threshold(loudness_db, speech, anchoring),
+            min_run: (anchoring.min_pause * FRAMES_PER_SECOND).round() as usize,
+        }
+    }
+
+    fn quiet(&self, frame: usize) -> bool {
+        self.loudness_db[frame] < self.threshold
+    }
+
+    /// The frames of the pause that holds `frame`, if it lies in one.
+    fn around(&self, frame: usize) -> Option<Range<usize>> {
+        if frame >= self.loudness_db.len() || !self.quiet(frame) {
+            return None;
+        }
+        let before = (0..frame).rev().take_while(|&f| self.quiet(f)).count();
+        let after = (frame..self.loudness_db.len())
+            .take_while(|&f| self.quiet(f))
+            .count();
+        (before + after >= self.min_run).then_some(frame - before..frame + after)
+    }
+}
+
+/// Loudness below which a frame is quiet: the floor is taken over the frames `speech`
+/// (where the decoder put its segments), so that digital silence elsewhere in the window
+/// does not sink it below the speech's own pauses.
+fn quiet_threshold(loudness_db: &[f32], speech: Range<usize>, anchoring: &OnsetAnchoring) -> f32 {
     let floor_frames = loudness_db
         .get(speech)
         .filter(|f| !f.is_empty())
         .unwrap_or(loudness_db);
-    let threshold = percentile(floor_frames, 0.1) + anchoring.margin_db;
-    let quiet = |f: usize| loudness_db[f] < threshold;
-    let min_run = (anchoring.min_pause * FRAMES_PER_SECOND).round() as usize;
-    for (start, end) in times.iter_mut().flatten() {
-        let frame = (*start * FRAMES_PER_SECOND).round() as usize;
-        if frame >= loudness_db.len() || !quiet(frame) {
-            continue;
-        }
-        let from = (0..frame).rev().take_while(|&f| quiet(f)).count();
-        let to = (frame..loudness_db.len()).take_while(|&f| quiet(f)).count();
-        let onset = (frame + to) as f64 / FRAMES_PER_SECOND;
-        if from + to >= min_run && onset < *end {
-            *start = onset;
-        }
-    }
+    percentile(floor_frames, 0.1) + anchoring.margin_db
 }
 
 /// Linearly interpolated `q` quantile (as numpy's default).
@@ -313,6 +379,33 @@ mod tests {
     }
 
     #[test]
+    fn ends_inside_long_pauses_move_to_the_offset() {
+        // The same frames as above: a 300 ms pause at frames 10..25, a 100 ms closure at
+        // 35..40.
+        let mut db = vec![-10.0f32; 50];
+        db[10..25].fill(-60.0);
+        db[35..40].fill(-60.0);
+        let mut times = vec![
+            Some((0.02, 0.40)), // ends inside the pause: moves back to its start, 0.20
+            Some((0.60, 0.76)), // ends inside the closure, too short a pause: stays
+            Some((0.22, 0.44)), // starts inside the pause too: the offset is not after it
+            Some((0.50, 0.70)), // ends in speech: stays
+            Some((0.0, 0.0)),   // no frame: stays
+        ];
+        anchor_offsets(&mut times, &db, 0..db.len(), &OnsetAnchoring::default());
+        assert_eq!(
+            times,
+            vec![
+                Some((0.02, 0.20)),
+                Some((0.60, 0.76)),
+                Some((0.22, 0.44)),
+                Some((0.50, 0.70)),
+                Some((0.0, 0.0)),
+            ]
+        );
+    }
+
+    #[test]
     fn segments_keep_their_letters_but_spaces_and_the_end_take_the_gaps() {
         // Rows: space, "a", space, "b", end of text; 100 frames (2 s). Word "a" is in the
         // segment 0-0.4 s, "b" in 1.4-2 s; margin 0.2 s.
@@ -371,6 +464,7 @@ mod tests {
         first_lead: 0.0,
         segment_margin: None,
         onsets: None,
+        offsets: None,
     };
 
     #[test]

@@ -13,8 +13,8 @@ mod filter;
 mod words;
 
 pub use chars::{
-    anchor_onsets, char_alignment_matrix, char_word_times, confine_to_segments, CharAlignment,
-    OnsetAnchoring,
+    anchor_offsets, anchor_onsets, char_alignment_matrix, char_word_times, confine_to_segments,
+    CharAlignment, OnsetAnchoring,
 };
 pub use dtw::dtw;
 pub use filter::median_filter;

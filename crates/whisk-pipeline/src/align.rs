@@ -2,8 +2,9 @@
 //! decode itself, or from a second pass over the text), then DTW and word grouping.
 
 use whisk_align::{
-    alignment_matrix, anchor_onsets, char_alignment_matrix, char_word_times, confine_to_segments,
-    dtw, word_timings, AlignedWord, CharAlignment, HeadScores, WordTokens, FRAMES_PER_SECOND,
+    alignment_matrix, anchor_offsets, anchor_onsets, char_alignment_matrix, char_word_times,
+    confine_to_segments, dtw, word_timings, AlignedWord, CharAlignment, HeadScores, WordTokens,
+    FRAMES_PER_SECOND,
 };
 use whisk_backend::{Backend, DecodeStep, RowStep};
 use whisk_text::CharSequence;
@@ -171,12 +172,15 @@ pub(crate) fn align_chars(
     }
     let (text_idx, time_idx) = dtw(&cost, scores.rows, frames);
     let mut times = char_word_times(&text_idx, &time_idx, &spelled.words, &options);
+    let speech_start = spans.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
+    let speech_end = spans.iter().map(|s| s.1).fold(0.0, f64::max);
+    let frame = |t: f64| (t.max(0.0) * FRAMES_PER_SECOND).round() as usize;
+    let speech = frame(speech_start)..frame(speech_end).min(loudness_db.len());
     if let Some(onsets) = &options.onsets {
-        let speech_start = spans.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
-        let speech_end = spans.iter().map(|s| s.1).fold(0.0, f64::max);
-        let frame = |t: f64| (t.max(0.0) * FRAMES_PER_SECOND).round() as usize;
-        let speech = frame(speech_start)..frame(speech_end).min(loudness_db.len());
-        anchor_onsets(&mut times, loudness_db, speech, onsets);
+        anchor_onsets(&mut times, loudness_db, speech.clone(), onsets);
+    }
+    if let Some(offsets) = &options.offsets {
+        anchor_offsets(&mut times, loudness_db, speech, offsets);
     }
     let mut aligned = Vec::with_capacity(words.len().saturating_sub(1));
     let mut offset = 0;
