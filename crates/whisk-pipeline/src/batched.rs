@@ -925,8 +925,8 @@ impl<B: Backend> Pipeline<B> {
 /// The words both windows heard in the overlap are paired (same spelling, in order); the pair
 /// nearest the `boundary` is kept once, from the left, and every word is cut at it. Cutting at
 /// a shared word rather than at a time means a word timed a little differently by the two
-/// windows is neither lost nor doubled. Without a shared word, each side keeps the words whose
-/// middle is on its side of `boundary`.
+/// windows is neither lost nor doubled. Without a shared word the cut is by time
+/// ([`cut_by_time`]).
 fn cut(left: &[Word], right: &[Word], overlap: (f64, f64), boundary: f64) -> (usize, usize) {
     let mid = |w: &Word| (w.start + w.end) / 2.0;
     let left_from = left
@@ -946,17 +946,48 @@ fn cut(left: &[Word], right: &[Word], overlap: (f64, f64), boundary: f64) -> (us
     });
     match best {
         Some((i, j)) => (left_from + i + 1, j + 1),
-        None => (
-            left.iter()
-                .position(|w| mid(w) >= boundary)
-                .unwrap_or(left.len()),
-            right
-                .iter()
-                .position(|w| mid(w) >= boundary)
-                .unwrap_or(right.len()),
-        ),
+        None => cut_by_time(left, right, overlap, boundary),
     }
 }
+
+/// [`cut`] without a shared word: each side keeps the words whose middle is on its side of
+/// `boundary`, and also the words it alone heard on the other side: those past where the
+/// other side's last kept word ends. A window at times misses a line near its edge that its
+/// neighbour heard. A word starting within [`SAME_WORD_GAP_SECONDS`] of the other side's
+/// last one is taken to be that word heard differently, and not kept twice.
+fn cut_by_time(
+    left: &[Word],
+    right: &[Word],
+    overlap: (f64, f64),
+    boundary: f64,
+) -> (usize, usize) {
+    let mid = |w: &Word| (w.start + w.end) / 2.0;
+    let first_from = |words: &[Word], t: f64| {
+        words
+            .iter()
+            .position(|w| mid(w) >= t)
+            .unwrap_or(words.len())
+    };
+    let left_end = first_from(left, boundary);
+    let right_start = first_from(right, boundary);
+    if overlap.0 >= overlap.1 {
+        // A follow-up shares no audio with its parent: only time decides.
+        return (left_end, right_start);
+    }
+    let left_heard_to = left[..left_end]
+        .last()
+        .map_or(overlap.0, |w| w.end.max(overlap.0));
+    let right_heard_from = right
+        .get(right_start)
+        .map_or(overlap.1, |w| w.start.min(overlap.1));
+    (
+        first_from(left, boundary.max(right_heard_from - SAME_WORD_GAP_SECONDS)),
+        first_from(right, boundary.min(left_heard_to + SAME_WORD_GAP_SECONDS)),
+    )
+}
+
+/// See [`cut_by_time`].
+const SAME_WORD_GAP_SECONDS: f64 = 0.2;
 
 /// Pairs `(i, j)` of equal words (ignoring case and punctuation) on a longest common
 /// subsequence of `a` and `b`.
@@ -1266,6 +1297,23 @@ mod tests {
         let right = words(&[("lambs", 27.4), ("wool", 27.8), ("x2", 28.6)]);
         let (left_end, right_start) = cut(&left, &right, (26.0, 30.0), 28.0);
         assert_eq!((left_end, right_start), (1, 2));
+    }
+
+    #[test]
+    fn a_line_only_one_window_heard_in_the_overlap_is_kept() {
+        // Overlap 26..30 s, boundary 28 s. The left window missed its last line, which the
+        // right one heard from 26.5 s: a cut at 28 s would lose "don't ask me".
+        let left = words(&[("a", 20.0), ("b", 24.0)]);
+        let right = words(&[("don't", 26.5), ("ask", 27.0), ("me", 27.5), ("to", 28.2)]);
+        assert_eq!(cut(&left, &right, (26.0, 30.0), 28.0), (2, 0));
+        // The right window missed the words after the boundary that the left one heard.
+        let left = words(&[("a", 27.0), ("b", 28.5), ("c", 29.2)]);
+        let right = words(&[("d", 31.0)]);
+        assert_eq!(cut(&left, &right, (26.0, 30.0), 28.0), (3, 0));
+        // A word the right window heard before the left's last word ended is not doubled.
+        let left = words(&[("a", 20.0), ("b", 25.8)]);
+        let right = words(&[("b2", 25.9), ("c", 27.0)]);
+        assert_eq!(cut(&left, &right, (26.0, 30.0), 28.0), (2, 1));
     }
 
     fn last_segment(tokens: Vec<u32>, start: f64, end: f64, last_word_end: f64) -> Segment {
