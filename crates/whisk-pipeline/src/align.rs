@@ -8,7 +8,7 @@ use whisk_align::{
 };
 use whisk_backend::{Backend, DecodeStep, RowStep};
 use whisk_text::CharSequence;
-use whisk_types::SpecialTokens;
+use whisk_types::{Segment, SpecialTokens};
 
 use crate::Result;
 use whisk_batch::{alignment_pass_input, read_alignment_pass, Refeed, WindowResult};
@@ -222,5 +222,85 @@ pub(crate) fn select_heads(
         heads: wanted.len(),
         data,
         ..all
+    }
+}
+
+/// Gives each segment whose character-pass word times lie far from its decode's
+/// (`Pipeline::decode_timed`: a median start more than [`FAR_FROM_DECODE_SECONDS`] off)
+/// the decode's times. Where the text is wrong the character pass can sit on one word for
+/// seconds and pile the rest at the edge of the segment's band ("Nuclear rockets can destroy
+/// the water." for "...airfields with ease": "rockets" 5.7 s long, four words at one
+/// instant, the segment laid over the next speaker's line); the decode's attention still
+/// follows the audio there.
+pub(crate) fn keep_decode_times_where_far(segments: &mut [Segment], decode_timed: &[Segment]) {
+    for (segment, decoded) in segments.iter_mut().zip(decode_timed) {
+        let (Some(words), Some(decoded_words)) = (&segment.words, &decoded.words) else {
+            continue;
+        };
+        if words.is_empty() || words.len() != decoded_words.len() {
+            continue;
+        }
+        let mut gaps: Vec<f64> = words
+            .iter()
+            .zip(decoded_words)
+            .map(|(w, d)| (w.start - d.start).abs())
+            .collect();
+        gaps.sort_by(f64::total_cmp);
+        if gaps[gaps.len() / 2] > FAR_FROM_DECODE_SECONDS {
+            segment.words = decoded.words.clone();
+            (segment.start, segment.end) = (decoded.start, decoded.end);
+        }
+    }
+}
+
+/// See [`keep_decode_times_where_far`].
+const FAR_FROM_DECODE_SECONDS: f64 = 1.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whisk_types::Word;
+
+    fn segment(starts: &[f64]) -> Segment {
+        let words: Vec<Word> = starts
+            .iter()
+            .map(|&start| Word {
+                word: " w".into(),
+                start,
+                end: start + 0.3,
+                probability: 1.0,
+            })
+            .collect();
+        Segment {
+            id: 0,
+            seek: 0,
+            start: starts[0],
+            end: starts[starts.len() - 1] + 0.3,
+            text: String::new(),
+            tokens: Vec::new(),
+            temperature: 0.0,
+            avg_logprob: 0.0,
+            compression_ratio: 0.0,
+            no_speech_prob: 0.0,
+            words: Some(words),
+        }
+    }
+
+    #[test]
+    fn segments_timed_far_from_the_decode_take_its_times() {
+        // The first segment's words a few tens of ms off the decode's: kept. The second's
+        // piled up 5 s late: the decode's times instead.
+        let chars = [
+            segment(&[1.0, 1.5, 2.0]),
+            segment(&[27.0, 27.9, 27.9, 27.9]),
+        ];
+        let decoded = [
+            segment(&[1.05, 1.4, 2.1]),
+            segment(&[21.7, 22.0, 22.5, 22.8]),
+        ];
+        let mut segments = chars.clone();
+        keep_decode_times_where_far(&mut segments, &decoded);
+        assert_eq!(segments[0], chars[0]);
+        assert_eq!(segments[1], decoded[1]);
     }
 }

@@ -885,6 +885,9 @@ impl<B: Backend> Pipeline<B> {
         };
         let mut last_speech = time_offset;
         self.place_aligned(aligned, segments, time_offset, &mut last_speech);
+        if let Some(decode_timed) = &cut_by {
+            align::keep_decode_times_where_far(segments, decode_timed);
+        }
         Ok(cut_by)
     }
 

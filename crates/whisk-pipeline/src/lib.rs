@@ -197,6 +197,9 @@ impl<B: Backend> Pipeline<B> {
             }
         };
         self.place_aligned(aligned, segments, time_offset, last_speech_timestamp);
+        if let Some(decode_timed) = &decode_timed {
+            align::keep_decode_times_where_far(segments, decode_timed);
+        }
         Ok(decode_timed)
     }
 
