@@ -435,7 +435,9 @@ impl<B: Backend> Pipeline<B> {
                     .language
                     .map_or("en", |i| self.tokenizer.languages()[i].as_str());
                 let mut segments = self.window_segments(&w, chosen, language, options)?;
-                if let Some(mut follow_up) = self.follow_up(&w, &mut segments, options) {
+                let next_start = next_window_start(&state.spans, &w.span);
+                if let Some(mut follow_up) = self.follow_up(&w, next_start, &mut segments, options)
+                {
                     // Parent and follow-up share no decoded audio: stitching cuts between them
                     // by time alone, never at a word the two happen to share.
                     let parent = &mut state.spans[w.index];
@@ -786,6 +788,7 @@ impl<B: Backend> Pipeline<B> {
     fn follow_up(
         &self,
         w: &OpenWindow,
+        next_start: Option<f64>,
         segments: &mut Vec<Timed>,
         options: &TranscribeOptions,
     ) -> Option<OpenWindow> {
@@ -799,7 +802,14 @@ impl<B: Backend> Pipeline<B> {
         };
         let special = self.tokenizer.special();
         let deciding: Vec<Segment> = segments.iter().map(|t| t.deciding().clone()).collect();
-        let resume = unheard_stretch(&deciding, &w.span, w.samples.len(), special, sounding)?;
+        let resume = unheard_stretch(
+            &deciding,
+            &w.span,
+            next_start,
+            w.samples.len(),
+            special,
+            sounding,
+        )?;
         segments.truncate(resume.keep);
         let samples = w.samples[resume.from..].to_vec();
         let (mel, content_frames) = window_mel(&samples, n_mels, options.mel_padding);
@@ -977,15 +987,17 @@ fn cut_by_time(
         // A follow-up shares no audio with its parent: only time decides.
         return (left_end, right_start);
     }
-    let left_heard_to = left[..left_end]
-        .last()
-        .map_or(overlap.0, |w| w.end.max(overlap.0));
-    let right_heard_from = right
-        .get(right_start)
-        .map_or(overlap.1, |w| w.start.min(overlap.1));
+    // Each side's words from where the other stops hearing (its last kept word, or its
+    // window's edge), less the gap within which a word may be the same one.
+    let left_heard_to = left[..left_end].last().map_or(overlap.0, |w| {
+        (w.end + SAME_WORD_GAP_SECONDS).max(overlap.0)
+    });
+    let right_heard_from = right.get(right_start).map_or(overlap.1, |w| {
+        (w.start - SAME_WORD_GAP_SECONDS).min(overlap.1)
+    });
     (
-        first_from(left, boundary.max(right_heard_from - SAME_WORD_GAP_SECONDS)),
-        first_from(right, boundary.min(left_heard_to + SAME_WORD_GAP_SECONDS)),
+        first_from(left, boundary.max(right_heard_from)),
+        first_from(right, boundary.min(left_heard_to)),
     )
 }
 
@@ -1031,6 +1043,15 @@ fn shared_words(a: &[Word], b: &[Word]) -> Vec<(usize, usize)> {
     pairs
 }
 
+/// Where the window after `span` (overlapping it) starts, in seconds, if it is planned.
+fn next_window_start(spans: &[WindowSpan], span: &WindowSpan) -> Option<f64> {
+    spans
+        .iter()
+        .filter(|s| s.start > span.start && s.start < span.end)
+        .map(|s| s.start as f64 / SAMPLE_RATE as f64)
+        .min_by(f64::total_cmp)
+}
+
 /// Progress a follow-up window must make past the start of its parent's stretch.
 const FOLLOW_UP_MIN_ADVANCE_SECONDS: f64 = 1.0;
 /// Audio left unheard in a window's stretch after its last word that counts as stopping short.
@@ -1063,10 +1084,13 @@ struct Resume {
 /// `sound_frames(from, to)` finds sound count. A last segment left open (no closing
 /// timestamp) is decoded again from its start, as the sequential loop seeks; a closed one,
 /// from its end. Text that runs to the window's end, as when speech goes on past it, is not
-/// stopping short: the next window overlaps it.
+/// stopping short: the next window overlaps it. Nor is a stretch the next window, starting at
+/// `next_start` seconds, hears from its beginning: a follow-up there costs a whole window
+/// (16 of them on the pause set, all but a few in the 4 s its parent shares with the next).
 fn unheard_stretch(
     segments: &[Segment],
     span: &WindowSpan,
+    next_start: Option<f64>,
     samples: usize,
     special: &whisk_types::SpecialTokens,
     sound_frames: impl Fn(f64, f64) -> usize,
@@ -1103,8 +1127,10 @@ fn unheard_stretch(
             .map_or(segment.end, |word| word.end.max(begins));
         let unheard = next - heard_until > limit;
         let advances = begins >= span.own_start + FOLLOW_UP_MIN_ADVANCE_SECONDS;
+        // The next window hears it: the stitch hands over to it where this one stops.
+        let next_hears_it = next_start.is_some_and(|t| heard_until >= t);
         let sounds = || sound_frames(heard_until, next) >= sound_needed;
-        if unheard && advances && from < samples && sounds() {
+        if unheard && advances && !next_hears_it && from < samples && sounds() {
             // Past the closing timestamp by the aligned words, unless they are far off (words
             // put 19 s after a "<|0.00|> She has a <|1.00|>").
             let owns_from = match keep > k {
@@ -1349,9 +1375,14 @@ mod tests {
         };
         let samples = at(28.0);
         let resume = |segment: &Segment, span: &WindowSpan, samples: usize| {
-            unheard_stretch(std::slice::from_ref(segment), span, samples, &s, |_, _| {
-                1500
-            })
+            unheard_stretch(
+                std::slice::from_ref(segment),
+                span,
+                None,
+                samples,
+                &s,
+                |_, _| 1500,
+            )
             .map(|r| r.from)
         };
         // "She had your dog." closed at 1.2 s, then end of text: 26.8 s unheard. The follow-up
@@ -1381,6 +1412,21 @@ mod tests {
         assert_eq!(resume(&early, &middle, at(30.0)), None);
         let early = last_segment(vec![ts(40), 12, ts(200)], 26.8, 30.0, 30.0);
         assert_eq!(resume(&early, &middle, at(30.0)), Some(at(4.0)));
+        // Unless the next window hears the stretch from its start (its last word ends at
+        // 30 s): a next window from 29 s does, one from 31 s does not.
+        let heard_from = |next: f64| {
+            unheard_stretch(
+                std::slice::from_ref(&early),
+                &middle,
+                Some(next),
+                at(30.0),
+                &s,
+                |_, _| 1500,
+            )
+            .map(|r| r.from)
+        };
+        assert_eq!(heard_from(29.0), None);
+        assert_eq!(heard_from(31.0), Some(at(4.0)));
         // An open last segment is dropped and decoded again; a closed one is kept.
         let first = last_segment(vec![ts(0), 10, ts(60)], 100.0, 101.2, 101.2);
         let open = last_segment(vec![ts(60), 12, 13], 101.2, 128.0, 101.3);
@@ -1388,7 +1434,7 @@ mod tests {
         // A stretch that sounds throughout: one frame per 20 ms.
         let all_sound = |from: f64, to: f64| ((to - from) / TIME_PRECISION).max(0.0) as usize;
         let keep = |segments: &[Segment]| {
-            unheard_stretch(segments, &span, samples, &s, all_sound).map(|r| r.keep)
+            unheard_stretch(segments, &span, None, samples, &s, all_sound).map(|r| r.keep)
         };
         assert_eq!(keep(&both), Some(1));
         // A jump over more than `SKIPPED_SECONDS` (2 s of it sound) to a last line at the
@@ -1406,7 +1452,7 @@ mod tests {
         assert_eq!(keep(&paused), Some(2));
         let mid = [first.clone(), late(110.0), late(127.0)];
         assert_eq!(keep(&mid), Some(2));
-        let quiet = unheard_stretch(&jumped, &span, samples, &s, |from, to| {
+        let quiet = unheard_stretch(&jumped, &span, None, samples, &s, |from, to| {
             if to - from > 20.0 {
                 75
             } else {
