@@ -6,15 +6,27 @@
 //!
 //! Only for steps of a few tokens per row; longer ones (prompts, alignment passes) are real
 //! matrix products and stay with candle's GEMM.
+//!
+//! The cache may be kept in f16 ([`CACHE_DTYPE`]): half the memory per slot, and half the
+//! bytes a step reads; the F16C kernels (`f16c.rs`) widen it as they load it, elsewhere each
+//! (slot, head) panel is widened into a buffer of its thread's for the f32 kernels.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use half::{f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 use whisk_types::widest_lanes;
 
 use crate::cpu_ops::contiguous_f32;
+use crate::f16c;
 
 /// Steps feeding at most this many tokens per row use the in-place kernels.
 pub const MAX_TOKENS: usize = 4;
+
+/// The type the decoder keeps each slot's cross-attention keys and values in when its
+/// linear layers are int8.
+pub const CACHE_DTYPE: DType = DType::F16;
 
 fn dims4(layout: &Layout) -> Result<[usize; 4]> {
     match *layout.shape().dims() {
@@ -127,18 +139,62 @@ impl PerHead<'_> {
     fn run(
         &self,
         input: &[f32],
-        cache: &[f32],
+        cache: Panels<'_>,
         out: &mut [f32],
-        task: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+        task: impl Fn(&[f32], Panels<'_>, &mut [f32]) + Sync,
     ) {
         out.par_chunks_mut(self.out_len)
             .enumerate()
             .for_each(|(rh, out)| {
                 let (r, head) = (rh / self.heads, rh % self.heads);
-                let cache = &cache[(self.slots[r] * self.heads + head) * self.cache_len..]
-                    [..self.cache_len];
-                task(&input[rh * self.in_len..][..self.in_len], cache, out);
+                let offset = (self.slots[r] * self.heads + head) * self.cache_len;
+                let panel = cache.panel(offset, self.cache_len);
+                task(&input[rh * self.in_len..][..self.in_len], panel, out);
             });
+    }
+}
+
+thread_local! {
+    /// One f16 panel widened to f32.
+    static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A contiguous slot cache, in f32 or f16.
+#[derive(Clone, Copy)]
+enum Panels<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+}
+
+impl<'a> Panels<'a> {
+    fn of(storage: &'a CpuStorage, layout: &Layout) -> Result<Self> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("cross-attention: expected a contiguous cache")
+        };
+        match storage {
+            CpuStorage::F32(data) => Ok(Self::F32(&data[start..end])),
+            CpuStorage::F16(data) => Ok(Self::F16(&data[start..end])),
+            _ => candle_core::bail!("cross-attention: an f32 or f16 cache expected"),
+        }
+    }
+
+    fn panel(self, offset: usize, len: usize) -> Panels<'a> {
+        match self {
+            Self::F32(data) => Self::F32(&data[offset..][..len]),
+            Self::F16(data) => Self::F16(&data[offset..][..len]),
+        }
+    }
+
+    /// Calls `f` with the values as f32: as they are, or widened into this thread's buffer.
+    fn widened(self, f: impl FnOnce(&[f32])) {
+        match self {
+            Self::F32(data) => f(data),
+            Self::F16(data) => PANEL.with_borrow_mut(|panel| {
+                panel.resize(data.len(), 0.0);
+                data.convert_to_f32_slice(panel);
+                f(panel)
+            }),
+        }
     }
 }
 
@@ -171,11 +227,19 @@ impl CustomOp2 for Scores<'_> {
             cache_len: dh * frames,
             out_len: n * frames,
         };
-        let k = contiguous_f32(k, k_layout)?;
-        per_head.run(q, k, &mut out, |q, k, out| {
+        let k = Panels::of(k, k_layout)?;
+        let per_query = |q: &[f32], out: &mut [f32], each: &dyn Fn(&[f32], &mut [f32])| {
             for (query, out) in q.chunks_exact(dh).zip(out.chunks_exact_mut(frames)) {
-                scores_fast(query, k, out, self.scale);
+                each(query, out);
             }
+        };
+        per_head.run(q, k, &mut out, |q, k, out| match k {
+            Panels::F16(k) if f16c::available() => per_query(q, out, &|query, out| {
+                f16c::scores(query, k, out, self.scale)
+            }),
+            _ => k.widened(|k| {
+                per_query(q, out, &|query, out| scores_fast(query, k, out, self.scale))
+            }),
         });
         Ok((CpuStorage::F32(out), Shape::from((rows, heads, n, frames))))
     }
@@ -215,11 +279,17 @@ impl CustomOp2 for Weighted<'_> {
             cache_len: frames * dh,
             out_len: n * dh,
         };
-        let v = contiguous_f32(v, v_layout)?;
-        per_head.run(p, v, &mut out, |p, v, out| {
+        let v = Panels::of(v, v_layout)?;
+        let per_query = |p: &[f32], out: &mut [f32], each: &dyn Fn(&[f32], &mut [f32])| {
             for (out, weights) in out.chunks_exact_mut(dh).zip(p.chunks_exact(frames)) {
-                weighted_fast(weights, v, out);
+                each(weights, out);
             }
+        };
+        per_head.run(p, v, &mut out, |p, v, out| match v {
+            Panels::F16(v) if dh == f16c::DH && f16c::available() => {
+                per_query(p, out, &|weights, out| f16c::weighted(weights, v, out))
+            }
+            _ => v.widened(|v| per_query(p, out, &|weights, out| weighted_fast(weights, v, out))),
         });
         Ok((CpuStorage::F32(out), Shape::from((rows, heads, n, dh))))
     }
@@ -265,8 +335,9 @@ mod tests {
             .collect()
     }
 
-    /// Checks `attend_slots` against candle's attention over the gathered slots.
-    fn check_against_candle(dh: usize) {
+    /// Checks `attend_slots` against candle's attention over the gathered slots, the cache
+    /// kept in `dtype` (its values rounded to it for the reference too).
+    fn check_against_candle(dh: usize, dtype: DType) {
         // Slots repeated and out of order; 4 query tokens (the most in place).
         let (cached, heads, frames, n) = (5, 3, 37, MAX_TOKENS);
         let slots = [4, 1, 1];
@@ -277,6 +348,7 @@ mod tests {
                 (cached, heads, frames, dh),
                 dev,
             )
+            .and_then(|t| t.to_dtype(dtype)?.to_dtype(DType::F32))
             .unwrap()
         };
         let (k, v) = (cache(1), cache(2));
@@ -286,8 +358,9 @@ mod tests {
             dev,
         )
         .unwrap();
-        let k_t = k.transpose(2, 3).unwrap().contiguous().unwrap();
-        let (out, scores) = attend_slots(&q, &k_t, &v, &slots).unwrap();
+        let stored = |t: &Tensor| t.to_dtype(dtype).unwrap().contiguous().unwrap();
+        let k_t = stored(&k.transpose(2, 3).unwrap());
+        let (out, scores) = attend_slots(&q, &k_t, &stored(&v), &slots).unwrap();
 
         let idx = Tensor::new(&[4u32, 1, 1], dev).unwrap();
         let gather = |t: &Tensor| t.index_select(&idx, 0).unwrap();
@@ -308,9 +381,11 @@ mod tests {
 
     #[test]
     fn matches_candles_attention_over_gathered_slots() {
-        // dh not a multiple of 4 or 8 (the kernels' tails), and Whisper's 64.
+        // dh not a multiple of 4 or 8 (the kernels' tails), and Whisper's 64; the cache in
+        // f32, and in f16 (read by the F16C kernels, or widened where there are none).
         for dh in [21, 64] {
-            check_against_candle(dh);
+            check_against_candle(dh, DType::F32);
+            check_against_candle(dh, CACHE_DTYPE);
         }
     }
 

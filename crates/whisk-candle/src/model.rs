@@ -229,15 +229,20 @@ pub struct Whisper {
     dec_pos: Tensor,
     dec_blocks: Vec<Block>,
     ln: LayerNorm,
-    /// The activations' type (and the caches').
+    /// The activations' type (and the self-attention cache's).
     dtype: DType,
+    /// The slots' cross-attention K/V's: f16 with int8 layers, which the in-place kernels
+    /// widen as they load it, else `dtype`. They are most of a slot's memory (1500 frames
+    /// against at most 448 tokens); TIMIT's word times are the same as in f32.
+    cross_dtype: DType,
 }
 
 /// Per-decode state. Every slot has its window's cross-attention K/V and a self-attention
 /// cache with room for the whole text context, so rows join and leave without moving others.
 pub struct DecoderState {
     /// Per layer: keys `[slots, n_head, dh, n_audio_ctx]` (transposed: what `q · Kᵀ` reads
-    /// in order) and values `[slots, n_head, n_audio_ctx, dh]`.
+    /// in order) and values `[slots, n_head, n_audio_ctx, dh]`, in `Whisper::cross_dtype`:
+    /// at beam 5 and batch 8, 40 slots of them.
     cross: Vec<(Tensor, Tensor)>,
     /// Per layer: `[slots, n_head, n_text_ctx, dh]` keys and values.
     cache: Vec<(Tensor, Tensor)>,
@@ -298,6 +303,10 @@ impl Whisper {
             ln: l.layer_norm("decoder.ln")?,
             dims,
             dtype,
+            cross_dtype: match int8 {
+                true => cross_attention::CACHE_DTYPE,
+                false => dtype,
+            },
         })
     }
 
@@ -337,10 +346,12 @@ impl Whisper {
         let dtype = self.dtype;
         let zeros = |len| Tensor::zeros((slots, d.n_text_head, len, dh), dtype, device);
         let pair = |len| -> Result<(Tensor, Tensor)> { Ok((zeros(len)?, zeros(len)?)) };
-        let keys_t = || Tensor::zeros((slots, d.n_text_head, dh, d.n_audio_ctx), dtype, device);
+        let cross = self.cross_dtype;
+        let keys_t = || Tensor::zeros((slots, d.n_text_head, dh, d.n_audio_ctx), cross, device);
+        let values = || Tensor::zeros((slots, d.n_text_head, d.n_audio_ctx, dh), cross, device);
         Ok(DecoderState {
             cross: (0..d.n_text_layer)
-                .map(|_| Ok((keys_t()?, zeros(d.n_audio_ctx)?)))
+                .map(|_| Ok((keys_t()?, values()?)))
                 .collect::<Result<_>>()?,
             cache: (0..d.n_text_layer)
                 .map(|_| pair(d.n_text_ctx))
@@ -360,9 +371,13 @@ impl Whisper {
         let idx: Vec<u32> = windows.iter().map(|&w| w as u32).collect();
         let idx = Tensor::new(idx.as_slice(), encoded.device())?;
         let audio = encoded.index_select(&idx, 0)?;
+        let dtype = self.cross_dtype;
         for (block, (ck, cv)) in self.dec_blocks.iter().zip(&state.cross) {
             let (k, v) = cross_attention(block).kv(&audio)?;
-            let k = k.transpose(2, 3)?.contiguous()?;
+            let (k, v) = (
+                k.transpose(2, 3)?.to_dtype(dtype)?.contiguous()?,
+                v.to_dtype(dtype)?,
+            );
             for (i, &slot) in slots.iter().enumerate() {
                 ck.slice_set(&k.narrow(0, i, 1)?, 0, slot)?;
                 cv.slice_set(&v.narrow(0, i, 1)?, 0, slot)?;
@@ -482,7 +497,10 @@ impl Whisper {
                     let (out, qk) = cross_attention::attend_slots(&q, ck, cv, slots)?;
                     (cross.out.forward(&merge_heads(&out)?)?, qk)
                 }
-                None => cross.attend(&h, &batch(ck)?.transpose(2, 3)?, &batch(cv)?, None)?,
+                None => {
+                    let (k, v) = (batch(ck)?.to_dtype(dtype)?, batch(cv)?.to_dtype(dtype)?);
+                    cross.attend(&h, &k.transpose(2, 3)?, &v, None)?
+                }
             };
             x = (x + out)?;
             for (i, &(l, head)) in step.cross_qk_heads.iter().enumerate() {
