@@ -49,6 +49,9 @@ fn benches(c: &mut Criterion) {
     for (compute, backend) in &decoder_inputs {
         let encoded = backend.encode(mel).unwrap();
         let mut decoder = backend.start_decoder(&encoded, &[0; BEAM]).unwrap();
+        // The hypotheses share their window, as a beam search forks them from its first slot.
+        let forks: Vec<(usize, usize)> = (1..BEAM).map(|slot| (0, slot)).collect();
+        backend.copy_slots(&mut decoder, &forks).unwrap();
         let prompt: Vec<u32> = (0..CONTEXT as u32).map(|i| 50_257 + i % 4).collect();
         let rows: Vec<RowStep> = (0..BEAM)
             .map(|slot| RowStep {

@@ -45,6 +45,18 @@ impl SlotTable {
         self.attached[slot]
     }
 
+    /// The lowest of `slots` holding the same window as `slot` (beam hypotheses and best-of
+    /// candidates of one window have equal cross K/V): reading it for all of them reads one
+    /// copy, still in cache from the last.
+    pub fn first_with_same_window(&self, slot: usize, slots: &[usize]) -> usize {
+        slots
+            .iter()
+            .copied()
+            .filter(|&s| self.attached[s] && self.window_ids[s] == self.window_ids[slot])
+            .min()
+            .unwrap_or(slot)
+    }
+
     /// Checks an attach of `windows` (of `encoded` encoded windows) to `slots`.
     pub fn check_attach(&self, slots: &[usize], windows: &[usize], encoded: usize) -> Result<()> {
         if let Some(w) = windows.iter().find(|&&w| w >= encoded) {
@@ -197,4 +209,26 @@ pub fn check_mel(dims: &ModelDims, mel: &MelBatch<'_>) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_forked_from_one_attach_share_its_window_until_attached_again() {
+        let mut table = SlotTable::new(5).unwrap();
+        table.attached(&[0, 3]);
+        // Slot 0's window forked into 1 and 2 (a beam search); slot 3 holds another.
+        table.copied(&[(0, 1), (0, 2)]);
+        let stepped = [3, 2, 1];
+        assert_eq!(table.first_with_same_window(2, &stepped), 1);
+        assert_eq!(table.first_with_same_window(1, &stepped), 1);
+        assert_eq!(table.first_with_same_window(3, &stepped), 3);
+        assert!(table.cross_moves(&[(0, 2)]).is_empty());
+        // A fresh window in slot 1 parts it from the others.
+        table.attached(&[1]);
+        assert_eq!(table.first_with_same_window(2, &stepped), 2);
+        assert_eq!(table.cross_moves(&[(0, 1)]), [(0, 1)]);
+    }
 }

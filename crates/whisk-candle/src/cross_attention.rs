@@ -136,6 +136,9 @@ struct PerHead<'a> {
 }
 
 impl PerHead<'_> {
+    /// Runs `task` for every (row, head). The rows reading one slot run one after another
+    /// on one thread, head by head, so that the panel the first reads is still in cache for
+    /// the others (beam hypotheses and best-of candidates share their window's slot).
     fn run(
         &self,
         input: &[f32],
@@ -143,14 +146,51 @@ impl PerHead<'_> {
         out: &mut [f32],
         task: impl Fn(&[f32], Panels<'_>, &mut [f32]) + Sync,
     ) {
-        out.par_chunks_mut(self.out_len)
-            .enumerate()
-            .for_each(|(rh, out)| {
-                let (r, head) = (rh / self.heads, rh % self.heads);
-                let offset = (self.slots[r] * self.heads + head) * self.cache_len;
-                let panel = cache.panel(offset, self.cache_len);
-                task(&input[rh * self.in_len..][..self.in_len], panel, out);
-            });
+        let mut readers: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (r, &slot) in self.slots.iter().enumerate() {
+            match readers.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, rows)) => rows.push(r),
+                None => readers.push((slot, vec![r])),
+            }
+        }
+        if readers.len() == self.slots.len() {
+            // One row per slot: each task writes its own piece of `out` in place.
+            return out
+                .par_chunks_mut(self.out_len)
+                .enumerate()
+                .for_each(|(rh, out)| {
+                    let (r, head) = (rh / self.heads, rh % self.heads);
+                    let offset = (self.slots[r] * self.heads + head) * self.cache_len;
+                    let panel = cache.panel(offset, self.cache_len);
+                    task(&input[rh * self.in_len..][..self.in_len], panel, out);
+                });
+        }
+        let tasks: Vec<(usize, &[usize])> = readers
+            .iter()
+            .flat_map(|(slot, rows)| {
+                (0..self.heads).map(move |h| (slot * self.heads + h, &rows[..]))
+            })
+            .collect();
+        let outputs: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(slot_head, rows)| {
+                let head = slot_head % self.heads;
+                let panel = cache.panel(slot_head * self.cache_len, self.cache_len);
+                let mut outs = vec![0f32; rows.len() * self.out_len];
+                for (&r, out) in rows.iter().zip(outs.chunks_exact_mut(self.out_len)) {
+                    let rh = r * self.heads + head;
+                    task(&input[rh * self.in_len..][..self.in_len], panel, out);
+                }
+                outs
+            })
+            .collect();
+        for (&(slot_head, rows), outs) in tasks.iter().zip(outputs) {
+            let head = slot_head % self.heads;
+            for (&r, piece) in rows.iter().zip(outs.chunks_exact(self.out_len)) {
+                let rh = r * self.heads + head;
+                out[rh * self.out_len..][..self.out_len].copy_from_slice(piece);
+            }
+        }
     }
 }
 

@@ -450,9 +450,13 @@ impl Whisper {
         let in_place = (device.is_cpu()
             && self.dtype == DType::F32
             && n <= cross_attention::MAX_TOKENS)
-            .then(|| match &layout.batch {
-                SlotBatch::Range { first, len } => (*first..first + len).collect::<Vec<_>>(),
-                SlotBatch::Gather(slots) => slots.clone(),
+            .then(|| {
+                let slots = match &layout.batch {
+                    SlotBatch::Range { first, len } => (*first..first + len).collect::<Vec<_>>(),
+                    SlotBatch::Gather(slots) => slots.clone(),
+                };
+                let first_of = |&s: &usize| state.table.first_with_same_window(s, &slots);
+                slots.iter().map(first_of).collect::<Vec<_>>()
             });
         let dtype = self.dtype;
         let mask = Tensor::from_slice(&layout.mask, (size, 1, n, span), device)?.to_dtype(dtype)?;
