@@ -300,13 +300,13 @@ impl Model {
             .detach(|| {
                 let (samples, damage) = audio.decode()?;
                 let probs = self.detect_if_needed(&samples, &mut options)?;
-                let speech = self.speech_seconds(&samples, &options)?;
+                let speech = self.inner.speech(&samples, &options)?;
                 whisk::Result::Ok((samples, damage, probs, speech))
             })
             .map_err(to_python)?;
         let started = Started {
             duration: samples.len() as f64 / whisk::SAMPLE_RATE as f64,
-            duration_after_vad: speech,
+            duration_after_vad: speech.as_ref().map(|s| s.seconds),
             language: options.decode.language.clone().unwrap_or("en".into()),
             language_probs,
             warnings: damage.into_iter().collect(),
@@ -315,13 +315,20 @@ impl Model {
         let model = Arc::clone(&self.inner);
         let sender = started.segments.sender();
         std::thread::spawn(move || {
-            let done = model.transcribe_with_progress(&samples, &options, &mut |p| {
+            let mut progress = |p: whisk::Progress| {
                 let message = Message::Segments(p.segments.to_vec(), p.done_seconds);
                 // The iterator was dropped: no one reads on, so the decode stops.
                 if sender.send(message).is_err() {
                     p.stop.set(true);
                 }
-            });
+            };
+            // VAD's clips as found above: the transcription does not run it again.
+            let done = match &speech {
+                Some(speech) => model
+                    .transcribe_speech(&[(&samples, speech)], &options, &mut progress)
+                    .map(|mut all| all.remove(0)),
+                None => model.transcribe_with_progress(&samples, &options, &mut progress),
+            };
             let _ = sender.send(Message::Done(done));
         });
         Ok(started)
@@ -381,19 +388,6 @@ impl Model {
         Ok(probs)
     }
 
-    /// Seconds of speech VAD keeps, when `options` turn it on.
-    fn speech_seconds(
-        &self,
-        samples: &[f32],
-        options: &TranscribeOptions,
-    ) -> whisk::Result<Option<f64>> {
-        options
-            .vad
-            .as_ref()
-            .map(|vad| self.inner.speech_seconds(samples, vad))
-            .transpose()
-    }
-
     /// Transcribes decoded inputs in one call; on a multilingual model without a language, each
     /// input's language is detected first, so its probabilities can be told.
     fn transcribe_samples(
@@ -416,18 +410,36 @@ impl Model {
         let mut options = options;
         let language_probs = self.detect_if_needed(&inputs[0].0, &mut options)?;
         let samples: Vec<&[f32]> = inputs.iter().map(|(s, _)| s.as_slice()).collect();
-        let transcripts = self
-            .inner
-            .transcribe_many(&samples, &options, &mut |_| {})?;
+        let speech = samples
+            .iter()
+            .map(|s| self.inner.speech(s, &options))
+            .collect::<whisk::Result<Vec<_>>>()?;
+        let transcripts = match speech
+            .iter()
+            .map(Option::as_ref)
+            .collect::<Option<Vec<_>>>()
+        {
+            // VAD's clips as found here: the transcription does not run it again.
+            Some(speech) => {
+                let inputs: Vec<(&[f32], &whisk::Speech)> =
+                    samples.iter().copied().zip(speech).collect();
+                self.inner
+                    .transcribe_speech(&inputs, &options, &mut |_| {})?
+            }
+            None => self
+                .inner
+                .transcribe_many(&samples, &options, &mut |_| {})?,
+        };
         transcripts
             .into_iter()
             .zip(inputs)
-            .map(|(mut transcript, (samples, damage))| {
+            .zip(speech)
+            .map(|((mut transcript, (samples, damage)), speech)| {
                 transcript.warnings.extend(damage.clone());
                 Ok(Outcome {
                     transcript: to_json(&transcript),
                     duration: samples.len() as f64 / whisk::SAMPLE_RATE as f64,
-                    duration_after_vad: self.speech_seconds(samples, &options)?,
+                    duration_after_vad: speech.map(|s| s.seconds),
                     language_probs: language_probs.clone(),
                 })
             })

@@ -41,6 +41,7 @@ pub mod synthetic;
 use std::path::{Path, PathBuf};
 
 pub use allocator::{keep_freed_memory_for_reuse, return_freed_memory};
+pub use speech::Speech;
 pub use whisk_audio::{
     load_audio, load_audio_bytes_with_damage, load_audio_with_damage, log_mel_spectrogram, Damage,
 };
@@ -358,36 +359,46 @@ impl Model {
         Ok(self.vad.get().expect("set above"))
     }
 
-    /// Transcribes only what `vad` hears speech in: each input's speech becomes its clips.
-    fn transcribe_speech(
-        &self,
-        inputs: &[&[f32]],
-        options: &TranscribeOptions,
-        vad: &VadOptions,
-        progress: &mut dyn FnMut(Progress),
-    ) -> Result<Vec<Transcript>> {
-        let detector = self.vad()?;
+    /// What Silero VAD hears in `samples` with `options.vad`, in one pass: the clips that
+    /// [`Self::transcribe_speech`] transcribes with these options, and the seconds of speech.
+    /// `None` when `options` turn VAD off (or give clips of their own).
+    pub fn speech(&self, samples: &[f32], options: &TranscribeOptions) -> Result<Option<Speech>> {
+        let Some(vad) = options.vad.as_ref() else {
+            return Ok(None);
+        };
+        if !options.clip_timestamps.is_empty() {
+            return Ok(None);
+        }
         let packed = options.batch_size > 1
             && whisk_pipeline::packs_inputs(options, self.dims.is_multilingual());
-        let clips: Vec<Vec<(usize, usize)>> = inputs
-            .iter()
-            .map(|s| speech::speech_clips(detector, s, vad, packed))
-            .collect();
+        Ok(Some(speech::speech_of(self.vad()?, samples, vad, packed)))
+    }
+
+    /// Transcribes only the speech [`Self::speech`] found in each input, with the options it
+    /// was found with (a caller that reports the seconds of speech need not run VAD twice).
+    pub fn transcribe_speech(
+        &self,
+        inputs: &[(&[f32], &Speech)],
+        options: &TranscribeOptions,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<Vec<Transcript>> {
         if options.batch_size > 1 {
             let inputs = inputs
                 .iter()
-                .zip(clips)
-                .map(|(&samples, clips)| BatchInput::Clips { samples, clips })
+                .map(|&(samples, speech)| BatchInput::Clips {
+                    samples,
+                    clips: speech.clips.clone(),
+                })
                 .collect();
             return self.engine.transcribe_batch(inputs, options, progress);
         }
-        let total: f64 = inputs.iter().map(|s| s.len() as f64 / 16_000.0).sum();
+        let total: f64 = inputs.iter().map(|s| s.0.len() as f64 / 16_000.0).sum();
         let mut done = 0.0;
         let mut out = Vec::with_capacity(inputs.len());
-        for (input, (samples, clips)) in inputs.iter().zip(&clips).enumerate() {
+        for (input, &(samples, speech)) in inputs.iter().enumerate() {
             let start = done;
             done += samples.len() as f64 / 16_000.0;
-            if clips.is_empty() {
+            if speech.clips.is_empty() {
                 out.push(Transcript {
                     text: String::new(),
                     language: options.decode.language.clone().unwrap_or("en".into()),
@@ -397,7 +408,7 @@ impl Model {
                 continue;
             }
             let clipped = TranscribeOptions {
-                clip_timestamps: speech::clip_seconds(clips),
+                clip_timestamps: speech::clip_seconds(&speech.clips),
                 ..options.clone()
             };
             out.push(self.engine.transcribe(samples, &clipped, &mut |p| {
@@ -501,10 +512,13 @@ impl Model {
         options: &TranscribeOptions,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Vec<Transcript>> {
-        if let Some(vad) = options.vad.as_ref() {
-            if options.clip_timestamps.is_empty() {
-                return self.transcribe_speech(inputs, options, vad, progress);
-            }
+        if options.vad.is_some() && options.clip_timestamps.is_empty() {
+            let speech = inputs
+                .iter()
+                .map(|s| Ok(self.speech(s, options)?.expect("VAD is on")))
+                .collect::<Result<Vec<_>>>()?;
+            let inputs: Vec<(&[f32], &Speech)> = inputs.iter().copied().zip(&speech).collect();
+            return self.transcribe_speech(&inputs, options, progress);
         }
         if options.batch_size > 1 {
             let inputs = inputs
@@ -609,11 +623,5 @@ impl Model {
     /// Languages spoken in the first 30 s, likeliest first, with probabilities.
     pub fn detect_language(&self, samples: &[f32]) -> Result<Vec<(String, f32)>> {
         self.engine.detect_language(samples)
-    }
-
-    /// Seconds of `samples` in which Silero VAD hears speech with `vad`'s settings
-    /// (faster-whisper's `duration_after_vad`).
-    pub fn speech_seconds(&self, samples: &[f32], vad: &VadOptions) -> Result<f64> {
-        Ok(speech::speech_seconds(self.vad()?, samples, vad))
     }
 }

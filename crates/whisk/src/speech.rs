@@ -64,16 +64,26 @@ pub fn merge_into_clips(
 /// their place ("where a farm" became "where farm" in `tests/vad.rs`).
 const PACKED_CLIP_GAP_SECONDS: f64 = 0.5;
 
-/// The speech of `samples` as clips of at most 30 s. `packed`: the clips will share windows,
-/// digital silence between them, so only speech separated by short pauses is joined
-/// and the noise VAD left out between sentences is not heard; otherwise a clip takes in the
-/// silences (and noises) between its speech, to fill its window.
-pub(crate) fn speech_clips(
+/// What Silero VAD heard in one input, from one pass over it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Speech {
+    /// The stretches to transcribe, `[start, end)` in samples: speech segments joined into
+    /// clips of at most 30 s, as the transcription options will hear them.
+    pub clips: Vec<(usize, usize)>,
+    /// Seconds of speech, segment by segment (faster-whisper's `duration_after_vad`).
+    pub seconds: f64,
+}
+
+/// The speech of `samples`. `packed`: the clips will share windows, digital silence
+/// between them, so only speech separated by short pauses is joined and the noise VAD left
+/// out between sentences is not heard; otherwise a clip takes in the silences (and noises)
+/// between its speech, to fill its window.
+pub(crate) fn speech_of(
     vad: &SileroVad,
     samples: &[f32],
     options: &VadOptions,
     packed: bool,
-) -> Vec<(usize, usize)> {
+) -> Speech {
     let probabilities = vad.speech_probabilities(samples);
     let segments = speech_segments(&probabilities, samples.len(), options);
     let max_gap = if packed {
@@ -81,15 +91,11 @@ pub(crate) fn speech_clips(
     } else {
         usize::MAX
     };
-    merge_into_clips(&segments, N_SAMPLES, max_gap)
-}
-
-/// Seconds of speech in `samples`, segment by segment.
-pub(crate) fn speech_seconds(vad: &SileroVad, samples: &[f32], options: &VadOptions) -> f64 {
-    let probabilities = vad.speech_probabilities(samples);
-    let segments = speech_segments(&probabilities, samples.len(), options);
-    let samples: usize = segments.iter().map(|s| s.end - s.start).sum();
-    samples as f64 / SAMPLE_RATE as f64
+    let speech: usize = segments.iter().map(|s| s.end - s.start).sum();
+    Speech {
+        clips: merge_into_clips(&segments, N_SAMPLES, max_gap),
+        seconds: speech as f64 / SAMPLE_RATE as f64,
+    }
 }
 
 /// Clips as `clip_timestamps`: `start, end, start, end, ...` in seconds.
