@@ -24,6 +24,8 @@ struct Scripted {
     confidence: f32,
     no_speech: f32,
     decodes: Cell<usize>,
+    /// Windows encoded.
+    encodes: Cell<usize>,
 }
 
 impl Scripted {
@@ -62,6 +64,7 @@ impl Backend for Scripted {
     }
 
     fn encode(&self, mel: MelBatch<'_>) -> Result<usize> {
+        self.encodes.set(self.encodes.get() + mel.windows);
         Ok(mel.windows)
     }
 
@@ -119,6 +122,7 @@ fn pipeline(script_text: &str, confidence: f32, no_speech: f32) -> Pipeline<Scri
         confidence,
         no_speech,
         decodes: Cell::new(0),
+        encodes: Cell::new(0),
     };
     Pipeline::new(backend, tokenizer, vec![(2, 0)]).unwrap()
 }
@@ -170,6 +174,28 @@ fn repetitive_text_falls_back_through_every_temperature() {
     let t = transcribe(&p, &options());
     assert_eq!(p.backend().decodes.get(), 1);
     assert_eq!(t.text, " the cat sat on the mat.".repeat(3));
+}
+
+#[test]
+fn batched_fallback_encodes_its_window_once() {
+    // Two inputs, each one window decoded at every temperature (five candidates from 0.2),
+    // beside each other in one batch: each window is encoded once for all its decodes.
+    let p = pipeline(&" the cat sat on the mat.".repeat(12), 30.0, 0.0);
+    let audio = vec![0.01f32; 80_000];
+    let batched = TranscribeOptions {
+        batch_size: 4,
+        // Each input a window of its own, not timed (this backend gives no attention).
+        pack_short_inputs: false,
+        ..options()
+    };
+    let transcripts = p
+        .transcribe_many(&[&audio, &audio], &batched, &mut |_| {})
+        .unwrap();
+    assert_eq!(p.backend().decodes.get(), 2 * (1 + 5 * 5));
+    assert_eq!(p.backend().encodes.get(), 2);
+    for t in transcripts {
+        assert_eq!(t.text, " the cat sat on the mat.");
+    }
 }
 
 #[test]

@@ -49,11 +49,12 @@ pub struct Scheduler<'a, B: Backend, K> {
     shared: Shared<'a>,
     decoder: B::Decoder,
     encoder_batch: usize,
-    /// Recently encoded windows (mel, encoder batch, index in it), newest last: a window
-    /// queued again (temperature fallback) is not encoded twice.
+    /// Encoded windows (mel, encoder batch, index in it) that rows in flight or waiting
+    /// windows decode, newest last: a window queued again (temperature fallback, alignment
+    /// pass) is queued as its row finishes, so it is not encoded twice.
     encoded: VecDeque<EncodedWindow<B>>,
-    /// Rows in flight, in order of admission.
-    rows: Vec<(K, Row)>,
+    /// Rows in flight, in order of admission, with their window's mel.
+    rows: Vec<(K, Row, Arc<[f32]>)>,
     /// Whether each decoder slot is free.
     free: Vec<bool>,
     waiting: VecDeque<Job<K>>,
@@ -106,7 +107,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
     pub fn cancel(&mut self, cancelled: impl Fn(&K) -> bool) {
         self.waiting.retain(|job| !cancelled(&job.key));
         let free = &mut self.free;
-        self.rows.retain(|(key, row)| {
+        self.rows.retain(|(key, row, _)| {
             let keep = !cancelled(key);
             if !keep {
                 for &slot in row.slots() {
@@ -135,7 +136,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
     /// that finished, whose slots are free again.
     pub fn step(&mut self) -> whisk_backend::Result<Vec<(K, WindowResult)>> {
         self.admit()?;
-        let mut rows: Vec<&mut Row> = self.rows.iter_mut().map(|(_, row)| row).collect();
+        let mut rows: Vec<&mut Row> = self.rows.iter_mut().map(|(_, row, _)| row).collect();
         if !rows.is_empty() {
             step_rows(self.backend, &mut self.decoder, &mut rows, &self.shared)?;
         }
@@ -143,7 +144,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
         let mut i = 0;
         while i < self.rows.len() {
             if self.rows[i].1.is_done() {
-                let (key, row) = self.rows.remove(i);
+                let (key, row, _) = self.rows.remove(i);
                 for &slot in row.slots() {
                     self.free[slot] = true;
                 }
@@ -233,12 +234,16 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 self.free[slot] = false;
             }
             let row = Row::new(job.request, slots, &self.shared);
-            self.rows.push((job.key, row));
+            self.rows.push((job.key, row, job.mel));
         }
-        // Keep room for a batch of windows that may come back for a fallback.
-        while self.encoded.len() > 2 * self.free.len() + self.encoder_batch {
-            self.encoded.pop_front();
-        }
+        // Windows no row decodes and none waits for are done with (each encoding held 2.3 MB
+        // for tiny; keeping two per slot held 190 MB at beam 5).
+        let rows = &self.rows;
+        let waiting = &self.waiting;
+        self.encoded.retain(|(mel, _, _)| {
+            rows.iter().any(|(_, _, m)| Arc::ptr_eq(m, mel))
+                || waiting.iter().any(|job| Arc::ptr_eq(&job.mel, mel))
+        });
         Ok(())
     }
 }
