@@ -135,6 +135,34 @@ impl StepLayout {
             })
             .collect()
     }
+
+    /// As [`Self::split_cross_qk`], from each head's `[size, n, frames]` scores apart: a
+    /// backend can copy a head out as its layer finishes instead of keeping every layer's
+    /// scores until the step ends and stacking them.
+    pub fn split_cross_qk_heads(
+        &self,
+        rows: &[RowStep<'_>],
+        heads: &[Vec<f32>],
+        frames: usize,
+    ) -> Vec<CrossQk> {
+        rows.iter()
+            .enumerate()
+            .map(|(r, row)| {
+                let len = row.tokens.len();
+                let start = self.index[r] * self.n * frames;
+                let mut data = Vec::with_capacity(heads.len() * len * frames);
+                for head in heads {
+                    data.extend_from_slice(&head[start..start + len * frames]);
+                }
+                CrossQk {
+                    heads: heads.len(),
+                    tokens: len,
+                    frames,
+                    data,
+                }
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +217,9 @@ mod tests {
         let qk: Vec<f32> = (0..2 * 2 * 2).map(|v| v as f32).collect(); // [2 rows, 2 heads, n=1, 2 frames]
         let split = l.split_cross_qk(&rows, &qk, 2, 2);
         assert_eq!(split[1].data, vec![4.0, 5.0, 6.0, 7.0]);
+        // The same scores head by head ([2 rows, n=1, 2 frames] each) split the same way.
+        let heads = vec![vec![0.0, 1.0, 4.0, 5.0], vec![2.0, 3.0, 6.0, 7.0]];
+        assert_eq!(l.split_cross_qk_heads(&rows, &heads, 2), split);
         let logits = l.split_logits(&rows, &[1.0, 2.0, 3.0, 4.0], 2);
         assert_eq!(logits, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
     }

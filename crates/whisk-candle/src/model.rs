@@ -465,7 +465,8 @@ impl Whisper {
             + self.dec_pos.index_select(&positions, 0)?)?
         .reshape((size, n, ()))?;
 
-        let mut qk_parts: Vec<Option<Tensor>> = vec![None; step.cross_qk_heads.len()];
+        let mut qk_parts: Vec<Option<Vec<f32>>> = vec![None; step.cross_qk_heads.len()];
+        let mut frames = 0;
         for (layer, block) in self.dec_blocks.iter().enumerate() {
             let attn = &block.attn;
             let h = block.attn_ln.forward(&x)?;
@@ -507,9 +508,12 @@ impl Whisper {
                 }
             };
             x = (x + out)?;
+            // Each chosen head copied out now, so that the layer's scores of every head go.
             for (i, &(l, head)) in step.cross_qk_heads.iter().enumerate() {
                 if l == layer {
-                    qk_parts[i] = Some(qk.i((.., head))?.to_dtype(DType::F32)?);
+                    let scores = qk.i((.., head))?.to_dtype(DType::F32)?;
+                    frames = scores.dim(2)?;
+                    qk_parts[i] = Some(scores.flatten_all()?.to_vec1::<f32>()?);
                 }
             }
             x = (&x + block.mlp.forward(&x)?)?;
@@ -531,19 +535,14 @@ impl Whisper {
             layout.split_logits(rows, &all, d.n_vocab)
         };
 
-        let cross_qk = if qk_parts.is_empty() {
+        let heads: Vec<Vec<f32>> = qk_parts
+            .into_iter()
+            .map(|p| p.expect("every head's layer was visited"))
+            .collect();
+        let cross_qk = if heads.is_empty() {
             Vec::new()
         } else {
-            let parts: Vec<Tensor> = qk_parts
-                .into_iter()
-                .map(|p| p.expect("every head's layer was visited"))
-                .collect();
-            let heads = parts.len();
-            // [heads, size, n, frames] -> [size, heads, n, frames]
-            let all = Tensor::stack(&parts, 0)?.transpose(0, 1)?.contiguous()?;
-            let frames = all.dim(3)?;
-            let all = all.flatten_all()?.to_vec1::<f32>()?;
-            layout.split_cross_qk(rows, &all, heads, frames)
+            layout.split_cross_qk_heads(rows, &heads, frames)
         };
         Ok(StepOutput { logits, cross_qk })
     }
