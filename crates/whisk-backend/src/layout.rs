@@ -109,37 +109,10 @@ impl StepLayout {
             .collect()
     }
 
-    /// Splits `[size, heads, n, frames]` scores into each row's [`CrossQk`], dropping padding.
+    /// Splits each chosen head's `[size, n, frames]` scores into each row's [`CrossQk`],
+    /// dropping padding. Taking heads apart lets a backend copy one out as its layer
+    /// finishes instead of keeping every layer's scores until the step ends.
     pub fn split_cross_qk(
-        &self,
-        rows: &[RowStep<'_>],
-        all: &[f32],
-        heads: usize,
-        frames: usize,
-    ) -> Vec<CrossQk> {
-        rows.iter()
-            .enumerate()
-            .map(|(r, row)| {
-                let len = row.tokens.len();
-                let mut data = Vec::with_capacity(heads * len * frames);
-                for h in 0..heads {
-                    let start = ((self.index[r] * heads + h) * self.n) * frames;
-                    data.extend_from_slice(&all[start..start + len * frames]);
-                }
-                CrossQk {
-                    heads,
-                    tokens: len,
-                    frames,
-                    data,
-                }
-            })
-            .collect()
-    }
-
-    /// As [`Self::split_cross_qk`], from each head's `[size, n, frames]` scores apart: a
-    /// backend can copy a head out as its layer finishes instead of keeping every layer's
-    /// scores until the step ends and stacking them.
-    pub fn split_cross_qk_heads(
         &self,
         rows: &[RowStep<'_>],
         heads: &[Vec<f32>],
@@ -214,12 +187,15 @@ mod tests {
         let l = StepLayout::new(&step, 448);
         assert_eq!(l.batch, SlotBatch::Gather(vec![0, 9]));
         assert_eq!(l.index, vec![0, 1]);
-        let qk: Vec<f32> = (0..2 * 2 * 2).map(|v| v as f32).collect(); // [2 rows, 2 heads, n=1, 2 frames]
-        let split = l.split_cross_qk(&rows, &qk, 2, 2);
-        assert_eq!(split[1].data, vec![4.0, 5.0, 6.0, 7.0]);
-        // The same scores head by head ([2 rows, n=1, 2 frames] each) split the same way.
+        // Two heads' scores, [2 rows, n=1, 2 frames] each.
         let heads = vec![vec![0.0, 1.0, 4.0, 5.0], vec![2.0, 3.0, 6.0, 7.0]];
-        assert_eq!(l.split_cross_qk_heads(&rows, &heads, 2), split);
+        let split = l.split_cross_qk(&rows, &heads, 2);
+        assert_eq!(split[0].data, vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(split[1].data, vec![4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(
+            (split[1].heads, split[1].tokens, split[1].frames),
+            (2, 1, 2)
+        );
         let logits = l.split_logits(&rows, &[1.0, 2.0, 3.0, 4.0], 2);
         assert_eq!(logits, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
     }

@@ -459,7 +459,9 @@ impl Whisper {
             split_heads(seen.reshape([size, span, d.n_text_state]), d.n_text_head)
         };
 
-        let mut qk_parts: Vec<Option<Tensor<4>>> = vec![None; step.cross_qk_heads.len()];
+        // Each chosen head's scores, copied out as its layer finishes.
+        let mut qk_heads: Vec<Vec<f32>> = vec![Vec::new(); step.cross_qk_heads.len()];
+        let mut frames = 0;
         for (layer, block) in self.dec_blocks.iter().enumerate() {
             let attn = &block.attn;
             let h = block.attn_ln.forward(x.clone());
@@ -476,7 +478,9 @@ impl Whisper {
             x = x + out;
             for (i, &(l, head)) in step.cross_qk_heads.iter().enumerate() {
                 if l == layer {
-                    qk_parts[i] = Some(qk.clone().narrow(1, head, 1));
+                    frames = qk.dims()[3];
+                    let one = qk.clone().narrow(1, head, 1);
+                    qk_heads[i] = one.try_into_vec_as::<f32>().map_err(read_err)?;
                 }
             }
             x = x.clone() + block.mlp.forward(x);
@@ -499,19 +503,10 @@ impl Whisper {
             layout.split_logits(rows, &all, d.n_vocab)
         };
 
-        let cross_qk = if qk_parts.is_empty() {
+        let cross_qk = if qk_heads.is_empty() {
             Vec::new()
         } else {
-            let parts: Vec<Tensor<4>> = qk_parts
-                .into_iter()
-                .map(|p| p.expect("every head's layer was visited"))
-                .collect();
-            let heads = parts.len();
-            // [size, heads, n, frames], the order `split_cross_qk` reads.
-            let all = Tensor::cat(parts, 1);
-            let frames = all.dims()[3];
-            let all = all.try_into_vec_as::<f32>().map_err(read_err)?;
-            layout.split_cross_qk(rows, &all, heads, frames)
+            layout.split_cross_qk(rows, &qk_heads, frames)
         };
         Ok(StepOutput { logits, cross_qk })
     }

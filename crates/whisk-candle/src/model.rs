@@ -542,7 +542,7 @@ impl Whisper {
         let cross_qk = if heads.is_empty() {
             Vec::new()
         } else {
-            layout.split_cross_qk_heads(rows, &heads, frames)
+            layout.split_cross_qk(rows, &heads, frames)
         };
         Ok(StepOutput { logits, cross_qk })
     }
