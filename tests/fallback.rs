@@ -26,6 +26,8 @@ struct Scripted {
     decodes: Cell<usize>,
     /// Windows encoded.
     encodes: Cell<usize>,
+    /// Slots whose cross-attention state was computed from an encoding.
+    attaches: Cell<usize>,
 }
 
 impl Scripted {
@@ -79,6 +81,7 @@ impl Backend for Scripted {
         _: &usize,
         _: &[usize],
     ) -> Result<()> {
+        self.attaches.set(self.attaches.get() + slots.len());
         for &s in slots {
             decoder[s].clear();
         }
@@ -123,6 +126,7 @@ fn pipeline(script_text: &str, confidence: f32, no_speech: f32) -> Pipeline<Scri
         no_speech,
         decodes: Cell::new(0),
         encodes: Cell::new(0),
+        attaches: Cell::new(0),
     };
     Pipeline::new(backend, tokenizer, vec![(2, 0)]).unwrap()
 }
@@ -179,7 +183,8 @@ fn repetitive_text_falls_back_through_every_temperature() {
 #[test]
 fn batched_fallback_encodes_its_window_once() {
     // Two inputs, each one window decoded at every temperature (five candidates from 0.2),
-    // beside each other in one batch: each window is encoded once for all its decodes.
+    // beside each other in one batch: each window is encoded once for all its decodes, and
+    // its cross-attention state computed once (later rows take or copy it from a slot).
     let p = pipeline(&" the cat sat on the mat.".repeat(12), 30.0, 0.0);
     let audio = vec![0.01f32; 80_000];
     let batched = TranscribeOptions {
@@ -193,6 +198,11 @@ fn batched_fallback_encodes_its_window_once() {
         .unwrap();
     assert_eq!(p.backend().decodes.get(), 2 * (1 + 5 * 5));
     assert_eq!(p.backend().encodes.get(), 2);
+    assert_eq!(
+        p.backend().attaches.get(),
+        2,
+        "later decodes reuse the window's slot"
+    );
     for t in transcripts {
         assert_eq!(t.text, " the cat sat on the mat.");
     }

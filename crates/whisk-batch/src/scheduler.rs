@@ -40,6 +40,16 @@ pub struct SchedulerConfig<'a> {
     pub repetitive: Option<&'a Repetitive<'a>>,
 }
 
+/// Where an admitted row's first slot gets its window's cross-attention K/V.
+enum CrossSource {
+    /// The slot still holds them from an earlier row of the same window.
+    Held,
+    /// Another slot holds them: copying is cheaper than computing them.
+    Copy(usize),
+    /// Computed from the window's encoding.
+    Attach,
+}
+
 /// A window's mel, the encoder batch it went through, and its index there.
 type EncodedWindow<B> = (Arc<[f32]>, Rc<<B as Backend>::Encoded>, usize);
 
@@ -57,6 +67,10 @@ pub struct Scheduler<'a, B: Backend, K> {
     rows: Vec<(K, Row, Arc<[f32]>)>,
     /// Whether each decoder slot is free.
     free: Vec<bool>,
+    /// The window whose cross K/V each slot holds, as far as admissions know (a row's first
+    /// slot), kept while a row or a waiting job still reads it: a fallback or alignment pass
+    /// of a finished row reuses it instead of computing it again.
+    holds: Vec<Option<Arc<[f32]>>>,
     waiting: VecDeque<Job<K>>,
 }
 
@@ -87,6 +101,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
             encoded: VecDeque::new(),
             rows: Vec::new(),
             free: vec![true; capacity],
+            holds: vec![None; capacity],
             waiting: VecDeque::new(),
             backend,
         })
@@ -165,8 +180,9 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
         Ok(all)
     }
 
-    /// Moves waiting jobs into free slots (lowest first, so rows sit close together),
-    /// encoding the windows not encoded recently in one batch.
+    /// Moves waiting jobs into free slots (a slot still holding the job's window, else the
+    /// lowest holding none, so rows sit close together), encoding the windows that no slot holds
+    /// and none encoded recently, in one batch.
     fn admit(&mut self) -> whisk_backend::Result<()> {
         let mut free: VecDeque<usize> = (0..self.free.len()).filter(|&s| self.free[s]).collect();
         let cached = |mel: &Arc<[f32]>, cache: &VecDeque<EncodedWindow<B>>| {
@@ -175,7 +191,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
         // Take jobs in order while slots are free and their new windows fit one encoder
         // batch; jobs sharing a window (best-of candidates) share its encoding.
         let mut fresh: Vec<Arc<[f32]>> = Vec::new();
-        let mut jobs: Vec<(Job<K>, Vec<usize>)> = Vec::new();
+        let mut jobs: Vec<(Job<K>, Vec<usize>, CrossSource)> = Vec::new();
         while let Some(job) = self.waiting.front() {
             let lanes = job.request.lanes();
             if lanes > self.free.len() {
@@ -187,7 +203,15 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
             if lanes > free.len() {
                 break;
             }
-            let known = cached(&job.mel, &self.encoded).is_some()
+            let holds = |s: &usize| {
+                self.holds[*s]
+                    .as_ref()
+                    .is_some_and(|m| Arc::ptr_eq(m, &job.mel))
+            };
+            let held_free = free.iter().position(holds);
+            let held = (0..self.holds.len()).find(holds);
+            let known = held.is_some()
+                || cached(&job.mel, &self.encoded).is_some()
                 || fresh.iter().any(|m| Arc::ptr_eq(m, &job.mel));
             if !known {
                 if fresh.len() == self.encoder_batch {
@@ -195,8 +219,29 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 }
                 fresh.push(job.mel.clone());
             }
-            let slots: Vec<usize> = free.drain(..lanes).collect();
-            jobs.push((self.waiting.pop_front().expect("checked above"), slots));
+            let mut slots = Vec::with_capacity(lanes);
+            let source = match (held_free, held) {
+                (Some(i), _) => {
+                    slots.extend(free.remove(i));
+                    CrossSource::Held
+                }
+                (None, Some(from)) => CrossSource::Copy(from),
+                (None, None) => CrossSource::Attach,
+            };
+            // Slots still holding a window another job may want go last.
+            free.make_contiguous()
+                .sort_by_key(|&s| (self.holds[s].is_some(), s));
+            slots.extend(free.drain(..lanes - slots.len()));
+            // Other hypotheses' slots get the window when the search forks into them.
+            for &slot in &slots[1..] {
+                self.holds[slot] = None;
+            }
+            self.holds[slots[0]] = Some(job.mel.clone());
+            jobs.push((
+                self.waiting.pop_front().expect("checked above"),
+                slots,
+                source,
+            ));
         }
         if jobs.is_empty() {
             return Ok(());
@@ -214,21 +259,22 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 self.encoded.push_back((mel, encoded.clone(), w));
             }
         }
-        // The first slot of each window attached now; candidates of the same window copy its
-        // cross K/V from there, which is cheaper than computing them again.
-        let mut attached_now: Vec<(Arc<[f32]>, usize)> = Vec::new();
-        for (job, slots) in jobs {
+        // In admission order, so a copy reads a slot attached for an earlier job before a
+        // later job's attach can overwrite it.
+        for (job, slots, source) in jobs {
             let first = slots[0];
-            if let Some(&(_, from)) = attached_now.iter().find(|(m, _)| Arc::ptr_eq(m, &job.mel)) {
-                self.backend
-                    .copy_slots(&mut self.decoder, &[(from, first)])?;
-            } else {
-                let i = cached(&job.mel, &self.encoded).expect("encoded above or before");
-                let (_, encoded, window) = &self.encoded[i];
-                // Other hypotheses' slots get the window when the search forks into them.
-                self.backend
-                    .attach(&mut self.decoder, &[first], encoded, &[*window])?;
-                attached_now.push((job.mel.clone(), first));
+            match source {
+                CrossSource::Held => {}
+                CrossSource::Copy(from) => {
+                    self.backend
+                        .copy_slots(&mut self.decoder, &[(from, first)])?;
+                }
+                CrossSource::Attach => {
+                    let i = cached(&job.mel, &self.encoded).expect("encoded above or before");
+                    let (_, encoded, window) = &self.encoded[i];
+                    self.backend
+                        .attach(&mut self.decoder, &[first], encoded, &[*window])?;
+                }
             }
             for &slot in &slots {
                 self.free[slot] = false;
@@ -240,10 +286,16 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
         // for tiny; keeping two per slot held 190 MB at beam 5).
         let rows = &self.rows;
         let waiting = &self.waiting;
-        self.encoded.retain(|(mel, _, _)| {
+        let needed = |mel: &Arc<[f32]>| {
             rows.iter().any(|(_, _, m)| Arc::ptr_eq(m, mel))
                 || waiting.iter().any(|job| Arc::ptr_eq(&job.mel, mel))
-        });
+        };
+        self.encoded.retain(|(mel, _, _)| needed(mel));
+        for held in &mut self.holds {
+            if held.as_ref().is_some_and(|mel| !needed(mel)) {
+                *held = None;
+            }
+        }
         Ok(())
     }
 }

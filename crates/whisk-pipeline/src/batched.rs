@@ -412,11 +412,11 @@ impl<B: Backend> Pipeline<B> {
                         Next::Wait => continue,
                         Next::Retry => {
                             w.temperature_index += 1;
-                            submit(&mut scheduler, id, w, false);
+                            submit(&mut scheduler, id, w, true);
                             continue;
                         }
                         Next::AlignPass(chosen) => {
-                            scheduler.submit(Job {
+                            scheduler.submit_first(Job {
                                 key: id,
                                 mel: w.mel.clone(),
                                 request: RowRequest::alignment_pass(
