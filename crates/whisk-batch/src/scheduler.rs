@@ -107,6 +107,12 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
         })
     }
 
+    /// Keeps a window's encoding made elsewhere (for language detection), so that a job for
+    /// `mel` submitted next is not encoded again.
+    pub fn add_encoded(&mut self, mel: Arc<[f32]>, encoded: B::Encoded) {
+        self.encoded.push_back((mel, Rc::new(encoded), 0));
+    }
+
     /// Queues a window; it joins when a slot is free.
     pub fn submit(&mut self, job: Job<K>) {
         self.waiting.push_back(job);

@@ -25,7 +25,8 @@ use whisk_types::{
 use crate::pack::BatchInput;
 use crate::plan::{Window, WindowSource, WindowSpan};
 use crate::{
-    align, fallback, hallucination, padded_mel, Pipeline, PipelineError, Progress, Result,
+    align, encode_window, fallback, hallucination, padded_mel, Pipeline, PipelineError, Progress,
+    Result,
 };
 
 /// Windows per encoder call (see [`SchedulerConfig::encoder_batch`]).
@@ -80,6 +81,8 @@ pub(crate) struct InputState<'a> {
     open: usize,
     keep_words: bool,
     language: Option<usize>,
+    /// Languages by probability, when `language` was detected.
+    language_probs: Vec<(usize, f32)>,
     spans: Vec<WindowSpan>,
     outputs: Vec<Vec<Timed>>,
 }
@@ -124,6 +127,7 @@ impl<'a> InputState<'a> {
             late: false,
             open: 0,
             language,
+            language_probs: Vec::new(),
             spans: Vec::new(),
             outputs: Vec::new(),
         }
@@ -398,7 +402,10 @@ impl<B: Backend> Pipeline<B> {
                 // A late input's first window goes ahead of the windows read ahead for the
                 // inputs already in the batch: it takes the next free slot.
                 let first = state.late && state.spans.is_empty();
-                let mut window = self.open_window(reading, state, window, options)?;
+                let (mut window, encoded) = self.open_window(reading, state, window, options)?;
+                if let Some(encoded) = encoded {
+                    scheduler.add_encoded(window.mel.clone(), encoded);
+                }
                 submit(&mut scheduler, open.len(), &mut window, first);
                 open.push(Some(window));
             }
@@ -528,14 +535,15 @@ impl<B: Backend> Pipeline<B> {
     }
 
     /// `window`, the next of input `input`, ready to decode: its mel, its start-of-transcript
-    /// (the input's language detected on its first window when not given).
+    /// (the input's language detected on its first window when not given, with the encoding
+    /// that took).
     fn open_window(
         &self,
         input: usize,
         state: &mut InputState<'_>,
         window: Window,
         options: &TranscribeOptions,
-    ) -> Result<OpenWindow> {
+    ) -> Result<(OpenWindow, Option<B::Encoded>)> {
         let dims = self.backend.dims();
         let special = self.tokenizer.special();
         let multilingual = self.tokenizer.is_multilingual();
@@ -546,8 +554,13 @@ impl<B: Backend> Pipeline<B> {
         // Windows with neighbours are timed for stitching.
         let align = options.word_timestamps || state.keep_words || !(index == 0 && window.last);
         let (mel, content_frames) = window_mel(&window.samples, dims.n_mels, options.mel_padding);
+        // Detecting the language encodes the window: the decode reuses that encoding.
+        let mut encoded = None;
         if multilingual && state.language.is_none() {
-            state.language = self.detect_language_of(&mel)?.first().map(|l| l.0);
+            let window_encoded = encode_window(&self.backend, &mel)?;
+            state.language_probs = self.rank_languages(&window_encoded)?;
+            state.language = state.language_probs.first().map(|l| l.0);
+            encoded = Some(window_encoded);
         }
         let sot = sot_sequence(
             special,
@@ -556,7 +569,7 @@ impl<B: Backend> Pipeline<B> {
             options.decode.task,
             options.decode.without_timestamps,
         );
-        Ok(OpenWindow {
+        let window = OpenWindow {
             input,
             index,
             seed_key: index as u64,
@@ -571,7 +584,8 @@ impl<B: Backend> Pipeline<B> {
             best: None,
             tried: Vec::new(),
             awaiting_pass: None,
-        })
+        };
+        Ok((window, encoded))
     }
 
     /// An input's transcript once its last window is final: its windows stitched, isolated
@@ -608,6 +622,7 @@ impl<B: Backend> Pipeline<B> {
             },
             segments,
             warnings,
+            language_probs: self.language_names(&state.language_probs),
         })
     }
 

@@ -399,11 +399,24 @@ impl<B: Backend> Pipeline<B> {
     /// Languages of a window, likeliest first, as (index into the tokenizer's languages,
     /// probability).
     fn detect_language_of(&self, window: &[f32]) -> Result<Vec<(usize, f32)>> {
-        let encoded = encode_window(&self.backend, window)?;
-        let probs = detect_language(&self.backend, &encoded, self.tokenizer.special())?;
+        self.rank_languages(&encode_window(&self.backend, window)?)
+    }
+
+    /// Languages of an encoded window, as [`Self::detect_language_of`].
+    pub(crate) fn rank_languages(&self, encoded: &B::Encoded) -> Result<Vec<(usize, f32)>> {
+        let probs = detect_language(&self.backend, encoded, self.tokenizer.special())?;
         let mut ranked: Vec<(usize, f32)> = probs.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(ranked)
+    }
+
+    /// Ranked language indices as `(code, probability)`.
+    pub(crate) fn language_names(&self, ranked: &[(usize, f32)]) -> Vec<(String, f32)> {
+        let languages = self.tokenizer.languages();
+        ranked
+            .iter()
+            .map(|&(i, p)| (languages[i].clone(), p))
+            .collect()
     }
 
     /// Tells a decode whose text already compresses past the threshold, so that it stops

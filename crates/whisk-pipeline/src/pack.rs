@@ -405,11 +405,14 @@ enum Owner<'a> {
     Packed(Arc<Mutex<Packed<'a>>>),
 }
 
+/// A transcript's language and, when it was detected, every language's probability.
+type Language = (String, Vec<(String, f32)>);
+
 /// Segments and warnings of each input, and the pieces that got no text (with where to read
 /// them again).
 struct HandedBack<'a> {
     segments: Vec<Vec<Segment>>,
-    languages: Vec<Option<String>>,
+    languages: Vec<Option<Language>>,
     warnings: Vec<Vec<String>>,
     unheard: Vec<(usize, PieceAudio<'a>)>,
 }
@@ -511,7 +514,12 @@ impl<B: Backend> Pipeline<B> {
                 }
             };
             for (i, segment) in given {
-                out.languages[i].get_or_insert_with(|| transcript.language.clone());
+                out.languages[i].get_or_insert_with(|| {
+                    (
+                        transcript.language.clone(),
+                        transcript.language_probs.clone(),
+                    )
+                });
                 out.segments[i].push(segment);
             }
         }
@@ -569,13 +577,16 @@ fn finish(out: HandedBack<'_>, options: &TranscribeOptions) -> Vec<Transcript> {
 
 /// One unpacked input's transcript as [`finish`] makes it.
 pub(crate) fn tidy(transcript: Transcript, options: &TranscribeOptions) -> Transcript {
-    let language = (!transcript.segments.is_empty()).then_some(transcript.language);
+    let language = (!transcript.segments.is_empty())
+        .then_some((transcript.language, transcript.language_probs));
     tidy_segments(transcript.segments, language, transcript.warnings, options)
 }
 
+/// `language`: the one heard, with its probabilities when detected; a language detected in
+/// what was heard as nothing is not told.
 fn tidy_segments(
     mut segments: Vec<Segment>,
-    language: Option<String>,
+    language: Option<Language>,
     warnings: Vec<String>,
     options: &TranscribeOptions,
 ) -> Transcript {
@@ -587,13 +598,16 @@ fn tidy_segments(
             s.words = None;
         }
     }
+    let (language, language_probs) = language.unwrap_or_else(|| {
+        let given = options.decode.language.clone();
+        (given.unwrap_or("en".into()), Vec::new())
+    });
     Transcript {
         text: segments.iter().map(|s| s.text.as_str()).collect(),
-        language: language
-            .or_else(|| options.decode.language.clone())
-            .unwrap_or("en".into()),
+        language,
         segments,
         warnings,
+        language_probs,
     }
 }
 

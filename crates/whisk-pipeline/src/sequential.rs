@@ -77,6 +77,8 @@ struct Sequential<'a, B: Backend> {
     content_frames: usize,
     /// Index into the tokenizer's languages: given, or detected on the first window.
     language: Option<usize>,
+    /// Languages by probability, when `language` was detected.
+    language_probs: Vec<(usize, f32)>,
     sot: Vec<u32>,
     rules: LogitRules,
     /// Heads whose attention the decode itself keeps (single-pass word timing), else none.
@@ -105,12 +107,11 @@ impl<'a, B: Backend> Sequential<'a, B> {
         let multilingual = tokenizer.is_multilingual();
         let (mel, content_frames) = padded_mel(samples, dims.n_mels, options.mel_padding);
         let mut language = pipeline.given_language(options)?;
+        let mut language_probs = Vec::new();
         if multilingual && language.is_none() {
             // openai detects once, on the first window, and keeps that language throughout.
-            language = pipeline
-                .detect_language_of(&mel.window(0, N_FRAMES))?
-                .first()
-                .map(|l| l.0);
+            language_probs = pipeline.detect_language_of(&mel.window(0, N_FRAMES))?;
+            language = language_probs.first().map(|l| l.0);
         }
         let sot = sot_sequence(
             special,
@@ -143,6 +144,7 @@ impl<'a, B: Backend> Sequential<'a, B> {
             mel,
             content_frames,
             language,
+            language_probs,
             sot,
             rules,
             qk_heads: if decode_attention {
@@ -315,6 +317,7 @@ impl<'a, B: Backend> Sequential<'a, B> {
             },
             segments: self.segments,
             warnings: Vec::new(),
+            language_probs: self.pipeline.language_names(&self.language_probs),
         })
     }
 }

@@ -388,27 +388,19 @@ impl Model {
         Ok(probs)
     }
 
-    /// Transcribes decoded inputs in one call; on a multilingual model without a language, each
-    /// input's language is detected first, so its probabilities can be told.
+    /// Transcribes decoded inputs in one call. On a multilingual model without a language, a
+    /// lone input's language is detected first, as faster-whisper does (so VAD may pack its
+    /// clips, which needs one language); several inputs, each on its own first window.
     fn transcribe_samples(
         &self,
         inputs: &[(Vec<f32>, Option<String>)],
         options: TranscribeOptions,
     ) -> whisk::Result<Vec<Outcome>> {
-        if options.decode.language.is_none() && self.is_multilingual() && inputs.len() > 1 {
-            // One language per batch call: inputs may differ, so each is detected and
-            // transcribed on its own, still batched within itself.
-            return inputs
-                .iter()
-                .map(|input| {
-                    Ok(self
-                        .transcribe_samples(std::slice::from_ref(input), options.clone())?
-                        .remove(0))
-                })
-                .collect();
-        }
         let mut options = options;
-        let language_probs = self.detect_if_needed(&inputs[0].0, &mut options)?;
+        let detected = match inputs {
+            [(samples, _)] => self.detect_if_needed(samples, &mut options)?,
+            _ => Vec::new(),
+        };
         let samples: Vec<&[f32]> = inputs.iter().map(|(s, _)| s.as_slice()).collect();
         let speech = samples
             .iter()
@@ -437,10 +429,14 @@ impl Model {
             .map(|((mut transcript, (samples, damage)), speech)| {
                 transcript.warnings.extend(damage.clone());
                 Ok(Outcome {
+                    language_probs: if detected.is_empty() {
+                        std::mem::take(&mut transcript.language_probs)
+                    } else {
+                        detected.clone()
+                    },
                     transcript: to_json(&transcript),
                     duration: samples.len() as f64 / whisk::SAMPLE_RATE as f64,
                     duration_after_vad: speech.map(|s| s.seconds),
-                    language_probs: language_probs.clone(),
                 })
             })
             .collect()

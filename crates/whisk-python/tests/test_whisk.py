@@ -242,6 +242,24 @@ def test_silence_gives_no_segments_with_vad(tiny):
         assert info.duration == 40.0
 
 
+def test_base_inputs_in_several_languages_share_a_batch(base):
+    # Without a language each input's own is detected, in one call: the same languages and
+    # texts as each transcribed alone.
+    fleurs = DATA / "fleurs_cuttledoc" / "audio"
+    files = [fleurs / f"fleurs-{lang}-000.flac" for lang in ("de", "fr", "es", "en")]
+    batched = whisk.BatchedInferencePipeline(base)
+    together = batched.transcribe_many([str(f) for f in files], beam_size=1)
+    for f, (segments, info) in zip(files, together):
+        alone, alone_info = batched.transcribe(str(f), beam_size=1, vad_filter=False)
+        alone = list(alone)
+        assert info.language == f.stem.split("-")[1] == alone_info.language, (f.name, info.language)
+        assert info.all_language_probs[0] == (info.language, info.language_probability)
+        # Detected on the window as the batch decodes it, where alone it is the raw first 30 s.
+        assert info.language_probability > 0.5 and alone_info.language_probability > 0.5
+        assert [s.text for s in segments] == [s.text for s in alone], f.name
+    assert len({info.language for _, info in together}) == 4
+
+
 def test_base_detects_the_language_and_translates(base):
     language, probability, probs = base.detect_language(str(JFK))
     assert language == "en" and probability > 0.5 and probs[0] == ("en", probability)

@@ -40,4 +40,9 @@ pub struct Transcript {
     /// file transcribed up to where decoding stopped. Empty (and left out of JSON) when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Every language's probability, likeliest first, when the language was detected (on the
+    /// input's first window); empty when it was given or the model speaks only English. Left
+    /// out of JSON (a hundred entries); `language` is the first.
+    #[serde(skip)]
+    pub language_probs: Vec<(String, f32)>,
 }

@@ -404,6 +404,7 @@ impl Model {
                     language: options.decode.language.clone().unwrap_or("en".into()),
                     segments: Vec::new(),
                     warnings: Vec::new(),
+                    language_probs: Vec::new(),
                 });
                 continue;
             }

@@ -242,6 +242,7 @@ mod tests {
                 seg(1, 3661.25, 3662.0, " General --> Kenobi"),
             ],
             warnings: Vec::new(),
+            language_probs: Vec::new(),
         }
     }
 
