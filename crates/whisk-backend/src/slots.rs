@@ -10,7 +10,8 @@ pub struct SlotTable {
     lengths: Vec<usize>,
     attached: Vec<bool>,
     /// Which attach filled each slot's cross K/V: slots with equal ids hold the same window,
-    /// so copying between them can skip the cross-attention tensors.
+    /// so copying between them can skip the cross-attention tensors (Burn's slots each keep
+    /// their own; candle's share entries, see its `CrossEntries`).
     window_ids: Vec<u64>,
     next_window_id: u64,
 }
@@ -43,18 +44,6 @@ impl SlotTable {
 
     pub fn is_attached(&self, slot: usize) -> bool {
         self.attached[slot]
-    }
-
-    /// The lowest of `slots` holding the same window as `slot` (beam hypotheses and best-of
-    /// candidates of one window have equal cross K/V): reading it for all of them reads one
-    /// copy, still in cache from the last.
-    pub fn first_with_same_window(&self, slot: usize, slots: &[usize]) -> usize {
-        slots
-            .iter()
-            .copied()
-            .filter(|&s| self.attached[s] && self.window_ids[s] == self.window_ids[slot])
-            .min()
-            .unwrap_or(slot)
     }
 
     /// Checks an attach of `windows` (of `encoded` encoded windows) to `slots`.
@@ -221,14 +210,10 @@ mod tests {
         table.attached(&[0, 3]);
         // Slot 0's window forked into 1 and 2 (a beam search); slot 3 holds another.
         table.copied(&[(0, 1), (0, 2)]);
-        let stepped = [3, 2, 1];
-        assert_eq!(table.first_with_same_window(2, &stepped), 1);
-        assert_eq!(table.first_with_same_window(1, &stepped), 1);
-        assert_eq!(table.first_with_same_window(3, &stepped), 3);
-        assert!(table.cross_moves(&[(0, 2)]).is_empty());
+        assert!(table.cross_moves(&[(0, 2), (1, 2)]).is_empty());
+        assert_eq!(table.cross_moves(&[(3, 2)]), [(3, 2)]);
         // A fresh window in slot 1 parts it from the others.
         table.attached(&[1]);
-        assert_eq!(table.first_with_same_window(2, &stepped), 2);
         assert_eq!(table.cross_moves(&[(0, 1)]), [(0, 1)]);
     }
 }

@@ -8,6 +8,7 @@ use whisk_weights::{block_prefix, Side, WhisperWeights};
 
 use crate::cpu_ops;
 use crate::cross_attention;
+use crate::entries::CrossEntries;
 use crate::int8::{self, Linear, TokenEmbedding};
 use whisk_int8::Int8Rows;
 use whisk_weights::TensorData;
@@ -240,21 +241,40 @@ pub struct Whisper {
 /// Per-decode state. Every slot has its window's cross-attention K/V and a self-attention
 /// cache with room for the whole text context, so rows join and leave without moving others.
 pub struct DecoderState {
-    /// Per layer: keys `[slots, n_head, dh, n_audio_ctx]` (transposed: what `q · Kᵀ` reads
-    /// in order) and values `[slots, n_head, n_audio_ctx, dh]`, in `Whisper::cross_dtype`:
-    /// at beam 5 and batch 8, 40 slots of them.
+    /// Per layer: keys `[entries, n_head, dh, n_audio_ctx]` (transposed: what `q · Kᵀ` reads
+    /// in order) and values `[entries, n_head, n_audio_ctx, dh]`, in `Whisper::cross_dtype`,
+    /// grown as more entries are read at once (at most one per slot).
     cross: Vec<(Tensor, Tensor)>,
+    /// The entry of `cross` each slot reads.
+    entries: CrossEntries,
     /// Per layer: `[slots, n_head, n_text_ctx, dh]` keys and values.
     cache: Vec<(Tensor, Tensor)>,
     pub table: SlotTable,
 }
 
-/// The step's slots out of a `[slots, ...]` tensor.
-fn select(batch: &SlotBatch, index: Option<&Tensor>, t: &Tensor) -> Result<Tensor> {
-    match (batch, index) {
-        (SlotBatch::Range { first, len }, _) => t.narrow(0, *first, *len),
-        (SlotBatch::Gather(_), Some(idx)) => t.index_select(idx, 0),
-        (SlotBatch::Gather(_), None) => candle_core::bail!("gathered batch without an index"),
+impl DecoderState {
+    /// Makes room for `entries` cross-attention entries, doubling (the few windows in flight
+    /// decide the memory, not the slots: 7 entries of 40 slots on the 160 TIMIT files at
+    /// beam 5).
+    fn grow_cross(&mut self, entries: usize) -> Result<()> {
+        let Some((k, _)) = self.cross.first() else {
+            return Ok(());
+        };
+        let have = k.dim(0)?;
+        if entries <= have {
+            return Ok(());
+        }
+        let room = entries.max(2 * have).min(self.table.slots());
+        for (k, v) in &mut self.cross {
+            for t in [k, v] {
+                let mut dims = t.dims().to_vec();
+                dims[0] = room;
+                let grown = Tensor::zeros(dims, t.dtype(), t.device())?;
+                grown.slice_set(t, 0, 0)?;
+                *t = grown;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -363,8 +383,9 @@ impl Whisper {
         let zeros = |len| Tensor::zeros((slots, d.n_text_head, len, dh), dtype, device);
         let pair = |len| -> Result<(Tensor, Tensor)> { Ok((zeros(len)?, zeros(len)?)) };
         let cross = self.cross_dtype;
-        let keys_t = || Tensor::zeros((slots, d.n_text_head, dh, d.n_audio_ctx), cross, device);
-        let values = || Tensor::zeros((slots, d.n_text_head, d.n_audio_ctx, dh), cross, device);
+        // One entry to start with; `attach` adds more as windows need them.
+        let keys_t = || Tensor::zeros((1, d.n_text_head, dh, d.n_audio_ctx), cross, device);
+        let values = || Tensor::zeros((1, d.n_text_head, d.n_audio_ctx, dh), cross, device);
         Ok(DecoderState {
             cross: (0..d.n_text_layer)
                 .map(|_| Ok((keys_t()?, values()?)))
@@ -372,11 +393,13 @@ impl Whisper {
             cache: (0..d.n_text_layer)
                 .map(|_| pair(d.n_text_ctx))
                 .collect::<Result<_>>()?,
+            entries: CrossEntries::new(slots),
             table,
         })
     }
 
-    /// Computes the cross-attention K/V of `windows` of `encoded` into `slots`.
+    /// Computes the cross-attention K/V of `windows` of `encoded` into a fresh entry for each
+    /// of `slots`.
     pub fn attach(
         &self,
         state: &mut DecoderState,
@@ -388,25 +411,27 @@ impl Whisper {
         let idx = Tensor::new(idx.as_slice(), encoded.device())?;
         let audio = encoded.index_select(&idx, 0)?;
         let dtype = self.cross_dtype;
+        let entries: Vec<usize> = slots.iter().map(|&s| state.entries.fresh(s)).collect();
+        let needed = entries.iter().max().map_or(0, |&e| e + 1);
+        state.grow_cross(needed)?;
         for (block, (ck, cv)) in self.dec_blocks.iter().zip(&state.cross) {
             let (k, v) = cross_attention(block).kv(&audio)?;
             let (k, v) = (
                 k.transpose(2, 3)?.to_dtype(dtype)?.contiguous()?,
                 v.to_dtype(dtype)?,
             );
-            for (i, &slot) in slots.iter().enumerate() {
-                ck.slice_set(&k.narrow(0, i, 1)?, 0, slot)?;
-                cv.slice_set(&v.narrow(0, i, 1)?, 0, slot)?;
+            for (i, &entry) in entries.iter().enumerate() {
+                ck.slice_set(&k.narrow(0, i, 1)?, 0, entry)?;
+                cv.slice_set(&v.narrow(0, i, 1)?, 0, entry)?;
             }
         }
         state.table.attached(slots);
         Ok(())
     }
 
-    /// Copies slot `from` into slot `to` for each move: cached tokens, and the cross K/V
-    /// when the two slots attend to different windows.
+    /// Copies slot `from` into slot `to` for each move: its cached tokens; `to` then reads
+    /// `from`'s cross K/V entry.
     pub fn copy_slots(&self, state: &mut DecoderState, moves: &[(usize, usize)]) -> Result<()> {
-        let cross_moves = state.table.cross_moves(moves);
         let snapshot = |t: &Tensor, from: usize, len: usize| -> Result<Tensor> {
             t.narrow(0, from, 1)?.narrow(2, 0, len)?.force_contiguous()
         };
@@ -426,17 +451,7 @@ impl Whisper {
                 }
             }
         }
-        for (k, v) in &state.cross {
-            for t in [k, v] {
-                let sources: Vec<Tensor> = cross_moves
-                    .iter()
-                    .map(|&(from, _)| t.narrow(0, from, 1)?.force_contiguous())
-                    .collect::<Result<_>>()?;
-                for (src, &(_, to)) in sources.iter().zip(&cross_moves) {
-                    t.slice_set(src, 0, to)?;
-                }
-            }
-        }
+        state.entries.share(moves);
         state.table.copied(moves);
         Ok(())
     }
@@ -454,26 +469,24 @@ impl Whisper {
         let rows = step.rows;
         let layout = StepLayout::new(&step, d.n_text_ctx);
         let (size, n, span) = (layout.size, layout.n, layout.span);
-        let gather = match &layout.batch {
-            SlotBatch::Gather(slots) => {
-                let slots: Vec<u32> = slots.iter().map(|&s| s as u32).collect();
-                Some(Tensor::new(slots.as_slice(), device)?)
-            }
-            SlotBatch::Range { .. } => None,
+        // The cross-attention entry each computed row reads; a slot riding along unstepped
+        // inside a range may have none, and reads entry 0 for nothing.
+        let batch_slots = match &layout.batch {
+            SlotBatch::Range { first, len } => (*first..first + len).collect::<Vec<_>>(),
+            SlotBatch::Gather(slots) => slots.clone(),
         };
-        let batch = |t: &Tensor| select(&layout.batch, gather.as_ref(), t);
-        // The slot each computed row reads, when cross-attention runs in place.
-        let in_place = (device.is_cpu()
-            && self.dtype == DType::F32
-            && n <= cross_attention::MAX_TOKENS)
+        let entries: Vec<usize> = batch_slots
+            .iter()
+            .map(|&s| state.entries.of(s).unwrap_or(0))
+            .collect();
+        let in_place =
+            device.is_cpu() && self.dtype == DType::F32 && n <= cross_attention::MAX_TOKENS;
+        let gathered_entries = (!in_place)
             .then(|| {
-                let slots = match &layout.batch {
-                    SlotBatch::Range { first, len } => (*first..first + len).collect::<Vec<_>>(),
-                    SlotBatch::Gather(slots) => slots.clone(),
-                };
-                let first_of = |&s: &usize| state.table.first_with_same_window(s, &slots);
-                slots.iter().map(first_of).collect::<Vec<_>>()
-            });
+                let entries: Vec<u32> = entries.iter().map(|&e| e as u32).collect();
+                Tensor::new(entries.as_slice(), device)
+            })
+            .transpose()?;
         let dtype = self.dtype;
         let mask = Tensor::from_slice(&layout.mask, (size, 1, n, span), device)?.to_dtype(dtype)?;
         let positions = Tensor::from_slice(&layout.positions, size * n, device)?;
@@ -512,15 +525,15 @@ impl Whisper {
                 .expect("decoder blocks have cross-attention");
             let (ck, cv) = &state.cross[layer];
             let h = cross_ln.forward(&x)?;
-            let (out, qk) = match &in_place {
-                Some(slots) => {
+            let (out, qk) = match &gathered_entries {
+                None => {
                     let q = split_heads(&cross.query.forward(&h)?, cross.n_head)?;
-                    let (out, qk) = cross_attention::attend_slots(&q, ck, cv, slots)?;
+                    let (out, qk) = cross_attention::attend_slots(&q, ck, cv, &entries)?;
                     (cross.out.forward(&merge_heads(&out)?)?, qk)
                 }
-                None => {
-                    let (k, v) = (batch(ck)?.to_dtype(dtype)?, batch(cv)?.to_dtype(dtype)?);
-                    cross.attend(&h, &k.transpose(2, 3)?, &v, None)?
+                Some(index) => {
+                    let gather = |t: &Tensor| t.index_select(index, 0)?.to_dtype(dtype);
+                    cross.attend(&h, &gather(ck)?.transpose(2, 3)?, &gather(cv)?, None)?
                 }
             };
             x = (x + out)?;
