@@ -247,12 +247,41 @@ pub struct DecoderState {
     cross: Vec<(Tensor, Tensor)>,
     /// The entry of `cross` each slot reads.
     entries: CrossEntries,
-    /// Per layer: `[slots, n_head, n_text_ctx, dh]` keys and values.
+    /// Per layer: `[slots, n_head, positions, dh]` keys and values, `positions` grown to the
+    /// longest row so far (up to `n_text_ctx`): most windows need a quarter of the context.
     cache: Vec<(Tensor, Tensor)>,
     pub table: SlotTable,
 }
 
+/// Self-attention positions a decoder holds before a row needs more, and the step it grows
+/// by (every slot grows with the longest row: a character alignment pass reaches 267
+/// positions where decoding rows stay under 200).
+const FIRST_CACHED_POSITIONS: usize = 64;
+const CACHE_GROWTH: usize = 64;
+
 impl DecoderState {
+    /// Makes room for `positions` cached tokens a slot, up to `n_text_ctx`.
+    fn grow_cache(&mut self, positions: usize, n_text_ctx: usize) -> Result<()> {
+        let Some((k, _)) = self.cache.first() else {
+            return Ok(());
+        };
+        let have = k.dim(2)?;
+        if positions <= have {
+            return Ok(());
+        }
+        let room = positions.next_multiple_of(CACHE_GROWTH).min(n_text_ctx);
+        for (k, v) in &mut self.cache {
+            for t in [k, v] {
+                let mut dims = t.dims().to_vec();
+                dims[2] = room;
+                let grown = Tensor::zeros(dims, t.dtype(), t.device())?;
+                grown.slice_set(t, 2, 0)?;
+                *t = grown;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes room for `entries` cross-attention entries, doubling (the few windows in flight
     /// decide the memory, not the slots: 7 entries of 40 slots on the 160 TIMIT files at
     /// beam 5).
@@ -391,7 +420,7 @@ impl Whisper {
                 .map(|_| Ok((keys_t()?, values()?)))
                 .collect::<Result<_>>()?,
             cache: (0..d.n_text_layer)
-                .map(|_| pair(d.n_text_ctx))
+                .map(|_| pair(FIRST_CACHED_POSITIONS.min(d.n_text_ctx)))
                 .collect::<Result<_>>()?,
             entries: CrossEntries::new(slots),
             table,
@@ -468,6 +497,8 @@ impl Whisper {
         let d = &self.dims;
         let rows = step.rows;
         let layout = StepLayout::new(&step, d.n_text_ctx);
+        let longest = rows.iter().map(|r| r.position + r.tokens.len());
+        state.grow_cache(longest.max().unwrap_or(0), d.n_text_ctx)?;
         let (size, n, span) = (layout.size, layout.n, layout.span);
         // The cross-attention entry each computed row reads; a slot riding along unstepped
         // inside a range may have none, and reads entry 0 for nothing.
