@@ -262,49 +262,47 @@ const CACHE_GROWTH: usize = 64;
 impl DecoderState {
     /// Makes room for `positions` cached tokens a slot, up to `n_text_ctx`.
     fn grow_cache(&mut self, positions: usize, n_text_ctx: usize) -> Result<()> {
-        let Some((k, _)) = self.cache.first() else {
-            return Ok(());
-        };
-        let have = k.dim(2)?;
-        if positions <= have {
-            return Ok(());
-        }
-        let room = positions.next_multiple_of(CACHE_GROWTH).min(n_text_ctx);
-        for (k, v) in &mut self.cache {
-            for t in [k, v] {
-                let mut dims = t.dims().to_vec();
-                dims[2] = room;
-                let grown = Tensor::zeros(dims, t.dtype(), t.device())?;
-                grown.slice_set(t, 2, 0)?;
-                *t = grown;
-            }
-        }
-        Ok(())
+        let room = |_| positions.next_multiple_of(CACHE_GROWTH).min(n_text_ctx);
+        grow_along(&mut self.cache, 2, positions, room)
     }
 
     /// Makes room for `entries` cross-attention entries, doubling (the few windows in flight
     /// decide the memory, not the slots: 7 entries of 40 slots on the 160 TIMIT files at
     /// beam 5).
     fn grow_cross(&mut self, entries: usize) -> Result<()> {
-        let Some((k, _)) = self.cross.first() else {
-            return Ok(());
-        };
-        let have = k.dim(0)?;
-        if entries <= have {
-            return Ok(());
-        }
-        let room = entries.max(2 * have).min(self.table.slots());
-        for (k, v) in &mut self.cross {
-            for t in [k, v] {
-                let mut dims = t.dims().to_vec();
-                dims[0] = room;
-                let grown = Tensor::zeros(dims, t.dtype(), t.device())?;
-                grown.slice_set(t, 0, 0)?;
-                *t = grown;
-            }
-        }
-        Ok(())
+        let slots = self.table.slots();
+        grow_along(&mut self.cross, 0, entries, |have| {
+            entries.max(2 * have).min(slots)
+        })
     }
+}
+
+/// Widens every tensor of `pairs` along `axis` to `room(have)` when it holds fewer than
+/// `needed`, keeping what they hold.
+fn grow_along(
+    pairs: &mut [(Tensor, Tensor)],
+    axis: usize,
+    needed: usize,
+    room: impl Fn(usize) -> usize,
+) -> Result<()> {
+    let Some((k, _)) = pairs.first() else {
+        return Ok(());
+    };
+    let have = k.dim(axis)?;
+    if needed <= have {
+        return Ok(());
+    }
+    let room = room(have);
+    for (k, v) in pairs {
+        for t in [k, v] {
+            let mut dims = t.dims().to_vec();
+            dims[axis] = room;
+            let grown = Tensor::zeros(dims, t.dtype(), t.device())?;
+            grown.slice_set(t, axis, 0)?;
+            *t = grown;
+        }
+    }
+    Ok(())
 }
 
 /// The first `span` cached positions of the stepped slots, `[size, heads, span, dh]`: slots
