@@ -3,9 +3,9 @@
 //! finished row's slot), so the entries a run writes follow the windows in flight rather
 //! than the slots: at beam 5 and batch 8, about eight of the forty.
 
-/// Entries are numbered as the cache's first axis; there are as many as slots (each slot
-/// reads at most one), and a fresh one is the lowest no slot reads, so the cache's pages past
-/// the most entries ever read at once are never touched.
+/// Entries are numbered as the cache's first axis; there are at most as many as slots (each
+/// slot reads at most one), and a fresh one is the lowest no slot reads, so the cache grows
+/// only to the most entries ever read at once.
 #[derive(Debug, Clone)]
 pub struct CrossEntries {
     of_slot: Vec<Option<usize>>,

@@ -238,8 +238,9 @@ pub struct Whisper {
     cross_dtype: DType,
 }
 
-/// Per-decode state. Every slot has its window's cross-attention K/V and a self-attention
-/// cache with room for the whole text context, so rows join and leave without moving others.
+/// Per-decode state. Every slot reads its window's cross-attention K/V (an entry that slots
+/// of one window share) and has its own self-attention cache, grown with the longest row,
+/// so rows join and leave without moving others.
 pub struct DecoderState {
     /// Per layer: keys `[entries, n_head, dh, n_audio_ctx]` (transposed: what `q · Kᵀ` reads
     /// in order) and values `[entries, n_head, n_audio_ctx, dh]`, in `Whisper::cross_dtype`,

@@ -491,6 +491,14 @@ impl<B: Backend> Pipeline<B> {
             let given: Vec<(usize, Segment)> = match owner {
                 Owner::Input(i) => {
                     out.warnings[i].extend(transcript.warnings);
+                    // Detected on the input's own window: told even when nothing was heard.
+                    if !transcript.language_probs.is_empty() {
+                        let detected = (
+                            transcript.language.clone(),
+                            transcript.language_probs.clone(),
+                        );
+                        out.languages[i] = Some(detected);
+                    }
                     transcript.segments.into_iter().map(|s| (i, s)).collect()
                 }
                 Owner::Packed(shared) => {
@@ -577,13 +585,14 @@ fn finish(out: HandedBack<'_>, options: &TranscribeOptions) -> Vec<Transcript> {
 
 /// One unpacked input's transcript as [`finish`] makes it.
 pub(crate) fn tidy(transcript: Transcript, options: &TranscribeOptions) -> Transcript {
-    let language = (!transcript.segments.is_empty())
+    let detected = !transcript.language_probs.is_empty();
+    let language = (detected || !transcript.segments.is_empty())
         .then_some((transcript.language, transcript.language_probs));
     tidy_segments(transcript.segments, language, transcript.warnings, options)
 }
 
-/// `language`: the one heard, with its probabilities when detected; a language detected in
-/// what was heard as nothing is not told.
+/// `language`: the one heard or detected, with its probabilities when detected (a packed
+/// piece heard as nothing has none of its own).
 fn tidy_segments(
     mut segments: Vec<Segment>,
     language: Option<Language>,

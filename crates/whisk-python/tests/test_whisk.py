@@ -258,6 +258,11 @@ def test_base_inputs_in_several_languages_share_a_batch(base):
         assert info.language_probability > 0.5 and alone_info.language_probability > 0.5
         assert [s.text for s in segments] == [s.text for s in alone], f.name
     assert len({info.language for _, info in together}) == 4
+    # An input heard as nothing still tells the language detected on it.
+    silence = np.zeros(5 * 16000, dtype=np.float32)
+    (segments, info), _ = batched.transcribe_many([silence, str(files[0])], beam_size=1)
+    assert list(segments) == []
+    assert info.all_language_probs and info.language == info.all_language_probs[0][0]
 
 
 def test_base_detects_the_language_and_translates(base):

@@ -41,8 +41,9 @@ pub struct Transcript {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// Every language's probability, likeliest first, when the language was detected (on the
-    /// input's first window); empty when it was given or the model speaks only English. Left
-    /// out of JSON (a hundred entries); `language` is the first.
+    /// input's first window); empty when it was given, when the model speaks only English, and
+    /// when VAD heard no speech (nothing was decoded). Left out of JSON (a hundred entries);
+    /// `language` is the first.
     #[serde(skip)]
     pub language_probs: Vec<(String, f32)>,
 }
