@@ -659,9 +659,32 @@ fn text_probability(logits: &[f32], token: u32, text_lse: f32, eot: u32) -> f32 
     }
 }
 
-/// Feeds every unfinished row once. Feeds of one token share one backend call, longer
-/// feeds another, so a long prompt does not pad every row. Beam searches then move their
-/// hypotheses' caches between their slots.
+/// Feeds of `feeds` (row, feed) grouped into backend calls, each padded to its longest: feeds
+/// of one token together, longer ones with others at least half as long, so that a short
+/// prompt does not pad to an alignment pass's few hundred letters (nor a pass every row).
+fn feed_groups(feeds: &[Vec<(usize, Feed)>]) -> Vec<Vec<(usize, usize)>> {
+    let len = |&(i, k): &(usize, usize)| feeds[i][k].1.tokens.len();
+    let mut all: Vec<(usize, usize)> = feeds
+        .iter()
+        .enumerate()
+        .flat_map(|(i, f)| (0..f.len()).map(move |k| (i, k)))
+        .collect();
+    all.sort_by_key(|m| (len(m) > 1, std::cmp::Reverse(len(m))));
+    let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
+    for member in all {
+        match groups.last_mut() {
+            Some(group) if len(&group[0]) == 1 && len(&member) == 1 => group.push(member),
+            Some(group) if len(&group[0]) > 1 && 2 * len(&member) >= len(&group[0]) => {
+                group.push(member)
+            }
+            _ => groups.push(vec![member]),
+        }
+    }
+    groups
+}
+
+/// Feeds every unfinished row once, in as few backend calls as [`feed_groups`] allows. Beam
+/// searches then move their hypotheses' caches between their slots.
 pub(crate) fn step_rows<B: Backend>(
     backend: &B,
     decoder: &mut B::Decoder,
@@ -673,20 +696,7 @@ pub(crate) fn step_rows<B: Backend>(
         .iter()
         .map(|f| f.iter().map(|_| None).collect())
         .collect();
-    for single in [true, false] {
-        let members: Vec<(usize, usize)> = feeds
-            .iter()
-            .enumerate()
-            .flat_map(|(i, f)| {
-                f.iter()
-                    .enumerate()
-                    .filter(move |(_, (_, feed))| (feed.tokens.len() == 1) == single)
-                    .map(move |(k, _)| (i, k))
-            })
-            .collect();
-        if members.is_empty() {
-            continue;
-        }
+    for members in feed_groups(&feeds) {
         let steps: Vec<RowStep> = members
             .iter()
             .map(|&(i, k)| {
@@ -777,4 +787,37 @@ pub fn decode_window<B: Backend>(
     let result = row.into_result();
     *rng = result.rng.clone();
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feeds(lengths: &[&[usize]]) -> Vec<Vec<(usize, Feed)>> {
+        let feed = |n| Feed {
+            position: 0,
+            tokens: vec![0; n],
+            logits_at: Vec::new(),
+        };
+        lengths
+            .iter()
+            .map(|row| row.iter().map(|&n| (0, feed(n))).collect())
+            .collect()
+    }
+
+    #[test]
+    fn short_feeds_are_not_padded_to_long_ones() {
+        // A sampling step, a prompt of three tokens (a multilingual SOT sequence), an
+        // alignment pass of 270 letters, two beam hypotheses' steps, a shorter pass, a prompt
+        // of two tokens.
+        let feeds = feeds(&[&[1], &[3], &[270], &[1, 1], &[140], &[2]]);
+        let groups = feed_groups(&feeds);
+        let lengths: Vec<Vec<usize>> = groups
+            .iter()
+            .map(|g| g.iter().map(|&(i, k)| feeds[i][k].1.tokens.len()).collect())
+            .collect();
+        assert_eq!(lengths, vec![vec![1, 1, 1], vec![270, 140], vec![3, 2]]);
+        assert_eq!(groups[0], vec![(0, 0), (3, 0), (3, 1)]);
+        assert_eq!(groups[1], vec![(2, 0), (4, 0)]);
+    }
 }
