@@ -250,6 +250,9 @@ pub struct DecoderState {
     entries: CrossEntries,
     /// Per layer: `[slots, n_head, positions, dh]` keys and values, `positions` grown to the
     /// longest row so far (up to `n_text_ctx`): most windows need a quarter of the context.
+    /// Kept in the activations' type even with int8 layers: in f16 it cut the 160 TIMIT
+    /// files' peak RSS at beam 5 from 645 to 542 MB but raised their WER from 18.53% to
+    /// 20.35% (greedy 19.09% to 19.58%), where f16 cross K/V changed nothing.
     cache: Vec<(Tensor, Tensor)>,
     pub table: SlotTable,
 }
