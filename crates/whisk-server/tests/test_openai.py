@@ -62,6 +62,14 @@ class Server:
         self.process.terminate()
         return self.process.wait(timeout=60)
 
+    def wait_for(self, text, since=0):
+        """Waits for a log line holding `text` after line `since`: a request's line is written
+        once its answer is on its way, so it can come after the client has it."""
+        deadline = time.time() + 60
+        while not any(text in line for line in self.log[since:]):
+            assert time.time() < deadline, "".join(self.log[since:])
+            time.sleep(0.1)
+
 
 @pytest.fixture(scope="module")
 def tiny():
@@ -100,7 +108,7 @@ def test_verbose_json_with_words_equals_the_cli(tiny, tmp_path):
     assert [s.text for s in result.segments] == [s["text"] for s in expected["segments"]]
     want = [(w["word"].strip(), w["start"], w["end"]) for s in expected["segments"] for w in s["words"]]
     assert [(w.word, w.start, w.end) for w in result.words] == want
-    assert any("POST /v1/audio/transcriptions 200 audio 11.0 s" in line for line in tiny.log)
+    tiny.wait_for("POST /v1/audio/transcriptions 200 audio 11.0 s")
 
 
 def test_text_json_srt_and_vtt(tiny):
@@ -306,23 +314,16 @@ def multipart(name, data, boundary="x-boundary"):
 def test_clients_that_leave_mid_upload_or_mid_decode_free_their_place(roomy):
     client = roomy.client()
     body = multipart("long.wav", long_wav(TIMIT[:80]))
-
-    def wait_for(text, since):
-        deadline = time.time() + 60
-        while not any(text in line for line in roomy.log[since:]):
-            assert time.time() < deadline, "".join(roomy.log[since:])
-            time.sleep(0.1)
-
     # Mid-upload: half the body, then gone; the request's error is its own (400).
     before = len(roomy.log)
     raw_request(roomy.url, len(body), body[: len(body) // 2])
-    wait_for("POST /v1/audio/transcriptions 400", before)
+    roomy.wait_for("POST /v1/audio/transcriptions 400", before)
     # Mid-decode: the whole body, gone once the request is in the batch: its windows leave
     # the batch.
     before = len(roomy.log)
     raw_request(roomy.url, len(body), body, linger=2.0)
-    wait_for("the client left before its answer", before)
-    wait_for("windows were dropped from the batch", before)
+    roomy.wait_for("the client left before its answer", before)
+    roomy.wait_for("windows were dropped from the batch", before)
     with open(JFK, "rb") as f:
         text = client.audio.transcriptions.create(model="whisper-1", file=f).text
     assert "ask not what your country can do for you" in text
