@@ -109,32 +109,49 @@ impl StepLayout {
             .collect()
     }
 
+    /// Each row's [`CrossQk`] for `heads` chosen heads over `frames`, zeroed, for
+    /// [`Self::put_cross_qk`] to fill head by head as the backend's layers finish: no copy of
+    /// every head's scores is then held beside the rows'.
+    pub fn empty_cross_qk(
+        &self,
+        rows: &[RowStep<'_>],
+        heads: usize,
+        frames: usize,
+    ) -> Vec<CrossQk> {
+        rows.iter()
+            .map(|row| CrossQk {
+                heads,
+                tokens: row.tokens.len(),
+                frames,
+                data: vec![0.0; heads * row.tokens.len() * frames],
+            })
+            .collect()
+    }
+
+    /// Writes chosen head `i`'s `[size, n, frames]` scores into each row's [`CrossQk`],
+    /// dropping padding.
+    pub fn put_cross_qk(&self, qk: &mut [CrossQk], i: usize, scores: &[f32]) {
+        for (r, row_qk) in qk.iter_mut().enumerate() {
+            let (len, frames) = (row_qk.tokens, row_qk.frames);
+            let start = self.index[r] * self.n * frames;
+            row_qk.data[i * len * frames..][..len * frames]
+                .copy_from_slice(&scores[start..start + len * frames]);
+        }
+    }
+
     /// Splits each chosen head's `[size, n, frames]` scores into each row's [`CrossQk`],
-    /// dropping padding. Taking heads apart lets a backend copy one out as its layer
-    /// finishes instead of keeping every layer's scores until the step ends.
+    /// dropping padding.
     pub fn split_cross_qk(
         &self,
         rows: &[RowStep<'_>],
         heads: &[Vec<f32>],
         frames: usize,
     ) -> Vec<CrossQk> {
-        rows.iter()
-            .enumerate()
-            .map(|(r, row)| {
-                let len = row.tokens.len();
-                let start = self.index[r] * self.n * frames;
-                let mut data = Vec::with_capacity(heads.len() * len * frames);
-                for head in heads {
-                    data.extend_from_slice(&head[start..start + len * frames]);
-                }
-                CrossQk {
-                    heads: heads.len(),
-                    tokens: len,
-                    frames,
-                    data,
-                }
-            })
-            .collect()
+        let mut qk = self.empty_cross_qk(rows, heads.len(), frames);
+        for (i, head) in heads.iter().enumerate() {
+            self.put_cross_qk(&mut qk, i, head);
+        }
+        qk
     }
 }
 

@@ -46,7 +46,7 @@ pub fn read_alignment_pass(
     sot_len: usize,
     text: Vec<u32>,
     logits: &[f32],
-    qk: &CrossQk,
+    mut qk: CrossQk,
     n_vocab: usize,
     special: &SpecialTokens,
 ) -> Refeed {
@@ -61,21 +61,15 @@ pub fn read_alignment_pass(
             (row[t as usize] - logsumexp(row)).exp()
         })
         .collect();
+    // The kept rows moved to the front, head by head, in the step's own buffer: a copy
+    // beside it would be held with every other row's scores at the decoder's peak.
     let rows = text.len() + 1;
-    let mut data = Vec::with_capacity(qk.heads * rows * qk.frames);
+    let block = rows * qk.frames;
     for h in 0..qk.heads {
-        for r in sot_len..sot_len + rows {
-            data.extend_from_slice(qk.row(h, r));
-        }
+        let from = (h * qk.tokens + sot_len) * qk.frames;
+        qk.data.copy_within(from..from + block, h * block);
     }
-    Refeed {
-        text,
-        qk: CrossQk {
-            heads: qk.heads,
-            tokens: rows,
-            frames: qk.frames,
-            data,
-        },
-        probs,
-    }
+    qk.data.truncate(qk.heads * block);
+    qk.tokens = rows;
+    Refeed { text, qk, probs }
 }

@@ -420,7 +420,7 @@ impl Row {
                     sot_len,
                     text,
                     &logits,
-                    &q,
+                    q,
                     vocab,
                     shared.special,
                 ));

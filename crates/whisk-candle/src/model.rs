@@ -90,6 +90,14 @@ struct Attention {
     n_head: usize,
 }
 
+/// How a decoder step's rows read their windows' cross-attention keys and values.
+enum CrossReads {
+    /// In place from the entries (a few tokens a row, on the CPU): `cross_attention.rs`.
+    InPlace(Vec<usize>),
+    /// Gathered into a copy of the rows' entries, widened to the activations' type.
+    Gathered { index: Tensor, dtype: DType },
+}
+
 /// `[b, t, n_head * dh]` -> `[b, n_head, t, dh]`.
 fn split_heads(x: &Tensor, n_head: usize) -> Result<Tensor> {
     let (b, t, d) = x.dims3()?;
@@ -141,17 +149,58 @@ impl Attention {
         self.out.forward(&merge_heads(&Tensor::cat(&heads, 1)?)?)
     }
 
-    /// Attention of `x`'s queries over `k`/`v`; returns the output and the pre-softmax scores.
-    fn attend(
+    /// A decoder step's cross-attention of `h` `[b, n, d]` over the keys (stored transposed)
+    /// and values `kv` its rows read. `scores_of(head, scores)` sees each head's pre-softmax
+    /// scores `[b, n, frames]`. Steps of many tokens a row (alignment passes) go one head at a
+    /// time, the softmax written over the scores: all heads' scores and their softmax at once
+    /// would be the decoder's peak of memory (2 × 11 MB a row for 300 letters in tiny).
+    fn attend_cross(
         &self,
-        x: &Tensor,
-        k: &Tensor,
+        h: &Tensor,
+        (k_t, v): &(Tensor, Tensor),
+        reads: &CrossReads,
+        mut scores_of: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
+        let q = split_heads(&self.query.forward(h)?, self.n_head)?;
+        let (out, qk) = match reads {
+            CrossReads::InPlace(entries) => {
+                let (out, qk) = cross_attention::attend_slots(&q, k_t, v, entries)?;
+                (merge_heads(&out)?, qk)
+            }
+            CrossReads::Gathered { index, dtype } => {
+                let gather = |t: &Tensor| t.index_select(index, 0)?.to_dtype(*dtype);
+                let (k_t, v) = (gather(k_t)?, gather(v)?);
+                if q.dim(2)? > cross_attention::MAX_TOKENS {
+                    return self.attend_head_by_head(&q, &k_t, &v, scores_of);
+                }
+                attention(&q, &k_t.transpose(2, 3)?, &v, None)?
+            }
+        };
+        for head in 0..self.n_head {
+            scores_of(head, &qk.i((.., head))?)?;
+        }
+        self.out.forward(&out)
+    }
+
+    /// Scaled dot-product attention of `q` `[b, h, n, dh]` over keys `k_t` `[b, h, dh, frames]`
+    /// and values, one head at a time.
+    fn attend_head_by_head(
+        &self,
+        q: &Tensor,
+        k_t: &Tensor,
         v: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> Result<(Tensor, Tensor)> {
-        let q = split_heads(&self.query.forward(x)?, self.n_head)?;
-        let (out, qk) = attention(&q, k, v, mask)?;
-        Ok((self.out.forward(&out)?, qk))
+        mut scores_of: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
+        let q = (q * (1.0 / (q.dim(D::Minus1)? as f64).sqrt()))?;
+        let heads: Vec<Tensor> = (0..self.n_head)
+            .map(|head| {
+                let part = |t: &Tensor| t.narrow(1, head, 1);
+                let scores = part(&q)?.matmul(&part(k_t)?)?;
+                scores_of(head, &scores.squeeze(1)?)?;
+                cpu_ops::softmax_last_dim_in_place(scores)?.matmul(&part(v)?)
+            })
+            .collect::<Result<_>>()?;
+        self.out.forward(&merge_heads(&Tensor::cat(&heads, 1)?)?)
     }
 }
 
@@ -182,8 +231,8 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.fc2.forward(&cpu_ops::gelu_erf(
-            &self.fc1.forward(&self.ln.forward(x)?)?,
+        self.fc2.forward(&cpu_ops::gelu_erf_in_place(
+            self.fc1.forward(&self.ln.forward(x)?)?,
         )?)
     }
 }
@@ -378,13 +427,22 @@ impl Whisper {
     }
 
     /// `[windows, n_mels, 3000]` -> `[windows, 1500, n_audio_state]` (openai `AudioEncoder`).
+    /// Encodes a batch of windows `[windows, n_mels, frames]` one window at a time: every
+    /// layer's buffers (the MLP's hidden layer is 9 MB a window in tiny, an attention head's
+    /// scores 9 MB) are then held for one window, not the batch, for the same work.
     pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
+        let windows = (0..mel.dim(0)?)
+            .map(|w| self.encode_window(&mel.narrow(0, w, 1)?))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&windows, 0)
+    }
+
+    fn encode_window(&self, mel: &Tensor) -> Result<Tensor> {
         let conv = |x: &Tensor, (w, b): &(Tensor, Tensor), stride| -> Result<Tensor> {
-            cpu_ops::gelu_erf(&x.conv1d(w, 1, stride, 1, 1)?.broadcast_add(&b.reshape((
-                1,
-                (),
-                1,
-            ))?)?)
+            cpu_ops::gelu_erf_in_place(
+                x.conv1d(w, 1, stride, 1, 1)?
+                    .broadcast_add(&b.reshape((1, (), 1))?)?,
+            )
         };
         let x = conv(mel, &self.conv1, 1)?;
         let x = conv(&x, &self.conv2, 2)?.transpose(1, 2)?;
@@ -392,15 +450,7 @@ impl Whisper {
         for block in &self.enc_blocks {
             let h = block.attn_ln.forward(&x)?;
             let (k, v) = block.attn.kv(&h)?;
-            // One window at a time: the scores of a window are n_head × 1500² floats (54 MB
-            // for tiny), and a batch of 8 at once made them most of the peak memory.
-            let attended = (0..h.dim(0)?)
-                .map(|w| {
-                    let one = |t: &Tensor| t.narrow(0, w, 1);
-                    block.attn.attend_encoder(&one(&h)?, &one(&k)?, &one(&v)?)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            x = (x + Tensor::cat(&attended, 0)?)?;
+            x = (x + block.attn.attend_encoder(&h, &k, &v)?)?;
             x = (&x + block.mlp.forward(&x)?)?;
         }
         self.ln_post.forward(&x)
@@ -512,14 +562,16 @@ impl Whisper {
             .iter()
             .map(|&s| state.entries.of(s).unwrap_or(0))
             .collect();
-        let in_place =
-            device.is_cpu() && self.dtype == DType::F32 && n <= cross_attention::MAX_TOKENS;
-        let gathered_entries = (!in_place)
-            .then(|| {
+        let reads =
+            if device.is_cpu() && self.dtype == DType::F32 && n <= cross_attention::MAX_TOKENS {
+                CrossReads::InPlace(entries)
+            } else {
                 let entries: Vec<u32> = entries.iter().map(|&e| e as u32).collect();
-                Tensor::new(entries.as_slice(), device)
-            })
-            .transpose()?;
+                CrossReads::Gathered {
+                    index: Tensor::new(entries.as_slice(), device)?,
+                    dtype: self.dtype,
+                }
+            };
         let dtype = self.dtype;
         let mask = Tensor::from_slice(&layout.mask, (size, 1, n, span), device)?.to_dtype(dtype)?;
         let positions = Tensor::from_slice(&layout.positions, size * n, device)?;
@@ -527,8 +579,10 @@ impl Whisper {
             + self.dec_pos.index_select(&positions, 0)?)?
         .reshape((size, n, ()))?;
 
-        let mut qk_parts: Vec<Option<Vec<f32>>> = vec![None; step.cross_qk_heads.len()];
-        let mut frames = 0;
+        let mut cross_qk = match step.cross_qk_heads.len() {
+            0 => Vec::new(),
+            heads => layout.empty_cross_qk(rows, heads, d.n_audio_ctx),
+        };
         for (layer, block) in self.dec_blocks.iter().enumerate() {
             let attn = &block.attn;
             let h = block.attn_ln.forward(&x)?;
@@ -556,28 +610,19 @@ impl Whisper {
                 .cross
                 .as_ref()
                 .expect("decoder blocks have cross-attention");
-            let (ck, cv) = &state.cross[layer];
             let h = cross_ln.forward(&x)?;
-            let (out, qk) = match &gathered_entries {
-                None => {
-                    let q = split_heads(&cross.query.forward(&h)?, cross.n_head)?;
-                    let (out, qk) = cross_attention::attend_slots(&q, ck, cv, &entries)?;
-                    (cross.out.forward(&merge_heads(&out)?)?, qk)
+            let out = cross.attend_cross(&h, &state.cross[layer], &reads, |head, scores| {
+                // Chosen heads go straight into the rows' scores: no layer's scores are kept.
+                if let Some(i) = step.cross_qk_heads.iter().position(|&c| c == (layer, head)) {
+                    let scores = scores
+                        .to_dtype(DType::F32)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    layout.put_cross_qk(&mut cross_qk, i, &scores);
                 }
-                Some(index) => {
-                    let gather = |t: &Tensor| t.index_select(index, 0)?.to_dtype(dtype);
-                    cross.attend(&h, &gather(ck)?.transpose(2, 3)?, &gather(cv)?, None)?
-                }
-            };
+                Ok(())
+            })?;
             x = (x + out)?;
-            // Each chosen head copied out now, so that the layer's scores of every head go.
-            for (i, &(l, head)) in step.cross_qk_heads.iter().enumerate() {
-                if l == layer {
-                    let scores = qk.i((.., head))?.to_dtype(DType::F32)?;
-                    frames = scores.dim(2)?;
-                    qk_parts[i] = Some(scores.flatten_all()?.to_vec1::<f32>()?);
-                }
-            }
             x = (&x + block.mlp.forward(&x)?)?;
         }
         state.table.stepped(&step);
@@ -597,15 +642,6 @@ impl Whisper {
             layout.split_logits(rows, &all, d.n_vocab)
         };
 
-        let heads: Vec<Vec<f32>> = qk_parts
-            .into_iter()
-            .map(|p| p.expect("every head's layer was visited"))
-            .collect();
-        let cross_qk = if heads.is_empty() {
-            Vec::new()
-        } else {
-            layout.split_cross_qk(rows, &heads, frames)
-        };
         Ok(StepOutput { logits, cross_qk })
     }
 }

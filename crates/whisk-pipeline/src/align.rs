@@ -6,7 +6,7 @@ use whisk_align::{
     confine_to_segments, dtw, word_timings, AlignedWord, CharAlignment, HeadScores, WordTokens,
     FRAMES_PER_SECOND,
 };
-use whisk_backend::{Backend, DecodeStep, RowStep};
+use whisk_backend::{Backend, BackendError, DecodeStep, RowStep};
 use whisk_text::CharSequence;
 use whisk_types::{Segment, SpecialTokens};
 
@@ -75,11 +75,15 @@ pub(crate) fn refeed<B: Backend>(
             cross_qk_heads: heads,
         },
     )?;
+    let qk =
+        out.cross_qk.into_iter().next().ok_or_else(|| {
+            BackendError::Compute("an alignment pass returned no attention".into())
+        })?;
     Ok(read_alignment_pass(
         sot_sequence.len(),
         text.to_vec(),
         &out.logits[0],
-        &out.cross_qk[0],
+        qk,
         backend.dims().n_vocab,
         special,
     ))
