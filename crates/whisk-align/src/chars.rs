@@ -170,7 +170,7 @@ pub fn anchor_onsets(
     if loudness_db.is_empty() {
         return;
     }
-    let pauses = Pauses::new(loudness_db, speech, anchoring);
+    let pauses = Pauses::new(loudness_db, speech, anchoring, Floor::OfTheRecording);
     for (start, end) in times.iter_mut().flatten() {
         let frame = (*start * FRAMES_PER_SECOND).round() as usize;
         if let Some(pause) = pauses.around(frame) {
@@ -195,7 +195,7 @@ pub fn anchor_offsets(
     if loudness_db.is_empty() {
         return;
     }
-    let pauses = Pauses::new(loudness_db, speech, anchoring);
+    let pauses = Pauses::new(loudness_db, speech, anchoring, Floor::WithDigitalSilence);
     for (start, end) in times.iter_mut().flatten() {
         // The frame the word's last 20 ms fall in.
         let Some(last) = ((*end * FRAMES_PER_SECOND).round() as usize).checked_sub(1) else {
@@ -218,10 +218,15 @@ struct Pauses<'a> {
 }
 
 impl<'a> Pauses<'a> {
-    fn new(loudness_db: &'a [f32], speech: Range<usize>, anchoring: &OnsetAnchoring) -> Self {
+    fn new(
+        loudness_db: &'a [f32],
+        speech: Range<usize>,
+        anchoring: &OnsetAnchoring,
+        floor: Floor,
+    ) -> Self {
         Self {
             loudness_db,
-            threshold: quiet_threshold(loudness_db, speech, anchoring),
+            threshold: quiet_threshold(loudness_db, speech, anchoring, floor),
             min_run: (anchoring.min_pause * FRAMES_PER_SECOND).round() as usize,
         }
     }
@@ -243,14 +248,54 @@ impl<'a> Pauses<'a> {
     }
 }
 
-/// Loudness below which a frame is quiet: the floor is taken over the frames `speech`
-/// (where the decoder put its segments), so that digital silence elsewhere in the window
-/// does not sink it below the speech's own pauses.
-fn quiet_threshold(loudness_db: &[f32], speech: Range<usize>, anchoring: &OnsetAnchoring) -> f32 {
-    let floor_frames = loudness_db
+/// What the floor of [`quiet_threshold`] is taken over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Floor {
+    /// Every frame of the speech.
+    WithDigitalSilence,
+    /// The speech's frames less its digital silence (five or more frames at exactly the
+    /// window's lowest loudness: the log-mel's clamp, 80 dB below its loudest bin). Digital
+    /// silence says nothing of the recording's own noise; with it as the floor, a pause of
+    /// faint noise was never quiet, and a word after it started a median 128 ms early
+    /// (`cargo xtask eval-words`' pause set; 77 ms with this floor). Ends keep the other
+    /// floor: with this one, ends before a pause moved back into the words' fading tails.
+    OfTheRecording,
+}
+
+/// Frames at the window's lowest loudness that make it digital silence rather than a quiet
+/// moment of the recording.
+const DIGITAL_SILENCE_FRAMES: usize = 5;
+
+/// Loudness below which a frame is quiet: `margin_db` above the floor, the 10th percentile of
+/// the frames `speech` (where the decoder put its segments), so that digital silence
+/// elsewhere in the window does not sink it below the speech's own pauses.
+fn quiet_threshold(
+    loudness_db: &[f32],
+    speech: Range<usize>,
+    anchoring: &OnsetAnchoring,
+    floor: Floor,
+) -> f32 {
+    let speech_frames = loudness_db
         .get(speech)
         .filter(|f| !f.is_empty())
         .unwrap_or(loudness_db);
+    // Within a hundredth of a dB: the clamp gives every bin of those frames one value.
+    let lowest = speech_frames.iter().copied().fold(f32::INFINITY, f32::min) + 0.01;
+    let recorded: Vec<f32> = speech_frames
+        .iter()
+        .copied()
+        .filter(|&d| d > lowest)
+        .collect();
+    let silent = speech_frames.len() - recorded.len();
+    // Where digital silence is most of the speech's frames, the rest are too few for a floor.
+    let skip_silence = floor == Floor::OfTheRecording
+        && silent >= DIGITAL_SILENCE_FRAMES
+        && 4 * recorded.len() >= speech_frames.len();
+    let floor_frames = if skip_silence {
+        &recorded
+    } else {
+        speech_frames
+    };
     percentile(floor_frames, 0.1) + anchoring.margin_db
 }
 
@@ -347,10 +392,12 @@ mod tests {
     fn starts_inside_long_pauses_move_to_the_onset() {
         // 20 ms frames: speech, a 300 ms pause (frames 10..25), speech, a 100 ms closure
         // (frames 35..40), speech.
+        // The quiet frames are recorded noise, each a little different (digital silence
+        // would be one value, see the test below).
         let mut db = vec![-10.0f32; 50];
-        db[10..25].fill(-60.0);
-        db[35..40].fill(-60.0);
-        db[..2].fill(-60.0);
+        for f in (0..2).chain(10..25).chain(35..40) {
+            db[f] = -60.0 - (f as f32 * 0.7).sin();
+        }
         let mut times = vec![
             Some((0.10, 0.18)), // in a 40 ms quiet run: stays
             Some((0.24, 0.60)), // inside the pause: moves to its end, 0.50
@@ -367,15 +414,32 @@ mod tests {
         let mut again = vec![Some((0.24, 0.60))];
         anchor_onsets(&mut again, &longer, 0..50, &OnsetAnchoring::default());
         assert_eq!(again[0], Some((0.50, 0.60)));
-        let mut unfloored = vec![Some((0.24, 0.60))];
-        anchor_onsets(&mut unfloored, &longer, 0..150, &OnsetAnchoring::default());
-        assert_eq!(unfloored[0], Some((0.24, 0.60)));
+        // Inside the speech's span, digital silence is left out of the floor as well.
+        let mut within = vec![Some((0.24, 0.60))];
+        anchor_onsets(&mut within, &longer, 0..150, &OnsetAnchoring::default());
+        assert_eq!(within[0], Some((0.50, 0.60)));
         assert_eq!(times[0], Some((0.10, 0.18)));
         assert_eq!(times[1], Some((0.50, 0.60)));
         assert_eq!(times[2], Some((0.72, 0.90)));
         assert_eq!(times[3], Some((0.30, 0.40)));
         assert_eq!(times[4], None);
         assert_eq!(times[5], Some((0.60, 0.70)));
+    }
+
+    #[test]
+    fn a_pause_of_faint_noise_is_quiet_beside_digital_silence() {
+        // 20 ms frames: speech at -10 dB; a 300 ms pause of faint noise (-55 dB) at frames
+        // 10..25; 200 ms of digital silence (-90 dB, the log-mel's clamp) at 35..45.
+        let mut db = vec![-10.0f32; 60];
+        db[10..25].fill(-55.0);
+        db[35..45].fill(-90.0);
+        let mut times = vec![Some((0.24, 0.60)), Some((0.76, 1.0))];
+        anchor_onsets(&mut times, &db, 0..db.len(), &OnsetAnchoring::default());
+        assert_eq!(times, vec![Some((0.50, 0.60)), Some((0.90, 1.0))]);
+        // Ends keep the floor of every frame, the silence's: the noise is not quiet there.
+        let mut ends = vec![Some((0.02, 0.40)), Some((0.50, 0.80))];
+        anchor_offsets(&mut ends, &db, 0..db.len(), &OnsetAnchoring::default());
+        assert_eq!(ends, vec![Some((0.02, 0.40)), Some((0.50, 0.70))]);
     }
 
     #[test]
