@@ -280,14 +280,15 @@ fn quiet_threshold(
         .filter(|f| !f.is_empty())
         .unwrap_or(loudness_db);
     // Within a hundredth of a dB: the clamp gives every bin of those frames one value.
-    let lowest = speech_frames.iter().copied().fold(f32::INFINITY, f32::min) + 0.01;
+    let silence_level = speech_frames.iter().copied().fold(f32::INFINITY, f32::min) + 0.01;
     let recorded: Vec<f32> = speech_frames
         .iter()
         .copied()
-        .filter(|&d| d > lowest)
+        .filter(|&d| d > silence_level)
         .collect();
     let silent = speech_frames.len() - recorded.len();
-    // Where digital silence is most of the speech's frames, the rest are too few for a floor.
+    // Where digital silence is over three quarters of the speech's frames, the rest are too
+    // few for a floor.
     let skip_silence = floor == Floor::OfTheRecording
         && silent >= DIGITAL_SILENCE_FRAMES
         && 4 * recorded.len() >= speech_frames.len();

@@ -42,6 +42,32 @@ pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Re
     }
 }
 
+/// [`contiguous_f32`] for an op that writes over its input.
+fn contiguous_f32_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("expected f32 storage")
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&mut data[start..end]),
+        None => candle_core::bail!("expected a contiguous tensor"),
+    }
+}
+
+/// `op` written over `x` where it is a contiguous `f32` CPU tensor (no second buffer as large
+/// as `x`), else `otherwise(&x)` into a new one.
+fn in_place_or(
+    x: Tensor,
+    op: &impl InplaceOp1,
+    otherwise: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
+        x.inplace_op1(op)?;
+        Ok(x)
+    } else {
+        otherwise(&x)
+    }
+}
+
 struct SoftmaxLastDim;
 
 impl CustomOp1 for SoftmaxLastDim {
@@ -75,16 +101,10 @@ impl InplaceOp1 for SoftmaxInPlace {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("expected f32 storage")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("expected a contiguous tensor")
-        };
         let dims = layout.shape().dims();
         let n = dims[dims.len() - 1].max(1);
         let rows_per_task = (TASK / n).max(1);
-        data[start..end]
+        contiguous_f32_mut(storage, layout)?
             .par_chunks_mut(n * rows_per_task)
             .for_each(|x| softmax_rows_in_place_fast(x, n));
         Ok(())
@@ -94,12 +114,7 @@ impl InplaceOp1 for SoftmaxInPlace {
 /// `softmax(x)` over the last dimension, written over `x` where it is a contiguous `f32` CPU
 /// tensor (no second buffer as large as the scores), else as [`softmax_last_dim`].
 pub fn softmax_last_dim_in_place(x: Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
-        x.inplace_op1(&SoftmaxInPlace)?;
-        Ok(x)
-    } else {
-        softmax_last_dim(&x)
-    }
+    in_place_or(x, &SoftmaxInPlace, softmax_last_dim)
 }
 
 widest_lanes!(softmax_rows_fast => softmax_rows(src: &[f32], dst: &mut [f32], n: usize));
@@ -204,13 +219,7 @@ impl InplaceOp1 for GeluErfInPlace {
     }
 
     fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("expected f32 storage")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("expected a contiguous tensor")
-        };
-        data[start..end]
+        contiguous_f32_mut(storage, layout)?
             .par_chunks_mut(TASK)
             .for_each(gelu_in_place_fast);
         Ok(())
@@ -220,12 +229,7 @@ impl InplaceOp1 for GeluErfInPlace {
 /// [`gelu_erf`] written over `x` where it is a contiguous `f32` CPU tensor: an MLP's hidden
 /// layer (4 × the model's width) is then held once, not twice.
 pub fn gelu_erf_in_place(x: Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
-        x.inplace_op1(&GeluErfInPlace)?;
-        Ok(x)
-    } else {
-        gelu_erf(&x)
-    }
+    in_place_or(x, &GeluErfInPlace, gelu_erf)
 }
 
 #[cfg(test)]
