@@ -173,19 +173,25 @@ fn erf(x: f32) -> f32 {
     (1.0 - poly * exp(-(a * a))).copysign(x)
 }
 
-/// GELU (exact `erf` form) of `src` into `dst`.
+/// GELU, exact `erf` form.
+#[inline(always)]
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// [`gelu`] of `src` into `dst`.
 #[inline(always)]
 fn gelu_slice(src: &[f32], dst: &mut [f32]) {
     for (d, &x) in dst.iter_mut().zip(src) {
-        *d = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        *d = gelu(x);
     }
 }
 
-/// [`gelu_slice`] over `x` itself.
+/// [`gelu`] over `x` itself.
 #[inline(always)]
 fn gelu_slice_in_place(x: &mut [f32]) {
     for v in x.iter_mut() {
-        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        *v = gelu(*v);
     }
 }
 

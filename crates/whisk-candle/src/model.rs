@@ -426,10 +426,10 @@ impl Whisper {
         })
     }
 
-    /// `[windows, n_mels, 3000]` -> `[windows, 1500, n_audio_state]` (openai `AudioEncoder`).
-    /// Encodes a batch of windows `[windows, n_mels, frames]` one window at a time: every
-    /// layer's buffers (the MLP's hidden layer is 9 MB a window in tiny, an attention head's
-    /// scores 9 MB) are then held for one window, not the batch, for the same work.
+    /// `[windows, n_mels, 3000]` -> `[windows, 1500, n_audio_state]` (openai `AudioEncoder`),
+    /// one window at a time: every layer's buffers (the MLP's hidden layer is 9 MB a window
+    /// in tiny, an attention head's scores 9 MB) are then held for one window, not the batch,
+    /// for the same work.
     pub fn encode(&self, mel: &Tensor) -> Result<Tensor> {
         let windows = (0..mel.dim(0)?)
             .map(|w| self.encode_window(&mel.narrow(0, w, 1)?))
