@@ -14,6 +14,6 @@ mod alignment_pass;
 mod row;
 mod scheduler;
 
-pub use alignment_pass::{alignment_pass_input, read_alignment_pass, Refeed};
+pub use alignment_pass::{alignment_pass_for, alignment_pass_input, read_alignment_pass, Refeed};
 pub use row::{decode_window, Repetitive, RowRequest, Spell, WindowRequest, WindowResult};
 pub use scheduler::{Job, Scheduler, SchedulerConfig};

@@ -10,7 +10,7 @@ use whisk_decode::{
     trailing_repetition, BeamOptions, LogitRules,
 };
 
-use crate::alignment_pass::{alignment_pass_input, read_alignment_pass, Refeed};
+use crate::alignment_pass::{alignment_pass_for, read_alignment_pass, Refeed};
 use whisk_types::SpecialTokens;
 
 /// What to decode in one window, borrowed from the caller (the sequential pipeline's form).
@@ -47,9 +47,9 @@ pub struct RowRequest {
     pub keep_qk: bool,
     /// Keep each text token's probability (implied by `keep_qk`).
     pub keep_probs: bool,
-    /// After sampling, feed `sot_sequence + <|notimestamps|> + text + <|endoftext|>` again
-    /// (openai's alignment pass) with this SOT sequence, and keep its attention. The text is
-    /// spelled by the scheduler's [`Spell`], if it has one.
+    /// After sampling, run the alignment pass ([`crate::alignment_pass_for`]) with this SOT
+    /// sequence and keep its attention: openai's, or the text spelled by the scheduler's
+    /// [`Spell`] between the decode's timestamps, if it has one.
     pub refeed_sot: Option<Vec<u32>>,
     /// Beam search when `temperature` is 0; `None` decodes greedily.
     pub beam: Option<BeamOptions>,
@@ -414,11 +414,10 @@ impl Row {
             Phase::Refeed { tokens, .. } => {
                 let (logits, qk) = outputs.into_iter().next().expect("one refeed feed");
                 let sot_len = self.refeed_sot.as_ref().map_or(0, Vec::len);
-                let text = tokens[sot_len + 1..tokens.len() - 1].to_vec();
                 let q = qk.expect("the alignment pass asks for attention");
                 self.result.refeed = Some(read_alignment_pass(
                     sot_len,
-                    text,
+                    &tokens,
                     &logits,
                     q,
                     vocab,
@@ -604,29 +603,20 @@ impl Row {
 
     /// The alignment pass over the decoded text, if one is asked for and fits the context.
     fn alignment_phase(&self, shared: &Shared) -> Phase {
-        let special = shared.special;
-        let text: Vec<u32> = self
-            .result
-            .tokens
-            .iter()
-            .copied()
-            .filter(|&t| special.is_text(t))
-            .collect();
-        match &self.refeed_sot {
-            Some(sot) if !text.is_empty() => {
-                let fed = match shared.spell {
-                    Some(spell) => spell(sot, &text),
-                    None => text,
-                };
-                let with_probs = shared.spell.is_none();
-                let (tokens, logits_at) = alignment_pass_input(sot, &fed, special, with_probs);
-                if !fed.is_empty() && tokens.len() <= shared.n_text_ctx {
-                    Phase::Refeed { tokens, logits_at }
-                } else {
-                    Phase::Done
-                }
-            }
-            _ => Phase::Done,
+        let Some(sot) = &self.refeed_sot else {
+            return Phase::Done;
+        };
+        let spell = shared.spell.map(|spell| move |run: &[u32]| spell(sot, run));
+        let input = alignment_pass_for(
+            sot,
+            &self.result.tokens,
+            shared.special,
+            spell.as_ref().map(|s| s as &dyn Fn(&[u32]) -> Vec<u32>),
+            shared.n_text_ctx,
+        );
+        match input {
+            Some((tokens, logits_at)) => Phase::Refeed { tokens, logits_at },
+            None => Phase::Done,
         }
     }
 }

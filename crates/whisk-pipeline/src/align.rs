@@ -11,7 +11,7 @@ use whisk_text::CharSequence;
 use whisk_types::{Segment, SpecialTokens};
 
 use crate::Result;
-use whisk_batch::{alignment_pass_input, read_alignment_pass, Refeed, WindowResult};
+use whisk_batch::{read_alignment_pass, Refeed, WindowResult};
 
 /// openai `find_alignment` defaults.
 const MEDFILT_WIDTH: usize = 7;
@@ -51,17 +51,18 @@ fn stack_rows(rows: &[&[f32]], heads: usize) -> HeadScores {
     }
 }
 
-/// openai's second pass over `text` of an encoded window, alone.
+/// An alignment pass over an encoded window, alone: `input` from
+/// [`whisk_batch::alignment_pass_for`] or [`alignment_pass_input`], after a SOT sequence
+/// of `sot_len` tokens.
 pub(crate) fn refeed<B: Backend>(
     backend: &B,
     encoded: &B::Encoded,
-    sot_sequence: &[u32],
+    sot_len: usize,
+    input: (Vec<u32>, Vec<usize>),
     special: &SpecialTokens,
-    text: &[u32],
     heads: &[(usize, usize)],
-    with_probs: bool,
 ) -> Result<Refeed> {
-    let (tokens, logits_at) = alignment_pass_input(sot_sequence, text, special, with_probs);
+    let (tokens, logits_at) = input;
     let mut decoder = backend.start_decoder(encoded, &[0])?;
     let out = backend.decode_step(
         &mut decoder,
@@ -80,13 +81,26 @@ pub(crate) fn refeed<B: Backend>(
             BackendError::Compute("an alignment pass returned no attention".into())
         })?;
     Ok(read_alignment_pass(
-        sot_sequence.len(),
-        text.to_vec(),
+        sot_len,
+        &tokens,
         &out.logits[0],
         qk,
         backend.dims().n_vocab,
         special,
     ))
+}
+
+/// The decode's tokens up to its text token `positions` last names, and the timestamp that
+/// closes it: what the alignment pass feeds for the text that is kept.
+pub(crate) fn kept_decode<'a>(
+    result: &'a WindowResult,
+    positions: &[usize],
+    special: &SpecialTokens,
+) -> &'a [u32] {
+    let tokens = &result.tokens;
+    let end = positions.last().map_or(0, |&j| j + 1);
+    let closed = tokens.get(end).is_some_and(|&t| special.is_timestamp(t));
+    &tokens[..end + usize::from(closed)]
 }
 
 /// An alignment pass's attention and probabilities, ready for [`align`].

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use whisk_align::{add_word_timestamps, AlignedWord, WordTokens};
 use whisk_audio::{log_mel_spectrogram, loudness_db, Mel};
 use whisk_backend::{Backend, BackendError};
-use whisk_batch::Refeed;
+use whisk_batch::{alignment_pass_for, alignment_pass_input, Refeed};
 use whisk_decode::compression_ratio;
 use whisk_text::{CharSequence, TextError, Tokenizer};
 use whisk_types::{
@@ -160,11 +160,10 @@ impl<B: Backend> Pipeline<B> {
                 let pass = align::refeed(
                     &self.backend,
                     encoded,
-                    sot,
+                    sot.len(),
+                    alignment_pass_input(sot, &text, special, true),
                     special,
-                    &text,
                     &self.alignment_heads,
-                    true,
                 )?;
                 let (scores, probs) = align::refeed_scores(pass);
                 align::align(&scores, &words, &probs, mel_frames)
@@ -173,15 +172,23 @@ impl<B: Backend> Pipeline<B> {
                 decode_timed =
                     self.decode_timed(result, positions, &words, segments, time_offset, mel_frames);
                 let spelled = self.spelled(&words, language, sot.len());
-                let fed = spelled.as_ref().map_or(&text, |s| &s.tokens);
+                let spell = |run: &[u32]| self.spell(sot, run);
+                let n_text_ctx = self.backend.dims().n_text_ctx;
+                let input = alignment_pass_for(
+                    sot,
+                    align::kept_decode(result, positions, special),
+                    special,
+                    Some(&spell),
+                    n_text_ctx,
+                )
+                .unwrap_or_else(|| alignment_pass_input(sot, &text, special, false));
                 let pass = align::refeed(
                     &self.backend,
                     encoded,
-                    sot,
+                    sot.len(),
+                    input,
                     special,
-                    fed,
                     &self.char_pass_heads,
-                    false,
                 )?;
                 let probs = align::decode_probs(result, positions);
                 self.align_pass_chars(
