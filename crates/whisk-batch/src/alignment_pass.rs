@@ -7,6 +7,8 @@ use whisk_backend::CrossQk;
 use whisk_decode::logsumexp;
 use whisk_types::SpecialTokens;
 
+use crate::Spell;
+
 /// What an alignment pass yields for word timing.
 #[derive(Debug, Clone, Default)]
 pub struct Refeed {
@@ -50,7 +52,7 @@ pub fn alignment_pass_for(
     sot_sequence: &[u32],
     decoded: &[u32],
     special: &SpecialTokens,
-    spell: Option<&dyn Fn(&[u32]) -> Vec<u32>>,
+    spell: Option<&Spell>,
     n_text_ctx: usize,
 ) -> Option<(Vec<u32>, Vec<usize>)> {
     let text: Vec<u32> = decoded
@@ -62,14 +64,16 @@ pub fn alignment_pass_for(
         return None;
     }
     let timed = spell.and_then(|spell| {
-        timed_alignment_pass_input(sot_sequence, decoded, special, spell)
-            .filter(|tokens| tokens.len() <= n_text_ctx)
+        timed_alignment_pass_input(sot_sequence, decoded, special, |run| {
+            spell(sot_sequence, run)
+        })
+        .filter(|tokens| tokens.len() <= n_text_ctx)
     });
     if let Some(tokens) = timed {
         return Some((tokens, Vec::new()));
     }
     let fed = match spell {
-        Some(spell) => spell(&text),
+        Some(spell) => spell(sot_sequence, &text),
         None => text,
     };
     let (tokens, logits_at) = alignment_pass_input(sot_sequence, &fed, special, spell.is_none());
@@ -186,7 +190,7 @@ mod tests {
     }
 
     /// Spells text token `t` as `t` letters `t`.
-    fn spell(run: &[u32]) -> Vec<u32> {
+    fn spell(_sot: &[u32], run: &[u32]) -> Vec<u32> {
         run.iter().flat_map(|&t| vec![t; t as usize]).collect()
     }
 
@@ -205,7 +209,7 @@ mod tests {
         let (s, sot) = (special(), [11, 12, 14]);
         // <|0.00|> 2 3 <|1.00|><|1.00|> 1 <|2.00|>
         let decoded = [19, 2, 3, 21, 21, 1, 23];
-        let spell: &dyn Fn(&[u32]) -> Vec<u32> = &spell;
+        let spell: &Spell = &spell;
         let (tokens, logits_at) = alignment_pass_for(&sot, &decoded, &s, Some(spell), 448).unwrap();
         assert_eq!(tokens, [11, 12, 14, 19, 2, 2, 3, 3, 3, 21, 21, 1, 23, 10]);
         assert!(logits_at.is_empty());
@@ -220,7 +224,7 @@ mod tests {
     #[test]
     fn without_timestamps_or_room_the_pass_follows_notimestamps() {
         let (s, sot) = (special(), [11, 12, 14]);
-        let spell: &dyn Fn(&[u32]) -> Vec<u32> = &spell;
+        let spell: &Spell = &spell;
         let untimed = [11, 12, 14, 18, 2, 2, 1, 10];
         let (tokens, _) = alignment_pass_for(&sot, &[2, 1], &s, Some(spell), 448).unwrap();
         assert_eq!(tokens, untimed);

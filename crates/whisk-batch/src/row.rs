@@ -606,12 +606,11 @@ impl Row {
         let Some(sot) = &self.refeed_sot else {
             return Phase::Done;
         };
-        let spell = shared.spell.map(|spell| move |run: &[u32]| spell(sot, run));
         let input = alignment_pass_for(
             sot,
             &self.result.tokens,
             shared.special,
-            spell.as_ref().map(|s| s as &dyn Fn(&[u32]) -> Vec<u32>),
+            shared.spell,
             shared.n_text_ctx,
         );
         match input {
