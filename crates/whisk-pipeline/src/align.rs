@@ -90,6 +90,19 @@ pub(crate) fn refeed<B: Backend>(
     ))
 }
 
+/// The decode's tokens up to the text token `positions` names last, and the timestamp that
+/// closes it: what the alignment pass feeds for the text that is kept.
+pub(crate) fn kept_decode<'a>(
+    result: &'a WindowResult,
+    positions: &[usize],
+    special: &SpecialTokens,
+) -> &'a [u32] {
+    let tokens = &result.tokens;
+    let end = positions.last().map_or(0, |&j| j + 1);
+    let closed = tokens.get(end).is_some_and(|&t| special.is_timestamp(t));
+    &tokens[..end + usize::from(closed)]
+}
+
 /// An alignment pass's attention and probabilities, ready for [`align`].
 pub(crate) fn refeed_scores(refeed: Refeed) -> (HeadScores, Vec<f32>) {
     let qk = refeed.qk;

@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use whisk_align::{add_word_timestamps, AlignedWord, WordTokens};
 use whisk_audio::{log_mel_spectrogram, loudness_db, Mel};
 use whisk_backend::{Backend, BackendError};
-use whisk_batch::{alignment_pass_input, Refeed};
+use whisk_batch::{alignment_pass_for, alignment_pass_input, Refeed};
 use whisk_decode::compression_ratio;
 use whisk_text::{CharSequence, TextError, Tokenizer};
 use whisk_types::{
@@ -172,12 +172,11 @@ impl<B: Backend> Pipeline<B> {
                 decode_timed =
                     self.decode_timed(result, positions, &words, segments, time_offset, mel_frames);
                 let spelled = self.spelled(&words, language, sot.len());
-                // The spelled text after `<|notimestamps|>`: the timed pass that batched rows
-                // run (`alignment_pass_for`) measured no better here (TIMIT and its pause set:
-                // starts within 50 ms 80% and 62%, against 80% and 61%), and it moved jfk's
-                // "can" (inside its /k/ closure) 100 ms between int8 and float32.
-                let fed = spelled.as_ref().map_or(&text, |s| &s.tokens);
-                let input = alignment_pass_input(sot, fed, special, false);
+                let spell = |sot: &[u32], run: &[u32]| self.spell(sot, run);
+                let decoded = align::kept_decode(result, positions, special);
+                let n_text_ctx = self.backend.dims().n_text_ctx;
+                let input = alignment_pass_for(sot, decoded, special, Some(&spell), n_text_ctx)
+                    .unwrap_or_else(|| alignment_pass_input(sot, &text, special, false));
                 let pass = align::refeed(
                     &self.backend,
                     encoded,
