@@ -171,22 +171,8 @@ pub fn read_alignment_pass(
 mod tests {
     use super::*;
 
-    /// Whisper's layout on a small vocabulary: text 0..10, eot 10, sot 11, language 12,
-    /// no_timestamps 18, timestamps from 19.
     fn special() -> SpecialTokens {
-        SpecialTokens {
-            eot: 10,
-            sot: 11,
-            language_begin: 12,
-            num_languages: 1,
-            translate: 13,
-            transcribe: 14,
-            sot_lm: 15,
-            sot_prev: 16,
-            no_speech: 17,
-            no_timestamps: 18,
-            timestamp_begin: 19,
-        }
+        SpecialTokens::small_for_tests()
     }
 
     /// Spells text token `t` as `t` letters `t`.

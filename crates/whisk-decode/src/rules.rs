@@ -152,23 +152,8 @@ impl LogitRules {
 mod tests {
     use super::*;
 
-    /// A small vocabulary with Whisper's layout: text 0..10, eot 10, sot 11, language 12,
-    /// translate 13, transcribe 14, sot_lm 15, sot_prev 16, no_speech 17, no_timestamps 18,
-    /// timestamps 19..30.
     fn special() -> SpecialTokens {
-        SpecialTokens {
-            eot: 10,
-            sot: 11,
-            language_begin: 12,
-            num_languages: 1,
-            translate: 13,
-            transcribe: 14,
-            sot_lm: 15,
-            sot_prev: 16,
-            no_speech: 17,
-            no_timestamps: 18,
-            timestamp_begin: 19,
-        }
+        SpecialTokens::small_for_tests()
     }
     const VOCAB: usize = 30;
 

@@ -22,6 +22,26 @@ pub struct SpecialTokens {
 }
 
 impl SpecialTokens {
+    /// Whisper's layout on a vocabulary of 30 for unit tests: text 0..10, eot 10, sot 11,
+    /// one language 12, translate 13, transcribe 14, sot_lm 15, sot_prev 16, no_speech 17,
+    /// no_timestamps 18, timestamps 19..30.
+    #[doc(hidden)]
+    pub fn small_for_tests() -> Self {
+        Self {
+            eot: 10,
+            sot: 11,
+            language_begin: 12,
+            num_languages: 1,
+            translate: 13,
+            transcribe: 14,
+            sot_lm: 15,
+            sot_prev: 16,
+            no_speech: 17,
+            no_timestamps: 18,
+            timestamp_begin: 19,
+        }
+    }
+
     pub fn is_timestamp(&self, token: u32) -> bool {
         token >= self.timestamp_begin
     }
