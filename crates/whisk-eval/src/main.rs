@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use whisk::{ComputeType, MelPadding, Model, TranscribeOptions, WordAlignment};
-use whisk_eval::pauses::insert_pauses;
+use whisk_eval::pauses::{insert_pauses, join_utterances};
 use whisk_eval::timing::{
     match_words, read_labels, reference_words, transcript_words, ErrorStats, TimedWord,
     TimingReport, PAUSE_SECONDS,
@@ -265,6 +265,12 @@ fn eval_words(args: &Args) -> Result<()> {
         fw,
     )];
     let mut on_paused = Vec::new();
+    let mut on_joined = Vec::new();
+    let parts: Vec<(&[f32], &[TimedWord])> = plain
+        .iter()
+        .map(|u| (u.samples.as_slice(), u.labels.as_slice()))
+        .collect();
+    let joined = join_utterances(&parts, 7);
     let mut deltas = Vec::new();
     for (&beam, padding) in args
         .beams
@@ -293,6 +299,18 @@ fn eval_words(args: &Args) -> Result<()> {
                 );
             }
             let name = format!("whisk {mode:?}, {padding:?} padding, beam {beam}");
+            for batch_size in [1, 8] {
+                let options = TranscribeOptions {
+                    batch_size,
+                    ..options.clone()
+                };
+                let mut report = TimingReport::default();
+                report.add(
+                    &joined.labels,
+                    &transcript_words(&model.transcribe(&joined.samples, &options)?),
+                );
+                on_joined.push((format!("{name}, batch size {batch_size}"), report));
+            }
             eprintln!("whisk-eval: {name} timed");
             deltas.push((name.clone(), d_start, d_end));
             on_plain.push((format!("{name} ({seconds:.0} s)"), report));
@@ -317,6 +335,22 @@ fn eval_words(args: &Args) -> Result<()> {
         PAUSE_SECONDS * 1000.0
     );
     SetReport::print(&on_paused);
+    println!(
+        "\nThe TIMIT utterances joined into one recording of {:.0} s (gaps of 0.3-2.5 s, silence or faint noise), transcribed whole:\n",
+        joined.samples.len() as f64 / 16_000.0
+    );
+    println!("{}", TimingReport::HEADER);
+    for (name, r) in &on_joined {
+        println!("{}", r.row(name));
+    }
+    println!(
+        "\nStart errors by the word's place (after a pause: at least {} ms after the previous label), and end errors before a pause:\n",
+        PAUSE_SECONDS * 1000.0
+    );
+    println!("{}", TimingReport::PLACES_HEADER);
+    for (name, r) in &on_joined {
+        println!("{}", r.places_row(name));
+    }
     println!("\nwhisk against faster-whisper's word times on the same words (TIMIT):\n");
     println!("| system | words | median abs Δstart ms | median abs Δend ms | Δstart ≤20 ms |");
     println!("| --- | --- | --- | --- | --- |");

@@ -1,7 +1,8 @@
 //! Real speech with controlled pauses: a TIMIT utterance cut at its labelled word boundaries,
 //! silence or faint noise put into some of the cuts, and the labels after each cut moved by
 //! the pause before them, so the hand labels stay exact. Word timing after pauses and before
-//! them is measured on these, beside plain TIMIT.
+//! them is measured on these, beside plain TIMIT; and on the utterances joined into one long
+//! recording, the same way.
 
 use crate::timing::TimedWord;
 
@@ -94,6 +95,38 @@ pub fn insert_pauses(samples: &[f32], labels: &[TimedWord], seed: u64) -> Paused
     }
 }
 
+/// Gaps between utterances joined into one recording, in seconds: a breath to a long pause,
+/// as in the bench's pause set.
+pub const JOIN_GAPS: [f64; 5] = [0.3, 0.6, 1.0, 1.5, 2.5];
+
+/// `utterances` (samples and labels) joined into one recording, each after a gap of one of
+/// [`JOIN_GAPS`] (digital silence or faint noise, drawn with `seed`), their labels moved to
+/// where they now lie: long-form transcription, batched or sequential, timed against exact
+/// labels.
+pub fn join_utterances(utterances: &[(&[f32], &[TimedWord])], seed: u64) -> PausedUtterance {
+    let mut draw = Draw(seed);
+    let mut joined = PausedUtterance {
+        samples: Vec::new(),
+        labels: Vec::new(),
+    };
+    for (samples, labels) in utterances {
+        let n = (JOIN_GAPS[draw.below(JOIN_GAPS.len())] * SAMPLE_RATE).round() as usize;
+        let noisy = draw.unit() < 0.5;
+        joined.samples.extend((0..n).map(|_| match noisy {
+            true => NOISE_LEVEL * draw.normal() as f32,
+            false => 0.0,
+        }));
+        let offset = joined.samples.len() as f64 / SAMPLE_RATE;
+        joined.samples.extend_from_slice(samples);
+        joined.labels.extend(labels.iter().map(|w| TimedWord {
+            start: w.start + offset,
+            end: w.end + offset,
+            word: w.word.clone(),
+        }));
+    }
+    joined
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +182,28 @@ mod tests {
         }
         // 60 boundaries in all: about half get a pause.
         assert!((20..=40).contains(&pauses_seen), "{pauses_seen} pauses");
+    }
+
+    #[test]
+    fn joined_utterances_keep_their_labels_on_their_own_audio() {
+        let one = vec![0.5f32; 16_000];
+        let two = vec![0.7f32; 8_000];
+        let labels_one = [tw("a", 0.2, 0.8)];
+        let labels_two = [tw("b", 0.1, 0.4)];
+        let joined = join_utterances(&[(&one, &labels_one), (&two, &labels_two)], 3);
+        assert_eq!(joined.labels.len(), 2);
+        for (w, level) in joined.labels.iter().zip([0.5, 0.7]) {
+            let s = ((w.start + 0.01) * SAMPLE_RATE) as usize;
+            let e = ((w.end - 0.01) * SAMPLE_RATE) as usize;
+            assert!(joined.samples[s..e].iter().all(|&x| x == level), "{w:?}");
+        }
+        // Each utterance after a gap of one of the lengths allowed.
+        let gap_before_two = joined.labels[1].start - 0.1 - (joined.labels[0].start - 0.2 + 1.0);
+        assert!(
+            JOIN_GAPS.iter().any(|g| (g - gap_before_two).abs() < 1e-6),
+            "{gap_before_two}"
+        );
+        let ends_at = joined.labels[1].start - 0.1 + 0.5;
+        assert!((joined.samples.len() as f64 / SAMPLE_RATE - ends_at).abs() < 1e-6);
     }
 }
