@@ -242,9 +242,32 @@ impl SetReport {
     }
 }
 
+/// The utterances transcribed in one batched call (batch size 8), packed into shared windows
+/// or each in a window of its own: packing must not time words worse.
+fn transcribe_together(
+    model: &Model,
+    utterances: &[Labelled],
+    options: &TranscribeOptions,
+    pack: bool,
+) -> Result<SetReport> {
+    let inputs: Vec<&[f32]> = utterances.iter().map(|u| u.samples.as_slice()).collect();
+    let options = TranscribeOptions {
+        batch_size: 8,
+        pack_short_inputs: pack,
+        ..options.clone()
+    };
+    let transcripts = model.transcribe_many(&inputs, &options, &mut |_| {})?;
+    let mut report = SetReport::default();
+    for (u, t) in utterances.iter().zip(&transcripts) {
+        report.add(u, &transcript_words(t));
+    }
+    Ok(report)
+}
+
 /// Word timing against the hand labels on the TIMIT sample and on the same utterances with
 /// pauses put in, for whisk's alignment modes and (plain TIMIT) faster-whisper's reference
-/// timings; plus whisk's distance from faster-whisper's word times.
+/// timings; the sample batched, packed and not; the utterances joined into one recording;
+/// plus whisk's distance from faster-whisper's word times.
 fn eval_words(args: &Args) -> Result<()> {
     let (plain, paused) = timit_sets(&args.shared)?;
     let model = Model::builder(&args.model)
@@ -266,6 +289,7 @@ fn eval_words(args: &Args) -> Result<()> {
     )];
     let mut on_paused = Vec::new();
     let mut on_joined = Vec::new();
+    let mut on_together = Vec::new();
     let parts: Vec<(&[f32], &[TimedWord])> = plain
         .iter()
         .map(|u| (u.samples.as_slice(), u.labels.as_slice()))
@@ -311,6 +335,11 @@ fn eval_words(args: &Args) -> Result<()> {
                 );
                 on_joined.push((format!("{name}, batch size {batch_size}"), report));
             }
+            for pack in [true, false] {
+                let report = transcribe_together(&model, &plain, &options, pack)?;
+                let how = if pack { "packed" } else { "a window each" };
+                on_together.push((format!("{name}, batch size 8, {how}"), report));
+            }
             eprintln!("whisk-eval: {name} timed");
             deltas.push((name.clone(), d_start, d_end));
             on_plain.push((format!("{name} ({seconds:.0} s)"), report));
@@ -335,6 +364,10 @@ fn eval_words(args: &Args) -> Result<()> {
         PAUSE_SECONDS * 1000.0
     );
     SetReport::print(&on_paused);
+    println!(
+        "\nThe TIMIT utterances transcribed together, batch size 8: packed into shared windows, and a window each:\n"
+    );
+    SetReport::print(&on_together);
     println!(
         "\nThe TIMIT utterances joined into one recording of {:.0} s (gaps of 0.3-2.5 s, silence or faint noise), transcribed whole:\n",
         joined.samples.len() as f64 / 16_000.0
