@@ -481,8 +481,12 @@ mod tests {
         assert_eq!(&y[..n], bias.as_slice(), "a zero row is the bias");
         assert!(y.iter().all(|v| v.is_finite()), "{y:?}");
         let want = reference(&x[k..2 * k], &w, Some(&bias), k);
+        // Within the quantisation's error bound, as every product here: 2% of each output
+        // held with 8-bit weights, not with AVX2's 7-bit ones (8% off on an AMD EPYC, where
+        // terms cancel).
+        let tol = bound(&x[k..2 * k], &w, k);
         for (g, e) in y[n..2 * n].iter().zip(&want) {
-            assert!((g - e).abs() <= 0.02 * e.abs() + 1e27, "{g} vs {e}");
+            assert!((g - e).abs() <= tol, "{g} vs {e}");
         }
         // The NaN is read as zero: the rest of its row is zero, so the bias.
         assert_eq!(&y[2 * n..3 * n], bias.as_slice());
