@@ -33,6 +33,27 @@ pub struct CharAlignment {
     pub onsets: Option<OnsetAnchoring>,
     /// Move ends that fall inside a pause to the pause's start (see [`anchor_offsets`]).
     pub offsets: Option<OnsetAnchoring>,
+    /// Letters kept out of pauses and spaces out of speech (see [`weigh_pauses`]); `None`
+    /// leaves the matrix as the attention made it.
+    pub pauses: Option<PauseWeights>,
+}
+
+/// What [`weigh_pauses`] adds to the DTW cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PauseWeights {
+    /// Added to every letter row in every frame of a pause.
+    pub letter_in_pause: f32,
+    /// Added to the space row between two words in every frame outside a pause.
+    pub space_in_speech: f32,
+}
+
+impl Default for PauseWeights {
+    fn default() -> Self {
+        Self {
+            letter_in_pause: 0.5,
+            space_in_speech: 0.2,
+        }
+    }
 }
 
 /// Which quiet stretches count as pauses for [`anchor_onsets`] and [`anchor_offsets`].
@@ -66,6 +87,7 @@ impl Default for CharAlignment {
             segment_margin: Some(1.0),
             onsets: Some(OnsetAnchoring::default()),
             offsets: Some(OnsetAnchoring::default()),
+            pauses: Some(PauseWeights::default()),
         }
     }
 }
@@ -153,6 +175,59 @@ pub fn confine_to_segments(
     }
 }
 
+/// Gives pauses to the spaces between words and speech to their letters: every letter row
+/// (`letters`, as in [`char_word_times`]) costs `weights.letter_in_pause` more in the frames
+/// of a pause, and every space row between two words `weights.space_in_speech` more in the
+/// other frames. Every column of the matrix has unit norm, so a pause weighs as much as
+/// speech: the letters after a pause reached back into it (words after a pause started a
+/// median 79 ms early on `cargo xtask eval-words`' pause set), and a sentence's last words,
+/// where the decoder's own clock ran early, were squeezed into its last frames while the
+/// space after them took the rest of their audio (long recordings: half of the ends before a
+/// gap more than 50 ms off). The first space (leading silence) and the rows after the last
+/// word stay free. The pauses are those of [`anchor_onsets`]: quiet runs of at least
+/// `min_pause` against the floor of the recording over `speech`. `cost` is the
+/// `[rows][frames]` DTW cost, `loudness_db` one value per frame of the window's audio.
+pub fn weigh_pauses(
+    cost: &mut [f32],
+    frames: usize,
+    letters: &[Option<Range<usize>>],
+    loudness_db: &[f32],
+    speech: Range<usize>,
+    anchoring: &OnsetAnchoring,
+    weights: &PauseWeights,
+) {
+    if loudness_db.is_empty() || frames == 0 {
+        return;
+    }
+    let pauses = Pauses::new(loudness_db, speech, anchoring, Floor::OfTheRecording);
+    let mut in_pause = pauses.frames_in_pauses();
+    // Frames past the loudness (padding) count as neither.
+    in_pause.resize(frames, false);
+    let mut add = |row: usize, penalty: f32, where_paused: bool| {
+        if let Some(row_cost) = cost.get_mut(row * frames..(row + 1) * frames) {
+            for (c, &paused) in row_cost.iter_mut().zip(&in_pause) {
+                if paused == where_paused {
+                    *c += penalty;
+                }
+            }
+        }
+    };
+    let lettered: Vec<&Range<usize>> = letters.iter().flatten().collect();
+    for &rows in &lettered {
+        for row in rows.clone() {
+            add(row, weights.letter_in_pause, true);
+        }
+    }
+    for pair in lettered.windows(2) {
+        // The row before a word's first letter is its space, unless it is the letter before
+        // (languages written without spaces).
+        match pair[1].start.checked_sub(1) {
+            Some(space) if space >= pair[0].end => add(space, weights.space_in_speech, false),
+            _ => {}
+        }
+    }
+}
+
 /// Starts a word that the path begins inside a pause where the pause ends. The letter rows
 /// after a pause reach back into it (on TIMIT such words start a median 100-150 ms early; on
 /// jfk, words after second-long pauses start a second early); the audio itself says where
@@ -233,6 +308,22 @@ impl<'a> Pauses<'a> {
 
     fn quiet(&self, frame: usize) -> bool {
         self.loudness_db[frame] < self.threshold
+    }
+
+    /// Whether each frame lies in a pause.
+    fn frames_in_pauses(&self) -> Vec<bool> {
+        let mut in_pause = vec![false; self.loudness_db.len()];
+        let mut run_start = 0;
+        for f in 0..=self.loudness_db.len() {
+            if f < self.loudness_db.len() && self.quiet(f) {
+                continue;
+            }
+            if f - run_start >= self.min_run.max(1) {
+                in_pause[run_start..f].fill(true);
+            }
+            run_start = f + 1;
+        }
+        in_pause
     }
 
     /// The frames of the pause that holds `frame`, if it lies in one.
@@ -499,6 +590,79 @@ mod tests {
         assert!(b_frames.iter().all(|&f| f >= 60), "{b_frames:?}");
     }
 
+    #[test]
+    fn letters_leave_pauses_to_the_spaces_and_spaces_leave_speech_to_the_letters() {
+        // Rows: space, "a", space, "b", end of text; 50 frames (1 s). Speech, then a 300 ms
+        // pause at frames 20..35 (recorded noise), then speech with a 100 ms closure at 40..45.
+        let (rows, frames) = (5, 50);
+        let mut db = vec![-10.0f32; frames];
+        for f in (20..35).chain(40..45) {
+            db[f] = -60.0 - (f as f32 * 0.7).sin();
+        }
+        // Attention pulls "a" into the pause and gives the frames before it to nobody.
+        let mut cost = vec![0.0f32; rows * frames];
+        for f in 10..35 {
+            cost[frames + f] = -0.6;
+        }
+        for f in 35..frames {
+            cost[3 * frames + f] = -0.6;
+        }
+        for f in 20..35 {
+            cost[2 * frames + f] = -0.3;
+        }
+        let letters = vec![Some(1..2), Some(3..4)];
+        let rows_frames = |cost: &[f32], row: usize| {
+            let (text, time) = dtw(cost, rows, frames);
+            let held: Vec<usize> = text
+                .iter()
+                .zip(&time)
+                .filter(|(&r, _)| r == row)
+                .map(|(_, &f)| f)
+                .collect();
+            (held[0], *held.last().unwrap())
+        };
+        assert!(
+            rows_frames(&cost, 1).1 >= 30,
+            "without weights \"a\" runs into the pause"
+        );
+        let before = cost.clone();
+        let weights = PauseWeights {
+            letter_in_pause: 0.5,
+            space_in_speech: 0.2,
+        };
+        let anchoring = OnsetAnchoring::default();
+        weigh_pauses(
+            &mut cost,
+            frames,
+            &letters,
+            &db,
+            0..frames,
+            &anchoring,
+            &weights,
+        );
+        assert!(
+            rows_frames(&cost, 1).1 < 21,
+            "\"a\" ends where the pause starts"
+        );
+        // Letter rows pay in the pause, the space between the words outside it; the first
+        // space and the end of text are free, and the closure is too short to be a pause.
+        for r in 0..rows {
+            for f in 0..frames {
+                let added = cost[r * frames + f] - before[r * frames + f];
+                let paused = (20..35).contains(&f);
+                let expected = match r {
+                    1 | 3 if paused => 0.5,
+                    2 if !paused => 0.2,
+                    _ => 0.0,
+                };
+                assert!(
+                    (added - expected).abs() < 1e-6,
+                    "row {r} frame {f}: {added}"
+                );
+            }
+        }
+    }
+
     fn scores(
         heads: usize,
         rows: usize,
@@ -530,6 +694,7 @@ mod tests {
         segment_margin: None,
         onsets: None,
         offsets: None,
+        pauses: None,
     };
 
     #[test]

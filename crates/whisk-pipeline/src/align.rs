@@ -3,8 +3,8 @@
 
 use whisk_align::{
     alignment_matrix, anchor_offsets, anchor_onsets, char_alignment_matrix, char_word_times,
-    confine_to_segments, dtw, word_timings, AlignedWord, CharAlignment, HeadScores, WordTokens,
-    FRAMES_PER_SECOND,
+    confine_to_segments, dtw, weigh_pauses, word_timings, AlignedWord, CharAlignment, HeadScores,
+    WordTokens, FRAMES_PER_SECOND,
 };
 use whisk_backend::{Backend, BackendError, DecodeStep, RowStep};
 use whisk_text::CharSequence;
@@ -188,12 +188,24 @@ pub(crate) fn align_chars(
     if let Some(margin) = options.segment_margin {
         confine_to_segments(&mut cost, frames, &spelled.words, spans, margin);
     }
-    let (text_idx, time_idx) = dtw(&cost, scores.rows, frames);
-    let mut times = char_word_times(&text_idx, &time_idx, &spelled.words, &options);
     let speech_start = spans.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
     let speech_end = spans.iter().map(|s| s.1).fold(0.0, f64::max);
     let frame = |t: f64| (t.max(0.0) * FRAMES_PER_SECOND).round() as usize;
     let speech = frame(speech_start)..frame(speech_end).min(loudness_db.len());
+    if let (Some(weights), Some(pauses)) = (&options.pauses, &options.onsets) {
+        let letters = &spelled.words;
+        weigh_pauses(
+            &mut cost,
+            frames,
+            letters,
+            loudness_db,
+            speech.clone(),
+            pauses,
+            weights,
+        );
+    }
+    let (text_idx, time_idx) = dtw(&cost, scores.rows, frames);
+    let mut times = char_word_times(&text_idx, &time_idx, &spelled.words, &options);
     if let Some(onsets) = &options.onsets {
         anchor_onsets(&mut times, loudness_db, speech.clone(), onsets);
     }
