@@ -64,16 +64,20 @@ pub fn alignment_pass_for(
         return None;
     }
     let timed = spell.and_then(|spell| {
-        timed_alignment_pass_input(sot_sequence, decoded, special, |run| {
-            spell(sot_sequence, run)
-        })
-        .filter(|tokens| tokens.len() <= n_text_ctx)
+        // A line without letters ("...") is fed as its timestamps alone.
+        let mut lettered = false;
+        let tokens = timed_alignment_pass_input(sot_sequence, decoded, special, |run| {
+            let letters = spell(sot_sequence, run).unwrap_or_default();
+            lettered |= !letters.is_empty();
+            letters
+        })?;
+        (lettered && tokens.len() <= n_text_ctx).then_some(tokens)
     });
     if let Some(tokens) = timed {
         return Some((tokens, Vec::new()));
     }
     let fed = match spell {
-        Some(spell) => spell(sot_sequence, &text),
+        Some(spell) => spell(sot_sequence, &text).unwrap_or(text),
         None => text,
     };
     let (tokens, logits_at) = alignment_pass_input(sot_sequence, &fed, special, spell.is_none());
@@ -90,7 +94,7 @@ pub fn timed_alignment_pass_input(
     sot_sequence: &[u32],
     decoded: &[u32],
     special: &SpecialTokens,
-    spell: impl Fn(&[u32]) -> Vec<u32>,
+    mut spell: impl FnMut(&[u32]) -> Vec<u32>,
 ) -> Option<Vec<u32>> {
     if !decoded.iter().any(|&t| special.is_timestamp(t)) {
         return None;
@@ -175,9 +179,10 @@ mod tests {
         SpecialTokens::small_for_tests()
     }
 
-    /// Spells text token `t` as `t` letters `t`.
-    fn spell(_sot: &[u32], run: &[u32]) -> Vec<u32> {
-        run.iter().flat_map(|&t| vec![t; t as usize]).collect()
+    /// Spells text token `t` as `t` letters `t`; token 0 has no letters.
+    fn spell(_sot: &[u32], run: &[u32]) -> Option<Vec<u32>> {
+        let letters: Vec<u32> = run.iter().flat_map(|&t| vec![t; t as usize]).collect();
+        (!letters.is_empty()).then_some(letters)
     }
 
     /// Attention whose every row holds its own position, one frame wide.
@@ -205,6 +210,21 @@ mod tests {
         assert_eq!(pass.text, [2, 2, 3, 3, 3, 1]);
         assert_eq!(pass.qk.tokens, 7);
         assert_eq!(pass.qk.data, [3.0, 4.0, 5.0, 6.0, 7.0, 10.0, 11.0]);
+    }
+
+    #[test]
+    fn a_line_without_letters_is_fed_as_its_timestamps() {
+        let (s, sot) = (special(), [11, 12, 14]);
+        let spell: &Spell = &spell;
+        // <|0.00|> 2 <|1.00|><|1.00|> 0 <|2.00|>: the second line has no letters.
+        let decoded = [19, 2, 21, 21, 0, 23];
+        let (tokens, _) = alignment_pass_for(&sot, &decoded, &s, Some(spell), 448).unwrap();
+        assert_eq!(tokens, [11, 12, 14, 19, 2, 2, 21, 21, 23, 10]);
+        let pass = read_alignment_pass(3, &tokens, &[], positions(tokens.len()), 30, &s);
+        assert_eq!(pass.text, [2, 2]);
+        // No line has letters: the untimed pass feeds the text as it is.
+        let (tokens, _) = alignment_pass_for(&sot, &[19, 0, 21], &s, Some(spell), 448).unwrap();
+        assert_eq!(tokens, [11, 12, 14, 18, 0, 10]);
     }
 
     #[test]

@@ -148,8 +148,9 @@ pub type Repetitive<'a> = dyn Fn(&[u32]) -> bool + 'a;
 const REPETITION_CHECK_EVERY: usize = 16;
 
 /// How an alignment pass writes a row's text: `(sot_sequence, text tokens)` to the tokens it
-/// feeds in their place (character alignment spells words out letter by letter).
-pub type Spell<'a> = dyn Fn(&[u32], &[u32]) -> Vec<u32> + 'a;
+/// feeds in their place (character alignment spells words out letter by letter); `None`
+/// where there is nothing to spell (no letters) or it would overrun the text context.
+pub type Spell<'a> = dyn Fn(&[u32], &[u32]) -> Option<Vec<u32>> + 'a;
 
 /// What a row feeds in one step: its position, tokens, and where logits are wanted.
 struct Feed {

@@ -169,8 +169,8 @@ pub(crate) fn char_pass_heads(
 /// plus the end-of-text pseudo-word, `spelled` the same words spelled out (what the pass fed,
 /// `refeed.text`), `probs` the text tokens' probabilities from the decode, `spans` each
 /// word's segment in seconds of the window, `loudness_db` the window's audio per 20 ms
-/// (for starts after pauses). A word without letters or digits sits where the word before
-/// it ended.
+/// (for starts after pauses). A word without letters or digits fills the gap around it
+/// (`place_letterless`).
 pub(crate) fn align_chars(
     scores: HeadScores,
     spelled: &CharSequence,
@@ -212,14 +212,12 @@ pub(crate) fn align_chars(
     if let Some(offsets) = &options.offsets {
         anchor_offsets(&mut times, loudness_db, speech, offsets);
     }
+    let times = place_letterless(&times, spans);
     let mut aligned = Vec::with_capacity(words.len().saturating_sub(1));
     let mut offset = 0;
-    let mut last_end = 0.0;
-    for (word, time) in words[..words.len().saturating_sub(1)].iter().zip(times) {
+    for (word, (start, end)) in words[..words.len().saturating_sub(1)].iter().zip(times) {
         let p = &probs[offset.min(probs.len())..(offset + word.tokens.len()).min(probs.len())];
         offset += word.tokens.len();
-        let (start, end) = time.unwrap_or((last_end, last_end));
-        last_end = end;
         aligned.push(AlignedWord {
             word: word.word.clone(),
             tokens: word.tokens.clone(),
@@ -233,6 +231,35 @@ pub(crate) fn align_chars(
         });
     }
     aligned
+}
+
+/// Every word's times, where `times` has none for the words without letters or digits (the
+/// DTW path never visits them): such a word fills the gap between its neighbours in its
+/// segment (`spans`, one per word), from the end of the word before it, or its segment's start
+/// when it opens the segment, to the start of the word after it, or the segment's end. So a
+/// segment of such words alone ("...", "♪") keeps the decode's own times, not a zero length.
+fn place_letterless(times: &[Option<(f64, f64)>], spans: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let span = |i: usize| spans.get(i).copied().unwrap_or((0.0, 0.0));
+    let mut placed: Vec<(f64, f64)> = Vec::with_capacity(times.len());
+    for (i, time) in times.iter().enumerate() {
+        if let Some(time) = time {
+            placed.push(*time);
+            continue;
+        }
+        let last_end = placed.last().map_or(0.0, |w| w.1);
+        let opens_segment = i == 0 || span(i - 1) != span(i);
+        let start = if opens_segment {
+            span(i).0.max(last_end)
+        } else {
+            last_end
+        };
+        let next_start = (i + 1..times.len())
+            .take_while(|&j| span(j) == span(i))
+            .find_map(|j| times[j].map(|t| t.0));
+        let end = next_start.unwrap_or(span(i).1);
+        placed.push((start, end.max(start)));
+    }
+    placed
 }
 
 /// The attention of `wanted` heads out of a pass that kept `kept` heads.
@@ -314,6 +341,23 @@ mod tests {
             no_speech_prob: 0.0,
             words: Some(words),
         }
+    }
+
+    #[test]
+    fn words_without_letters_fill_the_gap_between_their_neighbours_in_their_segment() {
+        let (a, b) = ((1.0, 4.0), (4.0, 6.0));
+        // "Hi - there ..." in segment a, then a segment of "♪" alone.
+        let times = [Some((1.2, 1.5)), None, Some((1.9, 2.4)), None, None];
+        let spans = [a, a, a, a, b];
+        let placed = place_letterless(&times, &spans);
+        assert_eq!(
+            placed,
+            [(1.2, 1.5), (1.5, 1.9), (1.9, 2.4), (2.4, 4.0), (4.0, 6.0)]
+        );
+        // Opening a segment: from its start to the next word's start, never before the word
+        // before it.
+        let placed = place_letterless(&[Some((0.5, 4.3)), None, Some((4.6, 5.0))], &[a, b, b]);
+        assert_eq!(placed[1], (4.3, 4.6));
     }
 
     #[test]

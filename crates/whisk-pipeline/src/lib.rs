@@ -246,16 +246,15 @@ impl<B: Backend> Pipeline<B> {
             .collect())
     }
 
-    /// What character alignment feeds for `text`: its letters, spelled from its words; or the
-    /// text tokens themselves when there are no letters or they would overrun the text
-    /// context (openai's pass then times that window). For batch rows, which know only their
-    /// SOT sequence and text.
-    pub(crate) fn spell(&self, sot: &[u32], text: &[u32]) -> Vec<u32> {
+    /// What character alignment feeds for `text`: its letters, spelled from its words; `None`
+    /// when there are no letters or they would overrun the text context (openai's pass then
+    /// times that window). For batch rows, which know only their SOT sequence and text.
+    pub(crate) fn spell(&self, sot: &[u32], text: &[u32]) -> Option<Vec<u32>> {
         let language = self.language_of_sot(sot);
         self.word_tokens(text, language)
             .ok()
             .and_then(|words| self.spelled(&words, language, sot.len()))
-            .map_or_else(|| text.to_vec(), |s| s.tokens)
+            .map(|s| s.tokens)
     }
 
     /// `words` (with the end-of-text pseudo-word) spelled for character alignment, if there
