@@ -1,6 +1,8 @@
 //! Real speech through real weights on the Candle CPU backend.
 
-use whisk::{MelPadding, Model, TranscribeOptions};
+use std::path::{Path, PathBuf};
+
+use whisk::{ComputeType, DecodeOptions, MelPadding, Model, TranscribeOptions};
 use whisk_tests::{check_invariants, model_dir, shared_data, shared_reference};
 
 fn reference_text(rel: &str) -> String {
@@ -190,6 +192,42 @@ fn clip_timestamps_transcribe_only_the_clips() {
     };
     let err = model.transcribe(&audio, &invalid).unwrap_err().to_string();
     assert!(err.contains("clip timestamp"), "{err}");
+}
+
+/// Packed files keep their last words. Four TIMIT files share a window, 2 s of digital
+/// silence apart; the decoder ends the third's segment ("... and stunk his eyes.") where the
+/// fourth's speech begins, and "eyes.", free to go a margin past that, was timed on the
+/// fourth's first word and handed to it.
+#[test]
+fn a_packed_file_keeps_its_last_word() {
+    let model = Model::builder(model_dir("tiny.en"))
+        .compute_type(ComputeType::Float32)
+        .build()
+        .unwrap();
+    let names = ["si1955", "si695", "sx155", "sx245"];
+    let paths: Vec<PathBuf> = names
+        .iter()
+        .map(|n| shared_data(&format!("timit_nltk_sample/audio/dr4-falr0_{n}.flac")))
+        .collect();
+    let paths: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let options = TranscribeOptions {
+        word_timestamps: true,
+        batch_size: 8,
+        decode: DecodeOptions {
+            beam_size: Some(5),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let t = model
+        .transcribe_files(&paths, &options, &mut |_| {})
+        .unwrap();
+    t.iter().for_each(check_invariants);
+    assert!(t[2].text.trim_end().ends_with(" eyes."), "{}", t[2].text);
+    assert!(t[3].text.trim_start().starts_with("Does"), "{}", t[3].text);
+    let eyes = timed_words(&t[2]).pop().unwrap();
+    // Labelled at 2.53-2.89 s of the file.
+    assert!(eyes.1 > 2.3 && eyes.2 < 3.02, "{eyes:?}");
 }
 
 #[test]

@@ -175,6 +175,93 @@ pub fn confine_to_segments(
     }
 }
 
+/// Digital silence at least this long (packed windows put 2 s between their pieces) is taken
+/// to hold no speech.
+const LONG_DIGITAL_SILENCE_SECONDS: f64 = 0.5;
+
+/// How far past a long digital silence a segment may go on, in quiet alone, and still be taken
+/// to end where the silence starts: the decoder's timestamps are that coarse.
+const TIMESTAMP_SLOP_SECONDS: f64 = 0.5;
+
+/// Segment spans (`spans`, one per word, in seconds of the window, as for
+/// [`confine_to_segments`]) trimmed where long digital silence shows them wrong. Nothing is
+/// spoken in it: a span that begins or ends inside one begins after or ends before it. And the
+/// decoder often ends a segment where the next speech begins: a span that crosses such a
+/// silence and goes on past it only a little, in quiet, ends where it starts (the mirror for
+/// starts). In a packed window the 2 s between two inputs are such a silence; a sentence's
+/// last word, free to go a margin past a span that reached into the next input's leading
+/// quiet, was timed in that input's speech and handed to it. `loudness_db` is one value per
+/// frame of the window's audio (digital silence sits at its lowest value); quiet is
+/// [`anchor_onsets`]' (`anchoring`).
+pub fn cut_spans_at_digital_silence(
+    spans: &[(f64, f64)],
+    loudness_db: &[f32],
+    anchoring: &OnsetAnchoring,
+) -> Vec<(f64, f64)> {
+    let silences = digital_silences(loudness_db);
+    if silences.is_empty() {
+        return spans.to_vec();
+    }
+    let frame = |t: f64| ((t * FRAMES_PER_SECOND).round().max(0.0) as usize).min(loudness_db.len());
+    let speech_start = spans.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
+    let speech_end = spans.iter().map(|s| s.1).fold(0.0, f64::max);
+    let speech = frame(speech_start)..frame(speech_end);
+    let pauses = Pauses::new(loudness_db, speech, anchoring, Floor::OfTheRecording);
+    let only_quiet = |a: f64, b: f64| (frame(a)..frame(b)).all(|f| pauses.quiet(f));
+    spans
+        .iter()
+        .map(|&span| cut_span(span, &silences, &only_quiet))
+        .collect()
+}
+
+/// One span of [`cut_spans_at_digital_silence`].
+fn cut_span(
+    span: (f64, f64),
+    silences: &[(f64, f64)],
+    only_quiet: &dyn Fn(f64, f64) -> bool,
+) -> (f64, f64) {
+    let (mut start, mut end) = span;
+    for &(from, to) in silences {
+        if (from..to).contains(&start) {
+            start = to;
+        }
+        if from < end && end <= to {
+            end = from;
+        }
+        if start < from && to < end {
+            if end - to <= TIMESTAMP_SLOP_SECONDS && only_quiet(to, end) {
+                end = from;
+            } else if from - start <= TIMESTAMP_SLOP_SECONDS && only_quiet(start, from) {
+                start = to;
+            }
+        }
+    }
+    if start < end {
+        (start, end)
+    } else {
+        span
+    }
+}
+
+/// Runs of long digital silence in seconds: frames within a hundredth of a dB of the lowest.
+fn digital_silences(loudness_db: &[f32]) -> Vec<(f64, f64)> {
+    let lowest = loudness_db.iter().copied().fold(f32::INFINITY, f32::min) + 0.01;
+    let min_frames = (LONG_DIGITAL_SILENCE_SECONDS * FRAMES_PER_SECOND) as usize;
+    let mut runs = Vec::new();
+    let mut run_start = 0;
+    for f in 0..=loudness_db.len() {
+        if f < loudness_db.len() && loudness_db[f] <= lowest {
+            continue;
+        }
+        if f - run_start >= min_frames.max(1) {
+            let seconds = |f: usize| f as f64 / FRAMES_PER_SECOND;
+            runs.push((seconds(run_start), seconds(f)));
+        }
+        run_start = f + 1;
+    }
+    runs
+}
+
 /// Gives pauses to the spaces between words and speech to their letters: every letter row
 /// (`letters`, as in [`char_word_times`]) costs `weights.letter_in_pause` more in the frames
 /// of a pause, and every space row between two words `weights.space_in_speech` more in the
@@ -516,6 +603,38 @@ mod tests {
         assert_eq!(times[3], Some((0.30, 0.40)));
         assert_eq!(times[4], None);
         assert_eq!(times[5], Some((0.60, 0.70)));
+    }
+
+    #[test]
+    fn spans_stop_at_long_digital_silence_they_barely_cross() {
+        // A packed window in 20 ms frames: speech at -20 dB with quiet stretches of recorded
+        // noise (about -60 dB) at 0-0.6, 2.8-3.0 and 5.0-5.3 s; 2 s of digital silence
+        // (3-5 s) and 0.4 s of it (8-8.4 s) at the log-mel's clamp.
+        let mut db = vec![-20.0f32; 500];
+        for f in (0..30).chain(140..150).chain(250..265) {
+            db[f] = -60.0 - (f as f32 * 0.7).sin();
+        }
+        db[150..250].fill(-90.0);
+        db[400..420].fill(-90.0);
+        let cut = |spans: &[(f64, f64)]| {
+            cut_spans_at_digital_silence(spans, &db, &OnsetAnchoring::default())
+        };
+        // Past the silence only into the next input's leading quiet: ends where it starts.
+        let a = (0.2, 5.2);
+        let b = (5.2, 9.0); // crosses a silence too short to count: kept
+        assert_eq!(cut(&[a, a, b]), [(0.2, 3.0), (0.2, 3.0), b]);
+        // A word spoken after the silence (5.3-5.4 s is loud): kept.
+        assert_eq!(cut(&[(0.2, 5.4)]), [(0.2, 5.4)]);
+        // Spoken far on both sides: the decoder heard one sentence across it.
+        assert_eq!(cut(&[(0.2, 7.0)]), [(0.2, 7.0)]);
+        // Beginning or ending inside the silence, or beginning in the quiet just before it.
+        assert_eq!(cut(&[(0.2, 3.1), (4.0, 7.0)]), [(0.2, 3.0), (5.0, 7.0)]);
+        assert_eq!(cut(&[(2.9, 7.0)]), [(5.0, 7.0)]);
+        // No digital silence: nothing moves.
+        let recorded: Vec<f32> = (0..500).map(|f| -20.0 - (f % 7) as f32).collect();
+        let spans = [(0.2, 5.2), (5.2, 9.0)];
+        let kept = cut_spans_at_digital_silence(&spans, &recorded, &OnsetAnchoring::default());
+        assert_eq!(kept, spans);
     }
 
     #[test]

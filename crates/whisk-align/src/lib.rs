@@ -14,7 +14,7 @@ mod words;
 
 pub use chars::{
     anchor_offsets, anchor_onsets, char_alignment_matrix, char_word_times, confine_to_segments,
-    weigh_pauses, CharAlignment, OnsetAnchoring, PauseWeights,
+    cut_spans_at_digital_silence, weigh_pauses, CharAlignment, OnsetAnchoring, PauseWeights,
 };
 pub use dtw::dtw;
 pub use filter::median_filter;

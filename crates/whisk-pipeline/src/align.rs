@@ -3,8 +3,8 @@
 
 use whisk_align::{
     alignment_matrix, anchor_offsets, anchor_onsets, char_alignment_matrix, char_word_times,
-    confine_to_segments, dtw, weigh_pauses, word_timings, AlignedWord, CharAlignment, HeadScores,
-    WordTokens, FRAMES_PER_SECOND,
+    confine_to_segments, cut_spans_at_digital_silence, dtw, weigh_pauses, word_timings,
+    AlignedWord, CharAlignment, HeadScores, WordTokens, FRAMES_PER_SECOND,
 };
 use whisk_backend::{Backend, BackendError, DecodeStep, RowStep};
 use whisk_text::CharSequence;
@@ -185,6 +185,10 @@ pub(crate) fn align_chars(
     let matrix = char_alignment_matrix(&scores, audio_frames, &options);
     let frames = audio_frames.min(scores.frames);
     let mut cost: Vec<f32> = matrix.iter().map(|x| -x).collect();
+    let spans = &options.onsets.as_ref().map_or_else(
+        || spans.to_vec(),
+        |quiet| cut_spans_at_digital_silence(spans, loudness_db, quiet),
+    );
     if let Some(margin) = options.segment_margin {
         confine_to_segments(&mut cost, frames, &spelled.words, spans, margin);
     }
