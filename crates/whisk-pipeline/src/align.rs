@@ -252,10 +252,13 @@ fn place_letterless(times: &[Option<(f64, f64)>], spans: &[(f64, f64)]) -> Vec<(
         }
         let last_end = placed.last().map_or(0.0, |w| w.1);
         let opens_segment = i == 0 || span(i - 1) != span(i);
-        let start = if opens_segment {
-            span(i).0.max(last_end)
-        } else {
-            last_end
+        // Opening a segment after a word that ran past all of it: the segment's own start,
+        // so that the segment keeps a length.
+        let after_last = span(i).0.max(last_end);
+        let start = match opens_segment {
+            true if after_last < span(i).1 => after_last,
+            true => span(i).0,
+            false => last_end,
         };
         let next_start = (i + 1..times.len())
             .take_while(|&j| span(j) == span(i))
@@ -362,6 +365,9 @@ mod tests {
         // before it.
         let placed = place_letterless(&[Some((0.5, 4.3)), None, Some((4.6, 5.0))], &[a, b, b]);
         assert_eq!(placed[1], (4.3, 4.6));
+        // A segment that the word before it ran past keeps its own times.
+        let placed = place_letterless(&[Some((0.5, 6.5)), None], &[a, b]);
+        assert_eq!(placed[1], (4.0, 6.0));
     }
 
     #[test]
