@@ -214,6 +214,37 @@ pub fn cut_spans_at_digital_silence(
         .collect()
 }
 
+/// Keeps every letter out of long digital silence (at least
+/// `LONG_DIGITAL_SILENCE_SECONDS` at the window's lowest loudness): nothing is spoken there,
+/// yet a sentence's last letters often attend to the silence after it. In a packed window the
+/// band of [`confine_to_segments`] reaches a margin into the 2 s between two inputs, and the
+/// path laid a file's last word there, to be clamped to the file's end with no length. Spaces
+/// stay free, so the silence goes to the space between the inputs. `cost` is the
+/// `[rows][frames]` DTW cost, `letters` each word's letter rows, `loudness_db` one value per
+/// frame of the window's audio.
+pub fn keep_letters_out_of_digital_silence(
+    cost: &mut [f32],
+    frames: usize,
+    letters: &[Option<Range<usize>>],
+    loudness_db: &[f32],
+) {
+    let silences = digital_silences(loudness_db);
+    // As far outside as `confine_to_segments`' bands: the path avoids these frames whenever
+    // it can, yet one is found where it cannot.
+    let outside = 4.0 * (cost.len() / frames.max(1) + frames) as f32;
+    let to_frame = |t: f64| ((t * FRAMES_PER_SECOND).round() as usize).min(frames);
+    for row in letters.iter().flatten().flat_map(Range::clone) {
+        let Some(row_cost) = cost.get_mut(row * frames..(row + 1) * frames) else {
+            continue;
+        };
+        for &(from, to) in &silences {
+            for c in &mut row_cost[to_frame(from)..to_frame(to)] {
+                *c += outside;
+            }
+        }
+    }
+}
+
 /// One span of [`cut_spans_at_digital_silence`].
 fn cut_span(
     span: (f64, f64),
@@ -635,6 +666,40 @@ mod tests {
         let spans = [(0.2, 5.2), (5.2, 9.0)];
         let kept = cut_spans_at_digital_silence(&spans, &recorded, &OnsetAnchoring::default());
         assert_eq!(kept, spans);
+    }
+
+    #[test]
+    fn letters_stay_out_of_long_digital_silence() {
+        // 20 ms frames: speech, then 0.6 s of digital silence (frames 20..50), then speech;
+        // and 0.2 s of it (frames 60..70), too short to count.
+        let mut db = vec![-20.0f32; 80];
+        db[20..50].fill(-90.0);
+        db[60..70].fill(-90.0);
+        // Rows: a space, two letters of one word, a space, one letter of the next, the end.
+        let letters = [Some(1..3), Some(4..5)];
+        let (rows, frames) = (6, db.len());
+        // Each letter's attention lies in the silence: the path would put it there.
+        let mut cost = vec![0.0f32; rows * frames];
+        for row in [1, 2, 4] {
+            cost[row * frames + 30] = -1.0;
+        }
+        let before = cost.clone();
+        keep_letters_out_of_digital_silence(&mut cost, frames, &letters, &db);
+        for row in 0..rows {
+            for f in 0..frames {
+                let added = cost[row * frames + f] - before[row * frames + f];
+                let letter = [1, 2, 4].contains(&row);
+                assert_eq!(
+                    added > 0.0,
+                    letter && (20..50).contains(&f),
+                    "row {row} frame {f}"
+                );
+            }
+        }
+        let (text_idx, time_idx) = crate::dtw(&cost, rows, frames);
+        for (&r, &f) in text_idx.iter().zip(&time_idx) {
+            assert!(![1, 2, 4].contains(&r) || !(20..50).contains(&f));
+        }
     }
 
     #[test]

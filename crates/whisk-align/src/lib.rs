@@ -14,7 +14,8 @@ mod words;
 
 pub use chars::{
     anchor_offsets, anchor_onsets, char_alignment_matrix, char_word_times, confine_to_segments,
-    cut_spans_at_digital_silence, weigh_pauses, CharAlignment, OnsetAnchoring, PauseWeights,
+    cut_spans_at_digital_silence, keep_letters_out_of_digital_silence, weigh_pauses, CharAlignment,
+    OnsetAnchoring, PauseWeights,
 };
 pub use dtw::dtw;
 pub use filter::median_filter;

@@ -3,8 +3,9 @@
 
 use whisk_align::{
     alignment_matrix, anchor_offsets, anchor_onsets, char_alignment_matrix, char_word_times,
-    confine_to_segments, cut_spans_at_digital_silence, dtw, weigh_pauses, word_timings,
-    AlignedWord, CharAlignment, HeadScores, WordTokens, FRAMES_PER_SECOND,
+    confine_to_segments, cut_spans_at_digital_silence, dtw, keep_letters_out_of_digital_silence,
+    weigh_pauses, word_timings, AlignedWord, CharAlignment, HeadScores, WordTokens,
+    FRAMES_PER_SECOND,
 };
 use whisk_backend::{Backend, BackendError, DecodeStep, RowStep};
 use whisk_text::CharSequence;
@@ -192,6 +193,7 @@ pub(crate) fn align_chars(
     if let Some(margin) = options.segment_margin {
         confine_to_segments(&mut cost, frames, &spelled.words, spans, margin);
     }
+    keep_letters_out_of_digital_silence(&mut cost, frames, &spelled.words, loudness_db);
     let speech_start = spans.iter().map(|s| s.0).fold(f64::INFINITY, f64::min);
     let speech_end = spans.iter().map(|s| s.1).fold(0.0, f64::max);
     let frame = |t: f64| (t.max(0.0) * FRAMES_PER_SECOND).round() as usize;
