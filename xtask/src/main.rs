@@ -126,6 +126,11 @@ fn build_cuda(root: &std::path::Path, args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The features `cargo xtask test` builds the workspace with: every backend that runs on
+/// a CPU. What else it builds (the CLI for the Python tests) asks for the same, so that cargo
+/// resolves the same features and reuses every crate instead of building many again.
+const TEST_FEATURES: &str = "whisk-tests/burn-cpu,whisk-tests/wgpu";
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -139,7 +144,7 @@ fn main() -> Result<()> {
             let mut cmd = Command::new(env!("CARGO"));
             cmd.current_dir(root())
                 .args(["test", "--release", "--workspace"])
-                .args(["--features", "whisk-tests/burn-cpu,whisk-tests/wgpu"]);
+                .args(["--features", TEST_FEATURES]);
             if vulkan_driver_installed() {
                 if std::env::var_os("WHISK_TEST_WGPU").is_none() {
                     cmd.env("WHISK_TEST_WGPU", "1");

@@ -79,14 +79,14 @@ pub fn bench_server(root: &Path, args: &[String]) -> Result<()> {
         .env("WHISK_ROOT", root))
 }
 
+/// The CLI as `cargo xtask test` builds the workspace: `-p whisk-cli` alone resolves other
+/// features (of `serde`, `half`, `syn` and more) and built most crates a second time, 8 of a
+/// CI run's minutes.
 fn build_cli(root: &Path) -> Result<()> {
-    run(Command::new(env!("CARGO")).current_dir(root).args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "whisk-cli",
-    ]))
+    run(Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(["build", "--release", "--quiet", "--workspace"])
+        .args(["--features", crate::TEST_FEATURES, "--bin", "whisk"]))
 }
 
 /// `target/python/venv` with the test requirements.
