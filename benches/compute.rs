@@ -67,6 +67,7 @@ fn benches(c: &mut Criterion) {
                 DecodeStep {
                     rows: &rows,
                     cross_qk_heads: &[],
+                    keep_cache: true,
                 },
             )
             .unwrap();
@@ -88,6 +89,7 @@ fn benches(c: &mut Criterion) {
                         DecodeStep {
                             rows: &rows,
                             cross_qk_heads: &heads,
+                            keep_cache: true,
                         },
                     )
                     .unwrap()

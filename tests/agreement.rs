@@ -48,6 +48,7 @@ fn teacher_forced<B: Backend>(
                 DecodeStep {
                     rows: &rows,
                     cross_qk_heads: heads,
+                    keep_cache: true,
                 },
             )
             .unwrap();

@@ -285,6 +285,7 @@ fn invalid_requests_are_errors<B: Backend>(backend: &B) {
             DecodeStep {
                 rows: &rows,
                 cross_qk_heads: heads,
+                keep_cache: true,
             },
         );
         assert!(result.is_err(), "{name}: {what} accepted");
@@ -297,10 +298,104 @@ fn invalid_requests_are_errors<B: Backend>(backend: &B) {
             DecodeStep {
                 rows: &rows,
                 cross_qk_heads: &[],
+                keep_cache: true,
             },
         )
         .unwrap();
     assert_eq!(out.logits[0].len(), d.n_vocab, "{name}");
+    // A step that keeps no cache starts every row afresh.
+    let rows = [row(0, 1, &sot)];
+    let uncached = DecodeStep {
+        rows: &rows,
+        cross_qk_heads: &[],
+        keep_cache: false,
+    };
+    assert!(
+        backend.decode_step(&mut decoder, uncached).is_err(),
+        "{name}"
+    );
+}
+
+/// An alignment pass run without keeping its keys and values (`keep_cache: false`) gives the
+/// logits and attention of the same pass run through the cache, beside a row that goes on.
+fn passes_without_cache_equal_passes_with<B: Backend>(backend: &B) {
+    let d = backend.dims();
+    let name = backend.device_name();
+    let silence = vec![-1.5f32; d.n_mels * 3000];
+    let mel = MelBatch {
+        data: &silence,
+        windows: 1,
+        n_mels: d.n_mels,
+        frames: 3000,
+    };
+    let encoded = backend.encode(mel).unwrap();
+    let heads = [(d.n_text_layer - 1, 0), (d.n_text_layer / 2, 1)];
+    let pass: Vec<u32> = [50257, 50362, 464, 2068, 7586, 373, 13, 50256].to_vec();
+    let at: Vec<usize> = (0..pass.len()).collect();
+    let run = |keep_cache: bool| {
+        let mut decoder = backend.new_decoder(3).unwrap();
+        backend
+            .attach(&mut decoder, &[0, 2], &encoded, &[0, 0])
+            .unwrap();
+        let rows = [
+            RowStep {
+                slot: 0,
+                position: 0,
+                tokens: &pass,
+                logits_at: &at,
+            },
+            RowStep {
+                slot: 2,
+                position: 0,
+                tokens: &pass[..5],
+                logits_at: &[4],
+            },
+        ];
+        let out = backend
+            .decode_step(
+                &mut decoder,
+                DecodeStep {
+                    rows: &rows,
+                    cross_qk_heads: &heads,
+                    keep_cache,
+                },
+            )
+            .unwrap();
+        (out.logits, out.cross_qk)
+    };
+    let (cached, uncached) = (run(true), run(false));
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len(), "{name}: {what}");
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-3, "{name}: {what} differs by {worst}");
+    };
+    for (a, b) in cached.0.iter().zip(&uncached.0) {
+        close(a, b, "logits");
+    }
+    for (a, b) in cached.1.iter().zip(&uncached.1) {
+        close(&a.data, &b.data, "attention");
+    }
+}
+
+#[test]
+fn alignment_passes_need_no_cache() {
+    let weights = WhisperWeights::from_dir(&model_dir("tiny.en")).unwrap();
+    passes_without_cache_equal_passes_with(
+        &whisk_candle::CandleBackend::new(
+            &weights,
+            whisk_candle::CandleDevice::Cpu,
+            whisk_types::ComputeType::Float32,
+        )
+        .unwrap(),
+    );
+    #[cfg(feature = "burn-cpu")]
+    passes_without_cache_equal_passes_with(
+        &whisk_burn::BurnBackend::new(&weights, whisk_burn::BurnDevice::Flex).unwrap(),
+    );
 }
 
 /// What is wrong, the row, the heads asked for.

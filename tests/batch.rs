@@ -75,6 +75,7 @@ fn forward_alone(
                     logits_at,
                 }],
                 cross_qk_heads: heads,
+                keep_cache: true,
             },
         )
         .unwrap()

@@ -135,6 +135,7 @@ fn decode_with_too_many_slots() -> whisk_backend::Result<whisk_backend::StepOutp
             logits_at: &[0],
         }],
         cross_qk_heads: &[],
+        keep_cache: true,
     };
     backend.decode_step(&mut decoder, step)
 }

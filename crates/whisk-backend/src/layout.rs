@@ -174,6 +174,7 @@ mod tests {
         let step = DecodeStep {
             rows: &rows,
             cross_qk_heads: &[],
+            keep_cache: true,
         };
         let l = StepLayout::new(&step, 448);
         assert_eq!(l.batch, SlotBatch::Range { first: 0, len: 3 });
@@ -200,6 +201,7 @@ mod tests {
         let step = DecodeStep {
             rows: &rows,
             cross_qk_heads: &[],
+            keep_cache: true,
         };
         let l = StepLayout::new(&step, 448);
         assert_eq!(l.batch, SlotBatch::Gather(vec![0, 9]));

@@ -74,6 +74,11 @@ pub struct DecodeStep<'a> {
     pub rows: &'a [RowStep<'a>],
     /// (layer, head) pairs whose cross-attention scores are returned; empty for none.
     pub cross_qk_heads: &'a [(usize, usize)],
+    /// Whether the rows' keys and values stay in their slots' caches for later steps. `false`
+    /// is for rows fed once and never again (an alignment pass): every row starts at
+    /// position 0, a backend may attend within the step alone without growing its caches,
+    /// and the slots hold no cached tokens afterwards.
+    pub keep_cache: bool,
 }
 
 /// What a decoder step returns, one entry per row of the step, in order.
@@ -124,8 +129,8 @@ pub trait Backend {
     /// distinct.
     fn copy_slots(&self, decoder: &mut Self::Decoder, moves: &[(usize, usize)]) -> Result<()>;
 
-    /// Feeds every row its tokens, extends the rows' caches, returns the asked-for logits
-    /// and cross-attention scores.
+    /// Feeds every row its tokens, extends the rows' caches (unless `step.keep_cache` is
+    /// false), returns the asked-for logits and cross-attention scores.
     fn decode_step(&self, decoder: &mut Self::Decoder, step: DecodeStep<'_>) -> Result<StepOutput>;
 
     /// Waits until the work queued on the device has finished. GPUs run asynchronously, so a

@@ -120,6 +120,12 @@ impl SlotTable {
             if row.tokens.is_empty() {
                 return invalid("no tokens fed".into());
             }
+            if !step.keep_cache && row.position != 0 {
+                return invalid(format!(
+                    "a step that keeps no cache starts at position 0, not {}",
+                    row.position
+                ));
+            }
             if row.position > self.lengths[row.slot] {
                 return invalid(format!(
                     "position {} is past the {} cached tokens",
@@ -156,10 +162,13 @@ impl SlotTable {
         Ok(())
     }
 
-    /// Records the new cache lengths after a step.
+    /// Records the new cache lengths after a step (none where it keeps no cache).
     pub fn stepped(&mut self, step: &DecodeStep<'_>) {
         for row in step.rows {
-            self.lengths[row.slot] = row.position + row.tokens.len();
+            self.lengths[row.slot] = match step.keep_cache {
+                true => row.position + row.tokens.len(),
+                false => 0,
+            };
         }
     }
 

@@ -206,6 +206,7 @@ mod tests {
             let step = DecodeStep {
                 rows: &rows,
                 cross_qk_heads: &[],
+                keep_cache: true,
             };
             timed.decode_step(&mut decoder, step).unwrap();
         }
@@ -225,6 +226,7 @@ mod tests {
         let step = DecodeStep {
             rows: &bad,
             cross_qk_heads: &[],
+            keep_cache: true,
         };
         assert!(timed.decode_step(&mut decoder, step).is_err());
         assert_eq!(log.snapshot().decode_steps, 3);

@@ -711,6 +711,8 @@ pub(crate) fn step_rows<B: Backend>(
             DecodeStep {
                 rows: &steps,
                 cross_qk_heads,
+                // Alignment passes are fed once, from position 0; their slots are done after.
+                keep_cache: !members.iter().all(|&(i, _)| rows[i].refeeds()),
             },
         )?;
         let mut qk = out.cross_qk.into_iter();

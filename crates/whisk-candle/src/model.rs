@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, D};
 use candle_nn::LayerNorm;
-use whisk_backend::{DecodeStep, SlotBatch, SlotTable, StepLayout, StepOutput};
+use whisk_backend::{DecodeStep, RowStep, SlotBatch, SlotTable, StepLayout, StepOutput};
 use whisk_types::ModelDims;
 use whisk_weights::{block_prefix, Side, WhisperWeights};
 
@@ -358,6 +358,32 @@ fn grow_along(
     Ok(())
 }
 
+/// Writes each row's new keys and values into its slot's cache at its position, and returns
+/// the cached keys and values the step's rows attend to.
+fn cached_keys_and_values(
+    (k_cache, v_cache): &(Tensor, Tensor),
+    (k_new, v_new): (&Tensor, &Tensor),
+    layout: &StepLayout,
+    rows: &[RowStep<'_>],
+) -> Result<(Tensor, Tensor)> {
+    for (r, row) in rows.iter().enumerate() {
+        let len = row.tokens.len();
+        for (cache, new) in [(k_cache, k_new), (v_cache, v_new)] {
+            let src = new
+                .narrow(0, layout.index[r], 1)?
+                .narrow(2, 0, len)?
+                .contiguous()?;
+            cache
+                .narrow(0, row.slot, 1)?
+                .slice_set(&src, 2, row.position)?;
+        }
+    }
+    Ok((
+        seen(&layout.batch, k_cache, layout.span)?,
+        seen(&layout.batch, v_cache, layout.span)?,
+    ))
+}
+
 /// The first `span` cached positions of the stepped slots, `[size, heads, span, dh]`: slots
 /// apart are gathered position-range by position-range, so only what is attended to is
 /// copied (gathering whole slots copied all 448 positions: 220 MB a step at beam 5).
@@ -549,8 +575,10 @@ impl Whisper {
         let d = &self.dims;
         let rows = step.rows;
         let layout = StepLayout::new(&step, d.n_text_ctx);
-        let longest = rows.iter().map(|r| r.position + r.tokens.len());
-        state.grow_cache(longest.max().unwrap_or(0), d.n_text_ctx)?;
+        if step.keep_cache {
+            let longest = rows.iter().map(|r| r.position + r.tokens.len());
+            state.grow_cache(longest.max().unwrap_or(0), d.n_text_ctx)?;
+        }
         let (size, n, span) = (layout.size, layout.n, layout.span);
         // The cross-attention entry each computed row reads; a slot riding along unstepped
         // inside a range may have none, and reads entry 0 for nothing.
@@ -588,22 +616,15 @@ impl Whisper {
             let h = block.attn_ln.forward(&x)?;
             let q = split_heads(&attn.query.forward(&h)?, attn.n_head)?;
             let (k_new, v_new) = attn.kv(&h)?;
-            let (k_cache, v_cache) = &state.cache[layer];
-            for (r, row) in rows.iter().enumerate() {
-                let len = row.tokens.len();
-                for (cache, new) in [(k_cache, &k_new), (v_cache, &v_new)] {
-                    let src = new
-                        .narrow(0, layout.index[r], 1)?
-                        .narrow(2, 0, len)?
-                        .contiguous()?;
-                    cache
-                        .narrow(0, row.slot, 1)?
-                        .slice_set(&src, 2, row.position)?;
-                }
-            }
-            let k = seen(&layout.batch, k_cache, span)?;
-            let v = seen(&layout.batch, v_cache, span)?;
-            let (out, _) = attention(&q, &k, &v, Some(&mask))?;
+            let (out, _) = if step.keep_cache {
+                let (k, v) =
+                    cached_keys_and_values(&state.cache[layer], (&k_new, &v_new), &layout, rows)?;
+                attention(&q, &k, &v, Some(&mask))?
+            } else {
+                // Every row starts at position 0: its past is this step's own tokens, and an
+                // alignment pass of 300 letters no longer grows every slot's cache.
+                attention(&q, &k_new, &v_new, Some(&mask))?
+            };
             x = (x + attn.out.forward(&out)?)?;
 
             let (cross_ln, cross) = block

@@ -75,6 +75,7 @@ pub(crate) fn refeed<B: Backend>(
                 logits_at: &logits_at,
             }],
             cross_qk_heads: heads,
+            keep_cache: false,
         },
     )?;
     let qk =

@@ -34,6 +34,7 @@ pub fn detect_language<B: Backend>(
                 logits_at: &[0],
             }],
             cross_qk_heads: &[],
+            keep_cache: true,
         },
     )?;
     Ok(language_probs(&out.logits[0], special))

@@ -146,6 +146,7 @@ fn measure<B: Backend>(
         let step = DecodeStep {
             rows: &rows,
             cross_qk_heads: heads,
+            keep_cache: true,
         };
         backend.decode_step(&mut decoder, step).map(drop)
     };
