@@ -381,23 +381,6 @@ fn passes_without_cache_equal_passes_with<B: Backend>(backend: &B) {
     }
 }
 
-#[test]
-fn alignment_passes_need_no_cache() {
-    let weights = WhisperWeights::from_dir(&model_dir("tiny.en")).unwrap();
-    passes_without_cache_equal_passes_with(
-        &whisk_candle::CandleBackend::new(
-            &weights,
-            whisk_candle::CandleDevice::Cpu,
-            whisk_types::ComputeType::Float32,
-        )
-        .unwrap(),
-    );
-    #[cfg(feature = "burn-cpu")]
-    passes_without_cache_equal_passes_with(
-        &whisk_burn::BurnBackend::new(&weights, whisk_burn::BurnDevice::Flex).unwrap(),
-    );
-}
-
 /// What is wrong, the row, the heads asked for.
 type BadRequest<'a> = (&'a str, RowStep<'a>, &'a [(usize, usize)]);
 
@@ -410,10 +393,16 @@ fn row<'a>(slot: usize, position: usize, tokens: &'a [u32]) -> RowStep<'a> {
     }
 }
 
+/// Both checks on one backend.
+fn requests_and_passes<B: Backend>(backend: &B) {
+    invalid_requests_are_errors(backend);
+    passes_without_cache_equal_passes_with(backend);
+}
+
 #[test]
-fn invalid_backend_requests_are_errors() {
+fn invalid_backend_requests_are_errors_and_passes_need_no_cache() {
     let weights = WhisperWeights::from_dir(&model_dir("tiny.en")).unwrap();
-    invalid_requests_are_errors(
+    requests_and_passes(
         &whisk_candle::CandleBackend::new(
             &weights,
             whisk_candle::CandleDevice::Cpu,
@@ -422,7 +411,7 @@ fn invalid_backend_requests_are_errors() {
         .unwrap(),
     );
     #[cfg(feature = "burn-cpu")]
-    invalid_requests_are_errors(
+    requests_and_passes(
         &whisk_burn::BurnBackend::new(&weights, whisk_burn::BurnDevice::Flex).unwrap(),
     );
 }
