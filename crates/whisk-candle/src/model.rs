@@ -307,8 +307,8 @@ pub struct DecoderState {
 }
 
 /// Self-attention positions a decoder holds before a row needs more, and the step it grows
-/// by (every slot grows with the longest row: a character alignment pass reaches 267
-/// positions where decoding rows stay under 200).
+/// by (every slot grows with the longest decoding row, under 200 positions; alignment
+/// passes, up to 300, keep no cache and grow nothing).
 const FIRST_CACHED_POSITIONS: usize = 64;
 const CACHE_GROWTH: usize = 64;
 
