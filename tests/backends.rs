@@ -381,6 +381,60 @@ fn passes_without_cache_equal_passes_with<B: Backend>(backend: &B) {
     }
 }
 
+/// A released slot can be neither stepped nor copied from until it is attached again, and
+/// releasing it leaves the slots that shared its window as they were.
+fn released_slots_leave_the_others_alone<B: Backend>(backend: &B) {
+    let d = backend.dims();
+    let name = backend.device_name();
+    let speechless = vec![-1.0f32; d.n_mels * 3000];
+    let encoded = backend
+        .encode(MelBatch {
+            data: &speechless,
+            windows: 1,
+            n_mels: d.n_mels,
+            frames: 3000,
+        })
+        .unwrap();
+    let mut decoder = backend.new_decoder(3).unwrap();
+    backend
+        .attach(&mut decoder, &[0, 1], &encoded, &[0, 0])
+        .unwrap();
+    let prompt = [50257u32, 50362];
+    let step = |decoder: &mut B::Decoder, rows: &[RowStep<'_>]| {
+        backend.decode_step(
+            decoder,
+            DecodeStep {
+                rows,
+                cross_qk_heads: &[],
+                keep_cache: true,
+            },
+        )
+    };
+    step(&mut decoder, &[row(0, 0, &prompt), row(1, 0, &prompt)]).unwrap();
+    // Slot 2 shares slot 0's window; slot 1 has one of its own, the same.
+    backend.copy_slots(&mut decoder, &[(0, 2)]).unwrap();
+    assert!(backend.release(&mut decoder, &[0, 0]).is_err(), "{name}");
+    assert!(backend.release(&mut decoder, &[3]).is_err(), "{name}");
+    backend.release(&mut decoder, &[0]).unwrap();
+    assert!(step(&mut decoder, &[row(0, 0, &prompt)]).is_err(), "{name}");
+    assert!(
+        backend.copy_slots(&mut decoder, &[(0, 1)]).is_err(),
+        "{name}"
+    );
+    let next = [464u32];
+    let out = step(&mut decoder, &[row(1, 2, &next), row(2, 2, &next)]).unwrap();
+    let worst = out.logits[0]
+        .iter()
+        .zip(&out.logits[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(worst < 1e-4, "{name}: the shared window changed by {worst}");
+    // Released and attached again, a slot decodes as before.
+    backend.release(&mut decoder, &[1, 2]).unwrap();
+    backend.attach(&mut decoder, &[0], &encoded, &[0]).unwrap();
+    step(&mut decoder, &[row(0, 0, &prompt)]).unwrap();
+}
+
 /// What is wrong, the row, the heads asked for.
 type BadRequest<'a> = (&'a str, RowStep<'a>, &'a [(usize, usize)]);
 
@@ -393,14 +447,15 @@ fn row<'a>(slot: usize, position: usize, tokens: &'a [u32]) -> RowStep<'a> {
     }
 }
 
-/// Both checks on one backend.
+/// The three checks on one backend.
 fn requests_and_passes<B: Backend>(backend: &B) {
     invalid_requests_are_errors(backend);
     passes_without_cache_equal_passes_with(backend);
+    released_slots_leave_the_others_alone(backend);
 }
 
 #[test]
-fn invalid_backend_requests_are_errors_and_passes_need_no_cache() {
+fn invalid_backend_requests_are_errors_passes_need_no_cache_and_released_slots_are_gone() {
     let weights = WhisperWeights::from_dir(&model_dir("tiny.en")).unwrap();
     requests_and_passes(
         &whisk_candle::CandleBackend::new(

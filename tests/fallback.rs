@@ -28,6 +28,8 @@ struct Scripted {
     encodes: Cell<usize>,
     /// Slots whose cross-attention state was computed from an encoding.
     attaches: Cell<usize>,
+    /// Slots let go of.
+    releases: Cell<usize>,
 }
 
 impl Scripted {
@@ -54,8 +56,9 @@ impl Scripted {
 
 impl Backend for Scripted {
     type Encoded = usize;
-    /// Each slot's fed tokens.
-    type Decoder = Vec<Vec<u32>>;
+    /// Each slot's fed tokens; `None` where no window is attached (or it was released), so
+    /// that reading such a slot fails as it would on a real backend.
+    type Decoder = Vec<Option<Vec<u32>>>;
 
     fn dims(&self) -> &ModelDims {
         &self.dims
@@ -71,7 +74,7 @@ impl Backend for Scripted {
     }
 
     fn new_decoder(&self, slots: usize) -> Result<Self::Decoder> {
-        Ok(vec![Vec::new(); slots])
+        Ok(vec![None; slots])
     }
 
     fn attach(
@@ -83,7 +86,7 @@ impl Backend for Scripted {
     ) -> Result<()> {
         self.attaches.set(self.attaches.get() + slots.len());
         for &s in slots {
-            decoder[s].clear();
+            decoder[s] = Some(Vec::new());
         }
         Ok(())
     }
@@ -91,7 +94,19 @@ impl Backend for Scripted {
     fn copy_slots(&self, decoder: &mut Self::Decoder, moves: &[(usize, usize)]) -> Result<()> {
         let before = decoder.clone();
         for &(from, to) in moves {
+            assert!(
+                before[from].is_some(),
+                "copied from slot {from}, which holds nothing"
+            );
             decoder[to] = before[from].clone();
+        }
+        Ok(())
+    }
+
+    fn release(&self, decoder: &mut Self::Decoder, slots: &[usize]) -> Result<()> {
+        self.releases.set(self.releases.get() + slots.len());
+        for &s in slots {
+            decoder[s] = None;
         }
         Ok(())
     }
@@ -99,7 +114,9 @@ impl Backend for Scripted {
     fn decode_step(&self, decoder: &mut Self::Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
         let mut out = StepOutput::default();
         for row in step.rows {
-            let history = &mut decoder[row.slot];
+            let history = decoder[row.slot]
+                .as_mut()
+                .unwrap_or_else(|| panic!("stepped slot {}, which holds nothing", row.slot));
             if row.position == 0 && row.tokens.len() > 1 {
                 self.decodes.set(self.decodes.get() + 1);
             }
@@ -127,6 +144,7 @@ fn pipeline(script_text: &str, confidence: f32, no_speech: f32) -> Pipeline<Scri
         decodes: Cell::new(0),
         encodes: Cell::new(0),
         attaches: Cell::new(0),
+        releases: Cell::new(0),
     };
     Pipeline::new(backend, tokenizer, vec![(2, 0)]).unwrap()
 }
@@ -203,8 +221,35 @@ fn batched_fallback_encodes_its_window_once() {
         2,
         "later decodes reuse the window's slot"
     );
+
     for t in transcripts {
         assert_eq!(t.text, " the cat sat on the mat.");
+    }
+}
+
+#[test]
+fn idle_slots_let_go_of_their_window_and_are_not_read_again() {
+    // Three inputs, two at a time: the third takes the first's slots, and the second's go
+    // idle once no row and no waiting decode reads its window. This backend fails a step or
+    // a copy from a slot that holds nothing, so a slot let go of too early would show.
+    let p = pipeline(" a quiet sentence.", 30.0, 0.0);
+    let audio = vec![0.01f32; 80_000];
+    let two_at_a_time = TranscribeOptions {
+        batch_size: 2,
+        pack_short_inputs: false,
+        ..options()
+    };
+    let transcripts = p
+        .transcribe_many(&[&audio, &audio, &audio], &two_at_a_time, &mut |_| {})
+        .unwrap();
+    assert_eq!(p.backend().decodes.get(), 3);
+    assert_eq!(
+        p.backend().releases.get(),
+        5,
+        "the second window's five beams"
+    );
+    for t in transcripts {
+        assert_eq!(t.text.trim(), "a quiet sentence.");
     }
 }
 

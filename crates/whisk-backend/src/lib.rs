@@ -129,6 +129,11 @@ pub trait Backend {
     /// distinct.
     fn copy_slots(&self, decoder: &mut Self::Decoder, moves: &[(usize, usize)]) -> Result<()>;
 
+    /// Lets go of what `slots` hold (their window's cross-attention K/V and cached tokens), so
+    /// that a window no slot reads any more frees its memory. A released slot is attached
+    /// again before it is stepped or copied from.
+    fn release(&self, decoder: &mut Self::Decoder, slots: &[usize]) -> Result<()>;
+
     /// Feeds every row its tokens, extends the rows' caches (unless `step.keep_cache` is
     /// false), returns the asked-for logits and cross-attention scores.
     fn decode_step(&self, decoder: &mut Self::Decoder, step: DecodeStep<'_>) -> Result<StepOutput>;

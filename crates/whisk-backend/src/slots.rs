@@ -71,6 +71,19 @@ impl SlotTable {
         }
     }
 
+    /// Checks a [`crate::Backend::release`] request: slots that exist, each once.
+    pub fn check_release(&self, slots: &[usize]) -> Result<()> {
+        self.check_distinct(slots.iter().copied())
+    }
+
+    /// Records that `slots` hold nothing: they must be attached again before a step reads them.
+    pub fn released(&mut self, slots: &[usize]) {
+        for &slot in slots {
+            self.lengths[slot] = 0;
+            self.attached[slot] = false;
+        }
+    }
+
     /// Checks a [`crate::Backend::copy_slots`] request.
     pub fn check_copy(&self, moves: &[(usize, usize)]) -> Result<()> {
         self.check_distinct(moves.iter().map(|m| m.1))?;

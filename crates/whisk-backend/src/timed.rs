@@ -123,6 +123,10 @@ impl<B: Backend> Backend for Timed<B> {
         self.timed(|b| b.copy_slots(decoder, moves), |t, d| t.copy += d)
     }
 
+    fn release(&self, decoder: &mut B::Decoder, slots: &[usize]) -> Result<()> {
+        self.inner.release(decoder, slots)
+    }
+
     fn decode_step(&self, decoder: &mut B::Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
         let rows = step.rows.len();
         self.timed(
@@ -172,6 +176,11 @@ mod tests {
         fn copy_slots(&self, d: &mut SlotTable, moves: &[(usize, usize)]) -> Result<()> {
             d.check_copy(moves)?;
             d.copied(moves);
+            Ok(())
+        }
+        fn release(&self, d: &mut SlotTable, slots: &[usize]) -> Result<()> {
+            d.check_release(slots)?;
+            d.released(slots);
             Ok(())
         }
         fn decode_step(&self, d: &mut SlotTable, step: DecodeStep<'_>) -> Result<StepOutput> {

@@ -71,6 +71,9 @@ pub struct Scheduler<'a, B: Backend, K> {
     /// slot), kept while a row or a waiting job still reads it: a fallback or alignment pass
     /// of a finished row reuses it instead of computing it again.
     holds: Vec<Option<Arc<[f32]>>>,
+    /// Whether each slot may hold something in the decoder (a row used it since it was last
+    /// released).
+    loaded: Vec<bool>,
     waiting: VecDeque<Job<K>>,
 }
 
@@ -102,6 +105,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
             rows: Vec::new(),
             free: vec![true; capacity],
             holds: vec![None; capacity],
+            loaded: vec![false; capacity],
             waiting: VecDeque::new(),
             backend,
         })
@@ -249,9 +253,6 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
                 source,
             ));
         }
-        if jobs.is_empty() {
-            return Ok(());
-        }
         if !fresh.is_empty() {
             let n_mels = self.backend.dims().n_mels;
             let data: Vec<f32> = fresh.iter().flat_map(|m| m.iter().copied()).collect();
@@ -284,12 +285,18 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
             }
             for &slot in &slots {
                 self.free[slot] = false;
+                self.loaded[slot] = true;
             }
             let row = Row::new(job.request, slots, &self.shared);
             self.rows.push((job.key, row, job.mel));
         }
-        // Windows no row decodes and none waits for are done with (each encoding held 2.3 MB
-        // for tiny; keeping two per slot held 190 MB at beam 5).
+        self.forget_unneeded()
+    }
+
+    /// Lets go of the windows no row decodes and none waits for: their encodings (each held
+    /// 2.3 MB for tiny; keeping two per slot held 190 MB at beam 5), and what free slots
+    /// hold of them in the decoder (a window's cross-attention K/V, 9 MB for tiny).
+    fn forget_unneeded(&mut self) -> whisk_backend::Result<()> {
         let rows = &self.rows;
         let waiting = &self.waiting;
         let needed = |mel: &Arc<[f32]>| {
@@ -300,6 +307,15 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
         for held in &mut self.holds {
             if held.as_ref().is_some_and(|mel| !needed(mel)) {
                 *held = None;
+            }
+        }
+        let idle: Vec<usize> = (0..self.free.len())
+            .filter(|&s| self.free[s] && self.loaded[s] && self.holds[s].is_none())
+            .collect();
+        if !idle.is_empty() {
+            self.backend.release(&mut self.decoder, &idle)?;
+            for &slot in &idle {
+                self.loaded[slot] = false;
             }
         }
         Ok(())

@@ -172,6 +172,13 @@ impl Backend for BurnBackend {
         })
     }
 
+    fn release(&self, decoder: &mut Decoder, slots: &[usize]) -> Result<()> {
+        // Every slot's tensors are allocated up front: there is nothing to free.
+        decoder.0.table.check_release(slots)?;
+        decoder.0.table.released(slots);
+        Ok(())
+    }
+
     fn decode_step(&self, decoder: &mut Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
         decoder.0.table.check_step(&self.model.dims, &step)?;
         if step.rows.is_empty() {

@@ -1,19 +1,20 @@
-//! A decoder step's cross-attention on the CPU, read in place from each slot's cached keys
-//! and values. candle's batched matmul would first gather the stepped slots' K/V into a copy
-//! (whenever they are not one contiguous range) and then repack every (slot, head) panel for
-//! its GEMM, all for one or two query rows: a decoder step spent most of its time moving
-//! those megabytes. Here each (row, head) reads its keys and values once, where they lie.
+//! A decoder step's cross-attention on the CPU, read in place from each window's cached keys
+//! and values. candle's batched matmul would first gather the rows' K/V into a copy and then
+//! repack every (row, head) panel for its GEMM, all for one or two query rows: a decoder step
+//! spent most of its time moving those megabytes. Here each (row, head) reads its keys and
+//! values once, where they lie. Each window's K/V is a tensor of its own, so that a window no
+//! row reads any more frees its memory.
 //!
 //! Only for steps of a few tokens per row; longer ones (prompts, alignment passes) are real
 //! matrix products and stay with candle's GEMM.
 //!
-//! The cache may be kept in f16 ([`CACHE_DTYPE`]): half the memory per slot, and half the
+//! The cache may be kept in f16 ([`CACHE_DTYPE`]): half the memory per window, and half the
 //! bytes a step reads; the F16C kernels (`f16c.rs`) widen it as they load it, elsewhere each
-//! (slot, head) panel is widened into a buffer of its thread's for the f32 kernels.
+//! (window, head) panel is widened into a buffer of its thread's for the f32 kernels.
 
 use std::cell::RefCell;
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, DType, Layout, Result, Storage, Tensor};
 use half::{f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 use whisk_types::widest_lanes;
@@ -24,7 +25,7 @@ use crate::f16c;
 /// Steps feeding at most this many tokens per row use the in-place kernels.
 pub const MAX_TOKENS: usize = 4;
 
-/// The type the decoder keeps each slot's cross-attention keys and values in when its
+/// The type the decoder keeps each window's cross-attention keys and values in when its
 /// linear layers are int8.
 pub const CACHE_DTYPE: DType = DType::F16;
 
@@ -94,41 +95,72 @@ fn weighted(weights: &[f32], values: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Row `r` of the step reads slot `slots[r]` of a cache of `[slots, heads, ..]`.
-struct Slots<'a> {
-    slots: &'a [usize],
+/// The caches a step reads, each `[1, heads, a, b]` for one window, and the one row `r`
+/// reads: `caches[of_row[r]]`.
+struct Reads<'a> {
+    caches: &'a [&'a Tensor],
+    of_row: &'a [usize],
 }
 
-impl Slots<'_> {
-    /// Checks the `[slots, heads, a, b]` cache against the queries (`dh` being `a` or `b`,
-    /// as `dh_at`) and returns `(rows, heads, n, frames, dh)`.
-    fn shape(
-        &self,
-        q: &Layout,
-        cache: &Layout,
-        dh_at: usize,
-    ) -> Result<(usize, usize, usize, usize, usize)> {
+impl Reads<'_> {
+    /// Checks the caches against the queries `[rows, heads, n, dh]` (`dh` being a cache's `a`
+    /// or `b`, as `dh_at`) and returns `(rows, heads, n, frames, dh)`.
+    fn shape(&self, q: &Layout, dh_at: usize) -> Result<(usize, usize, usize, usize, usize)> {
         let [rows, heads, n, dh] = dims4(q)?;
-        let [cached, cache_heads, a, b] = dims4(cache)?;
-        let (frames, cache_dh) = if dh_at == 2 { (b, a) } else { (a, b) };
-        if rows != self.slots.len() || heads != cache_heads || dh != cache_dh {
-            candle_core::bail!(
-                "cross-attention: {rows} rows × {heads} heads × {dh} against a cache of \
-                 {cache_heads} heads × {cache_dh} for {} slots",
-                self.slots.len()
-            );
+        if rows != self.of_row.len() {
+            candle_core::bail!("cross-attention: {rows} rows, {} reads", self.of_row.len());
         }
-        if let Some(&s) = self.slots.iter().find(|&&s| s >= cached) {
-            candle_core::bail!("cross-attention: slot {s} of {cached}");
+        if let Some(&c) = self.of_row.iter().find(|&&c| c >= self.caches.len()) {
+            candle_core::bail!("cross-attention: cache {c} of {}", self.caches.len());
         }
+        let mut frames = None;
+        for cache in self.caches {
+            let [one, cache_heads, a, b] = dims4(cache.layout())?;
+            let (cache_frames, cache_dh) = if dh_at == 2 { (b, a) } else { (a, b) };
+            if one != 1 || heads != cache_heads || dh != cache_dh {
+                candle_core::bail!(
+                    "cross-attention: {rows} rows × {heads} heads × {dh} against a cache of \
+                     {one} × {cache_heads} heads × {cache_dh}"
+                );
+            }
+            if *frames.get_or_insert(cache_frames) != cache_frames {
+                candle_core::bail!("cross-attention: caches of different lengths");
+            }
+        }
+        let Some(frames) = frames else {
+            candle_core::bail!("cross-attention: no cache to read")
+        };
         Ok((rows, heads, n, frames, dh))
+    }
+
+    /// Runs `compute` over each cache's data, read in place.
+    fn with_panels<T>(&self, compute: impl FnOnce(&[Panels<'_>]) -> Result<T>) -> Result<T> {
+        let guards: Vec<_> = self.caches.iter().map(|t| t.storage_and_layout()).collect();
+        let panels = guards
+            .iter()
+            .map(|(storage, layout)| match &**storage {
+                Storage::Cpu(cpu) => Panels::of(cpu, layout),
+                _ => candle_core::bail!("cross-attention: a CPU cache expected"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        compute(&panels)
     }
 }
 
-/// How a step's `[rows, heads, ..]` input, its slots' cache and its output are cut per (row,
-/// head): each task gets its input, the cache of its row's slot and head, and its output.
+/// The contiguous `f32` data of the CPU tensor `t`, given to `compute`.
+fn with_f32<T>(t: &Tensor, compute: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => compute(contiguous_f32(cpu, layout)?),
+        _ => candle_core::bail!("cross-attention: a CPU tensor expected"),
+    }
+}
+
+/// How a step's `[rows, heads, ..]` input, the caches its rows read and its output are cut
+/// per (row, head): each task gets its input, its row's cache's panel of that head, and its
+/// output.
 struct PerHead<'a> {
-    slots: &'a [usize],
+    of_row: &'a [usize],
     heads: usize,
     in_len: usize,
     cache_len: usize,
@@ -136,46 +168,44 @@ struct PerHead<'a> {
 }
 
 impl PerHead<'_> {
-    /// Runs `task` for every (row, head). The rows reading one slot run one after another
-    /// on one thread, head by head, so that the panel the first reads is still in cache for
-    /// the others (beam hypotheses and best-of candidates share their window's slot).
+    /// Runs `task` for every (row, head). The rows reading one cache run one after another
+    /// on one thread, head by head, so that the panel the first reads is still in the CPU's
+    /// cache for the others (beam hypotheses and best-of candidates share their window's).
     fn run(
         &self,
         input: &[f32],
-        cache: Panels<'_>,
+        caches: &[Panels<'_>],
         out: &mut [f32],
         task: impl Fn(&[f32], Panels<'_>, &mut [f32]) + Sync,
     ) {
+        let panel =
+            |cache: usize, head: usize| caches[cache].panel(head * self.cache_len, self.cache_len);
         let mut readers: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (r, &slot) in self.slots.iter().enumerate() {
-            match readers.iter_mut().find(|(s, _)| *s == slot) {
+        for (r, &cache) in self.of_row.iter().enumerate() {
+            match readers.iter_mut().find(|(c, _)| *c == cache) {
                 Some((_, rows)) => rows.push(r),
-                None => readers.push((slot, vec![r])),
+                None => readers.push((cache, vec![r])),
             }
         }
-        if readers.len() == self.slots.len() {
-            // One row per slot: each task writes its own piece of `out` in place.
+        if readers.len() == self.of_row.len() {
+            // One row per cache: each task writes its own piece of `out` in place.
             return out
                 .par_chunks_mut(self.out_len)
                 .enumerate()
                 .for_each(|(rh, out)| {
                     let (r, head) = (rh / self.heads, rh % self.heads);
-                    let offset = (self.slots[r] * self.heads + head) * self.cache_len;
-                    let panel = cache.panel(offset, self.cache_len);
+                    let panel = panel(self.of_row[r], head);
                     task(&input[rh * self.in_len..][..self.in_len], panel, out);
                 });
         }
-        let tasks: Vec<(usize, &[usize])> = readers
+        let tasks: Vec<(usize, usize, &[usize])> = readers
             .iter()
-            .flat_map(|(slot, rows)| {
-                (0..self.heads).map(move |h| (slot * self.heads + h, &rows[..]))
-            })
+            .flat_map(|(cache, rows)| (0..self.heads).map(move |h| (*cache, h, &rows[..])))
             .collect();
         let outputs: Vec<Vec<f32>> = tasks
             .par_iter()
-            .map(|&(slot_head, rows)| {
-                let head = slot_head % self.heads;
-                let panel = cache.panel(slot_head * self.cache_len, self.cache_len);
+            .map(|&(cache, head, rows)| {
+                let panel = panel(cache, head);
                 let mut outs = vec![0f32; rows.len() * self.out_len];
                 for (&r, out) in rows.iter().zip(outs.chunks_exact_mut(self.out_len)) {
                     let rh = r * self.heads + head;
@@ -184,8 +214,7 @@ impl PerHead<'_> {
                 outs
             })
             .collect();
-        for (&(slot_head, rows), outs) in tasks.iter().zip(outputs) {
-            let head = slot_head % self.heads;
+        for (&(_, head, rows), outs) in tasks.iter().zip(outputs) {
             for (&r, piece) in rows.iter().zip(outs.chunks_exact(self.out_len)) {
                 let rh = r * self.heads + head;
                 out[rh * self.out_len..][..self.out_len].copy_from_slice(piece);
@@ -199,7 +228,7 @@ thread_local! {
     static PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A contiguous slot cache, in f32 or f16.
+/// A window's contiguous cache, in f32 or f16.
 #[derive(Clone, Copy)]
 enum Panels<'a> {
     F32(&'a [f32]),
@@ -238,128 +267,102 @@ impl<'a> Panels<'a> {
     }
 }
 
-/// `q · K · scale` per row and head: `[rows, heads, n, dh]` × keys `[slots, heads, dh, frames]`
+/// `q · K · scale` per row and head: `[rows, heads, n, dh]` × keys `[1, heads, dh, frames]`
 /// → `[rows, heads, n, frames]`.
-struct Scores<'a> {
-    slots: Slots<'a>,
-    scale: f32,
-}
-
-impl CustomOp2 for Scores<'_> {
-    fn name(&self) -> &'static str {
-        "whisk-cross-scores"
-    }
-
-    fn cpu_fwd(
-        &self,
-        q: &CpuStorage,
-        q_layout: &Layout,
-        k: &CpuStorage,
-        k_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (rows, heads, n, frames, dh) = self.slots.shape(q_layout, k_layout, 2)?;
-        let q = contiguous_f32(q, q_layout)?;
-        let mut out = vec![0f32; rows * heads * n * frames];
-        let per_head = PerHead {
-            slots: self.slots.slots,
-            heads,
-            in_len: n * dh,
-            cache_len: dh * frames,
-            out_len: n * frames,
-        };
-        let k = Panels::of(k, k_layout)?;
-        let per_query = |q: &[f32], out: &mut [f32], each: &dyn Fn(&[f32], &mut [f32])| {
-            for (query, out) in q.chunks_exact(dh).zip(out.chunks_exact_mut(frames)) {
-                each(query, out);
-            }
-        };
-        per_head.run(q, k, &mut out, |q, k, out| match k {
-            Panels::F16(k) if f16c::available() => per_query(q, out, &|query, out| {
-                f16c::scores(query, k, out, self.scale)
-            }),
-            _ => k.widened(|k| {
-                per_query(q, out, &|query, out| scores_fast(query, k, out, self.scale))
-            }),
-        });
-        Ok((CpuStorage::F32(out), Shape::from((rows, heads, n, frames))))
-    }
-}
-
-/// `P · V` per row and head: `[rows, heads, n, frames]` × values `[slots, heads, frames, dh]`
-/// → `[rows, heads, n, dh]`.
-struct Weighted<'a> {
-    slots: Slots<'a>,
-}
-
-impl CustomOp2 for Weighted<'_> {
-    fn name(&self) -> &'static str {
-        "whisk-cross-weighted"
-    }
-
-    fn cpu_fwd(
-        &self,
-        p: &CpuStorage,
-        p_layout: &Layout,
-        v: &CpuStorage,
-        v_layout: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let [rows, heads, n, frames] = dims4(p_layout)?;
-        let [_, _, v_frames, dh] = dims4(v_layout)?;
-        let q_like = Layout::contiguous((rows, heads, n, dh));
-        self.slots.shape(&q_like, v_layout, 3)?;
-        if frames != v_frames {
-            candle_core::bail!("cross-attention: {frames} weights for {v_frames} frames");
+fn step_scores(q: &Tensor, keys: &Reads<'_>, scale: f32) -> Result<Tensor> {
+    let (rows, heads, n, frames, dh) = keys.shape(q.layout(), 2)?;
+    let mut out = vec![0f32; rows * heads * n * frames];
+    let per_head = PerHead {
+        of_row: keys.of_row,
+        heads,
+        in_len: n * dh,
+        cache_len: dh * frames,
+        out_len: n * frames,
+    };
+    let per_query = |q: &[f32], out: &mut [f32], each: &dyn Fn(&[f32], &mut [f32])| {
+        for (query, out) in q.chunks_exact(dh).zip(out.chunks_exact_mut(frames)) {
+            each(query, out);
         }
-        let p = contiguous_f32(p, p_layout)?;
-        let mut out = vec![0f32; rows * heads * n * dh];
-        let per_head = PerHead {
-            slots: self.slots.slots,
-            heads,
-            in_len: n * frames,
-            cache_len: frames * dh,
-            out_len: n * dh,
-        };
-        let v = Panels::of(v, v_layout)?;
-        let per_query = |p: &[f32], out: &mut [f32], each: &dyn Fn(&[f32], &mut [f32])| {
-            for (out, weights) in out.chunks_exact_mut(dh).zip(p.chunks_exact(frames)) {
-                each(weights, out);
-            }
-        };
-        per_head.run(p, v, &mut out, |p, v, out| match v {
-            Panels::F16(v) if dh == f16c::DH && f16c::available() => {
-                per_query(p, out, &|weights, out| f16c::weighted(weights, v, out))
-            }
-            _ => v.widened(|v| per_query(p, out, &|weights, out| weighted_fast(weights, v, out))),
-        });
-        Ok((CpuStorage::F32(out), Shape::from((rows, heads, n, dh))))
-    }
+    };
+    with_f32(q, |q| {
+        keys.with_panels(|k| {
+            per_head.run(q, k, &mut out, |q, k, out| match k {
+                Panels::F16(k) if f16c::available() => {
+                    per_query(q, out, &|query, out| f16c::scores(query, k, out, scale))
+                }
+                _ => k.widened(|k| {
+                    per_query(q, out, &|query, out| scores_fast(query, k, out, scale))
+                }),
+            });
+            Ok(())
+        })
+    })?;
+    Tensor::from_vec(out, (rows, heads, n, frames), q.device())
 }
 
-/// Attention of `q` `[rows, heads, n, dh]` over the cached keys `k_t` `[slots, heads, dh,
-/// frames]` (transposed) and values `v` `[slots, heads, frames, dh]`, row `r` reading slot
-/// `slots[r]`. Returns the output `[rows, heads, n, dh]` and the scaled pre-softmax scores
-/// `[rows, heads, n, frames]`.
-pub fn attend_slots(
+/// `P · V` per row and head: `[rows, heads, n, frames]` × values `[1, heads, frames, dh]`
+/// → `[rows, heads, n, dh]`.
+fn step_weighted(p: &Tensor, values: &Reads<'_>) -> Result<Tensor> {
+    let [rows, heads, n, frames] = dims4(p.layout())?;
+    let dh = values.caches.first().map_or(Ok(0), |v| v.dim(3))?;
+    let q_like = Layout::contiguous((rows, heads, n, dh));
+    let (.., v_frames, _) = values.shape(&q_like, 3)?;
+    if frames != v_frames {
+        candle_core::bail!("cross-attention: {frames} weights for {v_frames} frames");
+    }
+    let mut out = vec![0f32; rows * heads * n * dh];
+    let per_head = PerHead {
+        of_row: values.of_row,
+        heads,
+        in_len: n * frames,
+        cache_len: frames * dh,
+        out_len: n * dh,
+    };
+    let per_query = |p: &[f32], out: &mut [f32], each: &dyn Fn(&[f32], &mut [f32])| {
+        for (out, weights) in out.chunks_exact_mut(dh).zip(p.chunks_exact(frames)) {
+            each(weights, out);
+        }
+    };
+    with_f32(p, |p| {
+        values.with_panels(|v| {
+            per_head.run(p, v, &mut out, |p, v, out| match v {
+                Panels::F16(v) if dh == f16c::DH && f16c::available() => {
+                    per_query(p, out, &|weights, out| f16c::weighted(weights, v, out))
+                }
+                _ => {
+                    v.widened(|v| per_query(p, out, &|weights, out| weighted_fast(weights, v, out)))
+                }
+            });
+            Ok(())
+        })
+    })?;
+    Tensor::from_vec(out, (rows, heads, n, dh), p.device())
+}
+
+/// Attention of `q` `[rows, heads, n, dh]` over one window's cached keys (transposed, `[1,
+/// heads, dh, frames]`) and values (`[1, heads, frames, dh]`) a row: row `r` reads
+/// `kv[of_row[r]]`. Returns the output `[rows, heads, n, dh]` and the scaled pre-softmax
+/// scores `[rows, heads, n, frames]`.
+pub fn attend_entries(
     q: &Tensor,
-    k_t: &Tensor,
-    v: &Tensor,
-    slots: &[usize],
+    kv: &[&(Tensor, Tensor)],
+    of_row: &[usize],
 ) -> Result<(Tensor, Tensor)> {
     let dh = q.dim(3)?;
-    let scores = q.apply_op2_no_bwd(
-        k_t,
-        &Scores {
-            slots: Slots { slots },
-            scale: 1.0 / (dh as f32).sqrt(),
-        },
-    )?;
-    let weights = crate::cpu_ops::softmax_last_dim(&scores)?;
-    let out = weights.apply_op2_no_bwd(
-        v,
-        &Weighted {
-            slots: Slots { slots },
-        },
-    )?;
+    let q = q.contiguous()?;
+    let keys: Vec<&Tensor> = kv.iter().map(|(k, _)| k).collect();
+    let values: Vec<&Tensor> = kv.iter().map(|(_, v)| v).collect();
+    let keys = Reads {
+        caches: &keys,
+        of_row,
+    };
+    let values = Reads {
+        caches: &values,
+        of_row,
+    };
+    let scores = step_scores(&q, &keys, 1.0 / (dh as f32).sqrt())?;
+    let weights = crate::cpu_ops::softmax_last_dim(&scores)?.contiguous()?;
+    let out = step_weighted(&weights, &values)?;
     Ok((out, scores))
 }
 
@@ -375,10 +378,10 @@ mod tests {
             .collect()
     }
 
-    /// Checks `attend_slots` against candle's attention over the gathered slots, the cache
-    /// kept in `dtype` (its values rounded to it for the reference too).
+    /// Checks `attend_entries` against candle's attention over the gathered windows, the
+    /// caches kept in `dtype` (their values rounded to it for the reference too).
     fn check_against_candle(dh: usize, dtype: DType) {
-        // Slots repeated and out of order; 4 query tokens (the most in place).
+        // Windows repeated and out of order; 4 query tokens (the most in place).
         let (cached, heads, frames, n) = (5, 3, 37, MAX_TOKENS);
         let slots = [4, 1, 1];
         let dev = &Device::Cpu;
@@ -399,8 +402,13 @@ mod tests {
         )
         .unwrap();
         let stored = |t: &Tensor| t.to_dtype(dtype).unwrap().contiguous().unwrap();
-        let k_t = stored(&k.transpose(2, 3).unwrap());
-        let (out, scores) = attend_slots(&q, &k_t, &stored(&v), &slots).unwrap();
+        let k_t = k.transpose(2, 3).unwrap();
+        let window = |t: &Tensor, i| stored(&t.narrow(0, i, 1).unwrap());
+        let kv: Vec<(Tensor, Tensor)> = (0..cached)
+            .map(|i| (window(&k_t, i), window(&v, i)))
+            .collect();
+        let kv: Vec<&(Tensor, Tensor)> = kv.iter().collect();
+        let (out, scores) = attend_entries(&q, &kv, &slots).unwrap();
 
         let idx = Tensor::new(&[4u32, 1, 1], dev).unwrap();
         let gather = |t: &Tensor| t.index_select(&idx, 0).unwrap();
@@ -420,7 +428,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_candles_attention_over_gathered_slots() {
+    fn matches_candles_attention_over_gathered_windows() {
         // dh not a multiple of 4 or 8 (the kernels' tails), and Whisper's 64; the cache in
         // f32, and in f16 (read by the F16C kernels, or widened where there are none).
         for dh in [21, 64] {
@@ -430,11 +438,17 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_outside_the_cache_is_an_error() {
+    fn a_missing_or_misshapen_cache_is_an_error() {
         let dev = &Device::Cpu;
-        let k = Tensor::zeros((2, 1, 4, 8), DType::F32, dev).unwrap();
-        let k_t = Tensor::zeros((2, 1, 8, 4), DType::F32, dev).unwrap();
-        let q = Tensor::zeros((1, 1, 1, 8), DType::F32, dev).unwrap();
-        assert!(attend_slots(&q, &k_t, &k, &[2]).is_err());
+        let zeros = |dims: (usize, usize, usize, usize)| Tensor::zeros(dims, DType::F32, dev);
+        let kv = (zeros((1, 1, 8, 4)).unwrap(), zeros((1, 1, 4, 8)).unwrap());
+        let q = zeros((1, 1, 1, 8)).unwrap();
+        assert!(attend_entries(&q, &[&kv], &[0]).is_ok());
+        assert!(attend_entries(&q, &[&kv, &kv], &[2]).is_err());
+        assert!(attend_entries(&q, &[], &[0]).is_err());
+        // Two windows in one cache, or heads that differ from the queries'.
+        let two = (zeros((2, 1, 8, 4)).unwrap(), zeros((2, 1, 4, 8)).unwrap());
+        assert!(attend_entries(&q, &[&two], &[0]).is_err());
+        assert!(attend_entries(&zeros((1, 2, 1, 8)).unwrap(), &[&kv], &[0]).is_err());
     }
 }

@@ -3,9 +3,8 @@
 //! finished row's slot), so the entries a run writes follow the windows in flight rather
 //! than the slots: at beam 5 and batch 8, about eight of the forty.
 
-/// Entries are numbered as the cache's first axis; there are at most as many as slots (each
-/// slot reads at most one), and a fresh one is the lowest no slot reads, so the cache grows
-/// only to the most entries ever read at once.
+/// There are at most as many entries as slots (each slot reads at most one), and a fresh one
+/// is the lowest no slot reads.
 #[derive(Debug, Clone)]
 pub struct CrossEntries {
     of_slot: Vec<Option<usize>>,
@@ -51,7 +50,13 @@ impl CrossEntries {
         }
     }
 
-    fn release(&mut self, slot: usize) {
+    /// Whether any slot reads `entry`.
+    pub fn is_read(&self, entry: usize) -> bool {
+        self.readers[entry] > 0
+    }
+
+    /// `slot` reads no entry any more.
+    pub fn release(&mut self, slot: usize) {
         if let Some(entry) = self.of_slot[slot].take() {
             self.readers[entry] -= 1;
         }

@@ -183,6 +183,12 @@ impl Backend for CandleBackend {
             .map_err(err)
     }
 
+    fn release(&self, decoder: &mut Decoder, slots: &[usize]) -> Result<()> {
+        decoder.0.table.check_release(slots)?;
+        self.model.release(&mut decoder.0, slots);
+        Ok(())
+    }
+
     fn decode_step(&self, decoder: &mut Decoder, step: DecodeStep<'_>) -> Result<StepOutput> {
         decoder.0.table.check_step(&self.model.dims, &step)?;
         if step.rows.is_empty() {

@@ -90,12 +90,13 @@ struct Attention {
     n_head: usize,
 }
 
-/// How a decoder step's rows read their windows' cross-attention keys and values.
+/// How a decoder step's rows read their windows' cross-attention keys and values: row `r`
+/// reads the `of_row[r]`-th of the step's windows.
 enum CrossReads {
-    /// In place from the entries (a few tokens a row, on the CPU): `cross_attention.rs`.
-    InPlace(Vec<usize>),
-    /// Gathered into a copy of the rows' entries, widened to the activations' type.
-    Gathered { index: Tensor, dtype: DType },
+    /// In place (a few tokens a row, on the CPU): `cross_attention.rs`.
+    InPlace { of_row: Vec<usize> },
+    /// Gathered into a copy a row, widened to the activations' type.
+    Gathered { of_row: Vec<usize>, dtype: DType },
 }
 
 /// `[b, t, n_head * dh]` -> `[b, n_head, t, dh]`.
@@ -150,26 +151,29 @@ impl Attention {
     }
 
     /// A decoder step's cross-attention of `h` `[b, n, d]` over the keys (stored transposed)
-    /// and values `kv` its rows read. `scores_of(head, scores)` sees each head's pre-softmax
-    /// scores `[b, n, frames]`. Steps of many tokens a row (alignment passes) go one head at a
+    /// and values of the windows `kv` its rows read (as `reads` says). `scores_of(head,
+    /// scores)` sees each head's pre-softmax scores `[b, n, frames]`. Steps of many tokens a row (alignment passes) go one head at a
     /// time, the softmax written over the scores: all heads' scores and their softmax at once
     /// would be the decoder's peak of memory (2 × 11 MB a row for 300 letters in tiny).
     fn attend_cross(
         &self,
         h: &Tensor,
-        (k_t, v): &(Tensor, Tensor),
+        kv: &[&(Tensor, Tensor)],
         reads: &CrossReads,
         mut scores_of: impl FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
         let q = split_heads(&self.query.forward(h)?, self.n_head)?;
         let (out, qk) = match reads {
-            CrossReads::InPlace(entries) => {
-                let (out, qk) = cross_attention::attend_slots(&q, k_t, v, entries)?;
+            CrossReads::InPlace { of_row } => {
+                let (out, qk) = cross_attention::attend_entries(&q, kv, of_row)?;
                 (merge_heads(&out)?, qk)
             }
-            CrossReads::Gathered { index, dtype } => {
-                let gather = |t: &Tensor| t.index_select(index, 0)?.to_dtype(*dtype);
-                let (k_t, v) = (gather(k_t)?, gather(v)?);
+            CrossReads::Gathered { of_row, dtype } => {
+                let gather = |part: fn(&(Tensor, Tensor)) -> &Tensor| {
+                    let rows: Vec<&Tensor> = of_row.iter().map(|&w| part(kv[w])).collect();
+                    Tensor::cat(&rows, 0)?.to_dtype(*dtype)
+                };
+                let (k_t, v) = (gather(|kv| &kv.0)?, gather(|kv| &kv.1)?);
                 if q.dim(2)? > cross_attention::MAX_TOKENS {
                     return self.attend_head_by_head(&q, &k_t, &v, scores_of);
                 }
@@ -287,14 +291,19 @@ pub struct Whisper {
     cross_dtype: DType,
 }
 
+/// One window's cross-attention K/V, per layer: keys `[1, n_head, dh, n_audio_ctx]`
+/// (transposed: what `q · Kᵀ` reads in order) and values `[1, n_head, n_audio_ctx, dh]`, in
+/// `Whisper::cross_dtype`.
+type CrossKv = Vec<(Tensor, Tensor)>;
+
 /// Per-decode state. Every slot reads its window's cross-attention K/V (an entry that slots
 /// of one window share) and has its own self-attention cache, grown with the longest row,
 /// so rows join and leave without moving others.
 pub struct DecoderState {
-    /// Per layer: keys `[entries, n_head, dh, n_audio_ctx]` (transposed: what `q · Kᵀ` reads
-    /// in order) and values `[entries, n_head, n_audio_ctx, dh]`, in `Whisper::cross_dtype`,
-    /// grown as more entries are read at once (at most one per slot).
-    cross: Vec<(Tensor, Tensor)>,
+    /// Each entry's K/V, `None` once no slot reads it: a tensor each, freed with its window,
+    /// so memory follows the windows in flight (one tensor for all, grown by doubling, held
+    /// 16 windows, 147 MB, at the 160 TIMIT files' beam-5 peak, where at most 11 are read).
+    cross: Vec<Option<CrossKv>>,
     /// The entry of `cross` each slot reads.
     entries: CrossEntries,
     /// Per layer: `[slots, n_head, positions, dh]` keys and values, `positions` grown to the
@@ -319,14 +328,13 @@ impl DecoderState {
         grow_along(&mut self.cache, 2, positions, room)
     }
 
-    /// Makes room for `entries` cross-attention entries, doubling (the few windows in flight
-    /// decide the memory, not the slots: 7 entries of 40 slots on the 160 TIMIT files at
-    /// beam 5).
-    fn grow_cross(&mut self, entries: usize) -> Result<()> {
-        let slots = self.table.slots();
-        grow_along(&mut self.cross, 0, entries, |have| {
-            entries.max(2 * have).min(slots)
-        })
+    /// Frees the K/V of the entries no slot reads.
+    fn drop_unread(&mut self) {
+        for (entry, kv) in self.cross.iter_mut().enumerate() {
+            if !self.entries.is_read(entry) {
+                *kv = None;
+            }
+        }
     }
 }
 
@@ -398,6 +406,43 @@ fn seen(batch: &SlotBatch, cache: &Tensor, span: usize) -> Result<Tensor> {
             Tensor::cat(&parts, 0)
         }
     }
+}
+
+/// The windows a step's batch reads, each once, and the one each row reads (its index in
+/// them). A slot riding along unstepped inside a range may read none, and reads the batch's
+/// first window for nothing.
+fn step_windows<'s>(
+    state: &'s DecoderState,
+    batch: &SlotBatch,
+) -> Result<(Vec<&'s CrossKv>, Vec<usize>)> {
+    let slots = match batch {
+        SlotBatch::Range { first, len } => (*first..first + len).collect::<Vec<_>>(),
+        SlotBatch::Gather(slots) => slots.clone(),
+    };
+    let Some(fallback) = slots.iter().find_map(|&s| state.entries.of(s)) else {
+        candle_core::bail!("a decoder step with no window attached");
+    };
+    let mut entries: Vec<usize> = Vec::new();
+    let mut of_row = Vec::with_capacity(slots.len());
+    for &slot in &slots {
+        let entry = state.entries.of(slot).unwrap_or(fallback);
+        of_row.push(match entries.iter().position(|&e| e == entry) {
+            Some(i) => i,
+            None => {
+                entries.push(entry);
+                entries.len() - 1
+            }
+        });
+    }
+    let windows = entries
+        .iter()
+        .map(|&e| {
+            state.cross[e]
+                .as_ref()
+                .expect("an entry a slot reads is kept")
+        })
+        .collect();
+    Ok((windows, of_row))
 }
 
 impl Whisper {
@@ -489,14 +534,8 @@ impl Whisper {
         let dtype = self.dtype;
         let zeros = |len| Tensor::zeros((slots, d.n_text_head, len, dh), dtype, device);
         let pair = |len| -> Result<(Tensor, Tensor)> { Ok((zeros(len)?, zeros(len)?)) };
-        let cross = self.cross_dtype;
-        // One entry to start with; `attach` adds more as windows need them.
-        let keys_t = || Tensor::zeros((1, d.n_text_head, dh, d.n_audio_ctx), cross, device);
-        let values = || Tensor::zeros((1, d.n_text_head, d.n_audio_ctx, dh), cross, device);
         Ok(DecoderState {
-            cross: (0..d.n_text_layer)
-                .map(|_| Ok((keys_t()?, values()?)))
-                .collect::<Result<_>>()?,
+            cross: Vec::new(),
             cache: (0..d.n_text_layer)
                 .map(|_| pair(FIRST_CACHED_POSITIONS.min(d.n_text_ctx)))
                 .collect::<Result<_>>()?,
@@ -517,23 +556,64 @@ impl Whisper {
         let idx: Vec<u32> = windows.iter().map(|&w| w as u32).collect();
         let idx = Tensor::new(idx.as_slice(), encoded.device())?;
         let audio = encoded.index_select(&idx, 0)?;
-        let dtype = self.cross_dtype;
-        let entries: Vec<usize> = slots.iter().map(|&s| state.entries.fresh(s)).collect();
-        let needed = entries.iter().max().map_or(0, |&e| e + 1);
-        state.grow_cross(needed)?;
-        for (block, (ck, cv)) in self.dec_blocks.iter().zip(&state.cross) {
-            let (k, v) = cross_attention(block).kv(&audio)?;
-            let (k, v) = (
-                k.transpose(2, 3)?.to_dtype(dtype)?.contiguous()?,
-                v.to_dtype(dtype)?,
-            );
-            for (i, &entry) in entries.iter().enumerate() {
-                ck.slice_set(&k.narrow(0, i, 1)?, 0, entry)?;
-                cv.slice_set(&v.narrow(0, i, 1)?, 0, entry)?;
+        // What the slots read before is let go of first, not kept beside its successor
+        // (kept, the 160 TIMIT files' greedy peak RSS rose from 324 to 342 MB).
+        self.release(state, slots);
+        let windows = self.cross_kv(&audio)?;
+        for (&slot, kv) in slots.iter().zip(windows) {
+            let entry = state.entries.fresh(slot);
+            if state.cross.len() <= entry {
+                state.cross.resize(entry + 1, None);
             }
+            state.cross[entry] = Some(kv);
         }
         state.table.attached(slots);
         Ok(())
+    }
+
+    /// The cross-attention K/V of each window of `audio` `[windows, frames, d]`. A window's
+    /// keys (transposed) and values of every layer are one allocation, `[1, 2 * layers,
+    /// heads, dh * frames]`, written layer by layer, so that no window-sized temporary sits
+    /// beside the decoder's state (built whole and then copied, the 160 TIMIT files' greedy
+    /// peak RSS rose by 16 MB).
+    fn cross_kv(&self, audio: &Tensor) -> Result<Vec<CrossKv>> {
+        let d = &self.dims;
+        let (layers, heads, frames) = (self.dec_blocks.len(), d.n_text_head, d.n_audio_ctx);
+        let dh = d.n_text_state / heads;
+        let (dtype, windows) = (self.cross_dtype, audio.dim(0)?);
+        let owned: Vec<Tensor> = (0..windows)
+            .map(|_| Tensor::zeros((1, 2 * layers, heads, dh * frames), dtype, audio.device()))
+            .collect::<Result<_>>()?;
+        for (l, block) in self.dec_blocks.iter().enumerate() {
+            let (k, v) = cross_attention(block).kv(audio)?;
+            let flat = |t: Tensor| t.to_dtype(dtype)?.reshape((windows, 1, heads, ()));
+            let (k, v) = (flat(k.transpose(2, 3)?.contiguous()?)?, flat(v)?);
+            for (i, own) in owned.iter().enumerate() {
+                own.slice_set(&k.narrow(0, i, 1)?, 1, 2 * l)?;
+                own.slice_set(&v.narrow(0, i, 1)?, 1, 2 * l + 1)?;
+            }
+        }
+        let layer = |own: &Tensor, l: usize| -> Result<(Tensor, Tensor)> {
+            let part =
+                |at, shape: (usize, usize, usize, usize)| own.narrow(1, at, 1)?.reshape(shape);
+            Ok((
+                part(2 * l, (1, heads, dh, frames))?,
+                part(2 * l + 1, (1, heads, frames, dh))?,
+            ))
+        };
+        owned
+            .iter()
+            .map(|own| (0..layers).map(|l| layer(own, l)).collect())
+            .collect()
+    }
+
+    /// `slots` read no window and hold no tokens any more.
+    pub fn release(&self, state: &mut DecoderState, slots: &[usize]) {
+        for &slot in slots {
+            state.entries.release(slot);
+        }
+        state.drop_unread();
+        state.table.released(slots);
     }
 
     /// Copies slot `from` into slot `to` for each move: its cached tokens; `to` then reads
@@ -559,6 +639,7 @@ impl Whisper {
             }
         }
         state.entries.share(moves);
+        state.drop_unread();
         state.table.copied(moves);
         Ok(())
     }
@@ -580,23 +661,13 @@ impl Whisper {
             state.grow_cache(longest.max().unwrap_or(0), d.n_text_ctx)?;
         }
         let (size, n, span) = (layout.size, layout.n, layout.span);
-        // The cross-attention entry each computed row reads; a slot riding along unstepped
-        // inside a range may have none, and reads entry 0 for nothing.
-        let batch_slots = match &layout.batch {
-            SlotBatch::Range { first, len } => (*first..first + len).collect::<Vec<_>>(),
-            SlotBatch::Gather(slots) => slots.clone(),
-        };
-        let entries: Vec<usize> = batch_slots
-            .iter()
-            .map(|&s| state.entries.of(s).unwrap_or(0))
-            .collect();
+        let (windows, of_row) = step_windows(state, &layout.batch)?;
         let reads =
             if device.is_cpu() && self.dtype == DType::F32 && n <= cross_attention::MAX_TOKENS {
-                CrossReads::InPlace(entries)
+                CrossReads::InPlace { of_row }
             } else {
-                let entries: Vec<u32> = entries.iter().map(|&e| e as u32).collect();
                 CrossReads::Gathered {
-                    index: Tensor::new(entries.as_slice(), device)?,
+                    of_row,
                     dtype: self.dtype,
                 }
             };
@@ -632,7 +703,8 @@ impl Whisper {
                 .as_ref()
                 .expect("decoder blocks have cross-attention");
             let h = cross_ln.forward(&x)?;
-            let out = cross.attend_cross(&h, &state.cross[layer], &reads, |head, scores| {
+            let kv: Vec<&(Tensor, Tensor)> = windows.iter().map(|w| &w[layer]).collect();
+            let out = cross.attend_cross(&h, &kv, &reads, |head, scores| {
                 // Chosen heads go straight into the rows' scores: no layer's scores are kept.
                 if let Some(i) = step.cross_qk_heads.iter().position(|&c| c == (layer, head)) {
                     let scores = scores
