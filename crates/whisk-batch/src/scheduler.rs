@@ -192,7 +192,7 @@ impl<'a, B: Backend, K> Scheduler<'a, B, K> {
 
     /// Moves waiting jobs into free slots (a slot still holding the job's window, else the
     /// lowest holding none, so rows sit close together), encoding the windows that no slot holds
-    /// and none encoded recently, in one batch.
+    /// and none encoded recently, in one batch; then lets go of what no one needs any more.
     fn admit(&mut self) -> whisk_backend::Result<()> {
         let mut free: VecDeque<usize> = (0..self.free.len()).filter(|&s| self.free[s]).collect();
         let cached = |mel: &Arc<[f32]>, cache: &VecDeque<EncodedWindow<B>>| {
