@@ -108,17 +108,20 @@ fn timit_refeed_matches_faster_whisper_and_chars_beats_it_on_labels() {
     let (mut ours_report, mut fw_report) = (TimingReport::default(), TimingReport::default());
     let mut held_out = TimingReport::default();
     let mut delta = ErrorStats::default();
-    for id in &ids {
+    for (i, id) in ids.iter().enumerate() {
         let labels =
             read_labels(&shared_data(&format!("timit_nltk_sample/words/{id}.tsv"))).unwrap();
         let audio = shared_data(&format!("timit_nltk_sample/audio/{id}.flac"));
         let theirs = reference_words(&format!("tiny.en/fw-float32-beam1/timit/{id}.json"));
-        // openai's method: the same times as faster-whisper.
-        let t = model
-            .transcribe_file(&audio, &options(WordAlignment::Refeed))
-            .unwrap();
-        check_invariants(&t);
-        delta_to_reference(&transcript_words(&t), &theirs, &mut delta);
+        // openai's method: the same times as faster-whisper. Every 4th file (about 300 words)
+        // shows it and saves CI a pass over the other 120.
+        if i % 4 == 0 {
+            let t = model
+                .transcribe_file(&audio, &options(WordAlignment::Refeed))
+                .unwrap();
+            check_invariants(&t);
+            delta_to_reference(&transcript_words(&t), &theirs, &mut delta);
+        }
         // Character alignment, against the hand labels.
         let t = model.transcribe_file(&audio, &chars).unwrap();
         check_invariants(&t);
@@ -156,6 +159,7 @@ fn timit_refeed_matches_faster_whisper_and_chars_beats_it_on_labels() {
         delta.median() * 1000.0,
         delta.len()
     );
+    assert!(delta.len() >= 250, "{} words matched", delta.len());
     assert!(
         delta.median() <= 0.020,
         "median |Δstart| {} s",

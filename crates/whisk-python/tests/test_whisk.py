@@ -151,8 +151,9 @@ def test_log_progress_counts_seconds_up_to_the_duration(tiny, capsys):
 
 
 def test_batched_pipeline_gives_the_cli_batched_texts_on_timit(tiny, tmp_path):
-    files = TIMIT
-    assert len(files) == 160
+    # Every other file: 80 files still fill more than one batch of packed windows.
+    files = TIMIT[::2]
+    assert len(files) == 80
     expected = cli(files, tmp_path, "--compute-type", "float32", "--beam-size", "1", "--batch-size", "8")
     pipeline = whisk.BatchedInferencePipeline(tiny)
     results = pipeline.transcribe_many(
