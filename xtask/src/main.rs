@@ -149,13 +149,19 @@ fn main() -> Result<()> {
                 if std::env::var_os("WHISK_TEST_WGPU").is_none() {
                     cmd.env("WHISK_TEST_WGPU", "1");
                 }
-                // The integration suite on wgpu too: about 6 minutes on lavapipe, 2 cores.
+                // The integration suite on wgpu too (lavapipe, 2 cores: about 20 s a TIMIT file).
                 if std::env::var_os("WHISK_TEST_DEVICES").is_none() {
                     cmd.env("WHISK_TEST_DEVICES", "wgpu");
                 }
             }
+            // Stage times in the log: CI's limit is on the whole run.
+            let started = std::time::Instant::now();
             run(cmd.args(&args[1..]))?;
-            python::python(&root(), &[])
+            eprintln!("xtask: Rust tests took {} s", started.elapsed().as_secs());
+            let started = std::time::Instant::now();
+            python::python(&root(), &[])?;
+            eprintln!("xtask: Python tests took {} s", started.elapsed().as_secs());
+            Ok(())
         }
         Some("bench-server") => {
             fetch::fetch_all(&root())?;
