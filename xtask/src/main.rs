@@ -159,7 +159,7 @@ fn main() -> Result<()> {
             run(cmd.args(&args[1..]))?;
             eprintln!("xtask: Rust tests took {} s", started.elapsed().as_secs());
             let started = std::time::Instant::now();
-            python::python(&root(), &[])?;
+            python::python(&root(), &[], python::Package::Workspace)?;
             eprintln!("xtask: Python tests took {} s", started.elapsed().as_secs());
             Ok(())
         }
@@ -169,7 +169,13 @@ fn main() -> Result<()> {
         }
         Some("python") => {
             fetch::fetch_all(&root())?;
-            python::python(&root(), &args[1..])
+            // `--from-workspace`: the package as `cargo xtask test` tests it.
+            match args.get(1).map(String::as_str) {
+                Some("--from-workspace") => {
+                    python::python(&root(), &args[2..], python::Package::Workspace)
+                }
+                _ => python::python(&root(), &args[1..], python::Package::Wheel),
+            }
         }
         Some("bench") => {
             fetch::fetch_all(&root())?;
@@ -202,7 +208,7 @@ fn main() -> Result<()> {
         Some("build-cuda") => build_cuda(&root(), &args[1..]),
         Some("gpu-bundle") => gpu_bundle::gpu_bundle(&root(), &args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | fuzz [--seconds N] [--seed S] | python [pytest args] | bench-server [--requests N] [--clients 1,4,16] | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] [--compute-type T] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
+            eprintln!("usage: cargo xtask <build-cuda [--tests] [cargo args] | gpu-bundle [--no-proof] | fetch-models | fuzz [--seconds N] [--seed S] | python [--from-workspace] [pytest args] | bench-server [--requests N] [--clients 1,4,16] | test [cargo test args] | eval | eval-words [--padding openai|faster-whisper|both] [--beam-size 1,5] [--reference SETTING] [--model DIR] [--compute-type T] | bench [--cases long,files,hour] [--whisk-batches 1,4,8,16]>");
             std::process::exit(2);
         }
     }

@@ -1,7 +1,8 @@
 """The `whisk` Python package against the CLI on real models and speech.
 
-Run by `cargo xtask python` (and `cargo xtask test`), which builds the wheel, installs it into
-`target/python/venv` and sets WHISK_ROOT to the workspace.
+Run by `cargo xtask python`, which builds the wheel and installs it into `target/python/venv`,
+and by `cargo xtask test`, which puts the workspace build's package there instead; both set
+WHISK_ROOT to the workspace.
 """
 
 import json
@@ -134,9 +135,9 @@ def test_dropping_the_segments_iterator_stops_the_transcription(tiny):
     assert cpu_seconds_over(3.0) < 0.3
 
 
-def test_the_wheel_carries_the_vad_model(monkeypatch):
+def test_the_package_carries_the_vad_model(monkeypatch):
     monkeypatch.delenv("WHISK_VAD_MODEL", raising=False)
-    # No vad_model given, and none beside the model or in this directory: the wheel's own.
+    # No vad_model given, and none beside the model or in this directory: the package's own.
     model = whisk.WhisperModel(str(MODELS / "tiny.en"))
     silence = np.zeros(16000 * 40, dtype=np.float32)
     segments, info = whisk.BatchedInferencePipeline(model).transcribe(silence)
