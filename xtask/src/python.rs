@@ -112,11 +112,17 @@ fn install_from_workspace(root: &Path, venv: &Path) -> Result<()> {
         &root.join("crates/whisk-python/python/whisk"),
         &package.join("whisk"),
     )?;
+    // Python names extension modules `.so` on macOS too.
+    let built = format!(
+        "{}_whisk{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    );
     std::fs::copy(
-        root.join("target/release/lib_whisk.so"),
+        root.join("target/release").join(&built),
         package.join("whisk/_whisk.abi3.so"),
     )
-    .context("the workspace build made no target/release/lib_whisk.so")?;
+    .with_context(|| format!("the workspace build made no target/release/{built}"))?;
     std::fs::write(
         site_packages(venv)?.join(WORKSPACE_PTH),
         format!("{}\n", package.display()),
