@@ -515,7 +515,12 @@ impl<B: Backend> Pipeline<B> {
         let last = w.temperature_index + 1 == temperatures;
         let chosen = if fallback::passes(&best, options) {
             fallback::cut_loop(best, special)
-        } else if last || fallback::hopeless(&best, options) {
+        } else if last
+            || fallback::hopeless(&best, options)
+            || w.tried
+                .last()
+                .is_some_and(|previous| fallback::said_again(previous, &best, options, special))
+        {
             w.tried.push(best);
             fallback::least_bad(std::mem::take(&mut w.tried), options, special)
         } else {

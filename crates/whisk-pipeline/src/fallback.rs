@@ -49,9 +49,36 @@ pub(crate) fn hopeless(r: &WindowResult, options: &TranscribeOptions) -> bool {
     unlikely(r, options, HOPELESS_LOGPROB_MARGIN) && !repetitive(r, options)
 }
 
-/// Every temperature failed (or the last was hopeless): the likeliest result among those
-/// that are not repetitive (all, if each is), its loop cut after the phrase's first time.
-/// Reports the last temperature tried, so the caller resets the prompt after it.
+/// Whether a hotter temperature gave back, word for word, the text that failed at the one
+/// before, failing again only for compressing too well, with no loop at its end: the
+/// repetition is what was said (TIMIT's speakers each read the same two sentences, and the
+/// pause set holds one four times in 20 s), and hotter tries only sample less likely
+/// variants of it. On that window of the bench's pause set, the four temperatures after the
+/// second were most of the fallback's work, and all failed the same way.
+pub(crate) fn said_again(
+    previous: &WindowResult,
+    now: &WindowResult,
+    options: &TranscribeOptions,
+    special: &SpecialTokens,
+) -> bool {
+    let text = |r: &WindowResult| -> Vec<u32> {
+        r.tokens
+            .iter()
+            .copied()
+            .filter(|&t| special.is_text(t))
+            .collect()
+    };
+    let now_text = text(now);
+    repetitive(now, options)
+        && !unlikely(now, options, 0.0)
+        && trailing_repetition(&now_text).is_none()
+        && text(previous) == now_text
+}
+
+/// Every temperature failed (or the fallback stopped early: hopeless, or said again): the
+/// likeliest result among those that are not repetitive (all, if each is), its loop cut after
+/// the phrase's first time. Reports the last temperature tried, so the caller resets the
+/// prompt after it.
 pub(crate) fn least_bad(
     tried: Vec<WindowResult>,
     options: &TranscribeOptions,
@@ -149,5 +176,43 @@ mod tests {
             ..options
         };
         assert!(!hopeless(&result(-5.0, 1.5, false), &no_threshold));
+    }
+
+    #[test]
+    fn the_same_repetitive_text_again_ends_the_fallback_unless_it_ends_in_a_loop() {
+        let options = TranscribeOptions::default();
+        let special = SpecialTokens::small_for_tests();
+        // Flagged as a loop where the text compresses too well, as the decode's check does.
+        let with = |tokens: Vec<u32>, avg_logprob: f64, compression_ratio: f64| WindowResult {
+            tokens,
+            ..result(avg_logprob, compression_ratio, compression_ratio > 2.4)
+        };
+        // A sentence said twice over (timestamps apart), likely but compressing too well.
+        let said =
+            |ts: u32| [vec![19], vec![1, 2, 3, 4, 5], vec![ts], vec![1, 2, 3, 4, 5]].concat();
+        let (cold, hot) = (with(said(25), -0.2, 2.7), with(said(26), -0.15, 2.7));
+        assert!(!passes(&hot, &options));
+        assert!(said_again(&cold, &hot, &options, &special));
+        // Other text, or the same text failing for its log-probability, goes on.
+        let other = with([vec![19], vec![1, 2, 3, 4, 6]].concat(), -0.2, 2.7);
+        assert!(!said_again(&other, &hot, &options, &special));
+        let unlikely = with(said(26), -1.2, 2.7);
+        assert!(!said_again(&cold, &unlikely, &options, &special));
+        // Text that fails for no repetition, or only without a compression threshold, too.
+        assert!(!said_again(
+            &cold,
+            &with(said(26), -0.15, 1.5),
+            &options,
+            &special
+        ));
+        let no_threshold = TranscribeOptions {
+            compression_ratio_threshold: None,
+            ..options.clone()
+        };
+        assert!(!said_again(&cold, &hot, &no_threshold, &special));
+        // A loop at its end ("A- A- A- ..."): hotter tries may break it.
+        let looping = |ts: u32| [vec![ts], vec![1, 2, 3], [4, 5].repeat(8)].concat();
+        let (cold, hot) = (with(looping(19), -0.4, 1.4), with(looping(19), -0.4, 1.4));
+        assert!(!said_again(&cold, &hot, &options, &special));
     }
 }

@@ -472,9 +472,14 @@ impl<B: Backend> Pipeline<B> {
             // repeated, a window of "the"): hotter tries break it, and a hot result resets
             // the prompt. Pause set, tiny.en, --batch-size 1: 37.7% WER stopping early here,
             // 25.5% trying every temperature.
-            let hopeless = request.previous.is_empty() && fallback::hopeless(&result, options);
+            let special = self.tokenizer.special();
+            let stop = request.previous.is_empty()
+                && (fallback::hopeless(&result, options)
+                    || tried
+                        .last()
+                        .is_some_and(|p| fallback::said_again(p, &result, options, special)));
             tried.push(result);
-            if hopeless {
+            if stop {
                 break;
             }
         }
