@@ -6,7 +6,9 @@
 //! Half-precision CPU tensors go through the same `f32` code (candle's CPU softmax would sum
 //! 1500 scores in `f16`); other devices use candle's own ops.
 
-use candle_core::{CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, DType, InplaceOp1, Layout, Result, Shape, Storage, Tensor,
+};
 use rayon::prelude::*;
 use whisk_types::lanes::{exp, fold_lanes};
 use whisk_types::widest_lanes;
@@ -39,6 +41,15 @@ pub(crate) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Re
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("expected a contiguous tensor"),
+    }
+}
+
+/// The contiguous `f32` data of the CPU tensor `t`, given to `compute`.
+pub(crate) fn with_f32<T>(t: &Tensor, compute: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => compute(contiguous_f32(cpu, layout)?),
+        _ => candle_core::bail!("expected a CPU tensor"),
     }
 }
 
@@ -119,6 +130,11 @@ pub fn softmax_last_dim_in_place(x: Tensor) -> Result<Tensor> {
 
 widest_lanes!(softmax_rows_fast => softmax_rows(src: &[f32], dst: &mut [f32], n: usize));
 widest_lanes!(softmax_rows_in_place_fast => softmax_rows_in_place(x: &mut [f32], n: usize));
+
+/// Softmax of each `n`-long row of `x`, written over it.
+pub(crate) fn softmax_rows_in_place_f32(x: &mut [f32], n: usize) {
+    softmax_rows_in_place_fast(x, n)
+}
 widest_lanes!(gelu_fast => gelu_slice(src: &[f32], dst: &mut [f32]));
 widest_lanes!(gelu_in_place_fast => gelu_slice_in_place(x: &mut [f32]));
 

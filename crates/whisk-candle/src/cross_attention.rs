@@ -19,7 +19,7 @@ use half::{f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
 use whisk_types::widest_lanes;
 
-use crate::cpu_ops::contiguous_f32;
+use crate::cpu_ops::with_f32;
 use crate::f16c;
 
 /// Steps feeding at most this many tokens per row use the in-place kernels.
@@ -144,15 +144,6 @@ impl Reads<'_> {
             })
             .collect::<Result<Vec<_>>>()?;
         compute(&panels)
-    }
-}
-
-/// The contiguous `f32` data of the CPU tensor `t`, given to `compute`.
-fn with_f32<T>(t: &Tensor, compute: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => compute(contiguous_f32(cpu, layout)?),
-        _ => candle_core::bail!("cross-attention: a CPU tensor expected"),
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod cpu_ops;
 mod cross_attention;
+mod encoder_attention;
 mod entries;
 mod f16c;
 mod int8;

@@ -8,6 +8,7 @@ use whisk_weights::{block_prefix, Side, WhisperWeights};
 
 use crate::cpu_ops;
 use crate::cross_attention;
+use crate::encoder_attention;
 use crate::entries::CrossEntries;
 use crate::int8::{self, Linear, TokenEmbedding};
 use whisk_int8::Int8Rows;
@@ -133,18 +134,27 @@ impl Attention {
     }
 
     /// The encoder's self-attention of one window, `x` `[1, t, d]`: no scores returned (word
-    /// timing reads the decoder's), and only [`ENCODER_HEADS_AT_ONCE`] heads' scores held at
+    /// timing reads the decoder's). On the CPU in f32, a block of rows at a time
+    /// ([`encoder_attention`]); elsewhere only [`ENCODER_HEADS_AT_ONCE`] heads' scores held at
     /// a time, their softmax written over them.
-    fn attend_encoder(&self, x: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
-        let q = split_heads(&self.query.forward(x)?, self.n_head)?;
+    fn attend_encoder(&self, x: &Tensor) -> Result<Tensor> {
+        let q = self.query.forward(x)?;
+        if encoder_attention::applies(&q) {
+            let (k, v) = (self.key.forward(x)?, self.value.forward(x)?);
+            return self
+                .out
+                .forward(&encoder_attention::attend(&q, &k, &v, self.n_head)?);
+        }
+        let (k, v) = self.kv(x)?;
+        let q = split_heads(&q, self.n_head)?;
         let q = (q * (1.0 / (k.dim(D::Minus1)? as f64).sqrt()))?;
         let heads: Vec<Tensor> = (0..self.n_head)
             .step_by(ENCODER_HEADS_AT_ONCE)
             .map(|first| {
                 let n = ENCODER_HEADS_AT_ONCE.min(self.n_head - first);
                 let part = |t: &Tensor| t.narrow(1, first, n);
-                let scores = part(&q)?.matmul(&part(k)?.t()?)?;
-                cpu_ops::softmax_last_dim_in_place(scores)?.matmul(&part(v)?)
+                let scores = part(&q)?.matmul(&part(&k)?.t()?)?;
+                cpu_ops::softmax_last_dim_in_place(scores)?.matmul(&part(&v)?)
             })
             .collect::<Result<_>>()?;
         self.out.forward(&merge_heads(&Tensor::cat(&heads, 1)?)?)
@@ -520,8 +530,7 @@ impl Whisper {
         let mut x = x.broadcast_add(&self.enc_pos)?;
         for block in &self.enc_blocks {
             let h = block.attn_ln.forward(&x)?;
-            let (k, v) = block.attn.kv(&h)?;
-            x = (x + block.attn.attend_encoder(&h, &k, &v)?)?;
+            x = (x + block.attn.attend_encoder(&h)?)?;
             x = (&x + block.mlp.forward(&x)?)?;
         }
         self.ln_post.forward(&x)
