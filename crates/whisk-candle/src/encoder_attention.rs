@@ -40,7 +40,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize) -> Result<Tenso
             v.dims()
         );
     }
-    if n_head == 0 || width % n_head != 0 {
+    if n_head == 0 || width == 0 || width % n_head != 0 {
         candle_core::bail!("encoder attention: {width} columns for {n_head} heads");
     }
     let dh = width / n_head;
@@ -70,7 +70,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize) -> Result<Tenso
                                     k,
                                     v,
                                     out,
-                                    Shape {
+                                    Sizes {
                                         frames,
                                         width,
                                         dh,
@@ -86,9 +86,9 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize) -> Result<Tenso
     Tensor::from_vec(out, (windows, frames, width), q.device())
 }
 
-/// One window's sizes: `frames` rows of `width` columns, heads `dh` columns wide.
+/// One window's sizes (`frames` rows of `width` columns, heads `dh` wide) and the scores' scale.
 #[derive(Clone, Copy)]
-struct Shape {
+struct Sizes {
     frames: usize,
     width: usize,
     dh: usize,
@@ -97,7 +97,7 @@ struct Shape {
 
 /// Every head's attention for the query rows `q` (`rows × width`) over one window's keys and
 /// values (`frames × width`), written into `out` (`rows × width`).
-fn attend_block(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], s: Shape) {
+fn attend_block(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], s: Sizes) {
     let rows = q.len() / s.width;
     assert!(k.len() == s.frames * s.width && v.len() == k.len());
     assert!(out.len() == rows * s.width && q.len() == out.len());
@@ -239,5 +239,7 @@ mod tests {
         assert!(attend(&q, &q, &q, 5).is_err());
         assert!(attend(&q, &q, &q, 0).is_err());
         assert!(attend(&q, &q, &q, 3).is_ok());
+        let empty = zeros((1, 10, 0));
+        assert!(attend(&empty, &empty, &empty, 2).is_err());
     }
 }
