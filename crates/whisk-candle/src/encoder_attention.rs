@@ -44,9 +44,14 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize) -> Result<Tenso
         candle_core::bail!("encoder attention: {width} columns for {n_head} heads");
     }
     let dh = width / n_head;
-    let scale = 1.0 / (dh as f32).sqrt();
     let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     let mut out = vec![0f32; windows * frames * width];
+    let sizes = Sizes {
+        frames,
+        width,
+        dh,
+        scale: 1.0 / (dh as f32).sqrt(),
+    };
     let window_len = frames * width;
     with_f32(&q, |q| {
         with_f32(&k, |k| {
@@ -54,30 +59,8 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize) -> Result<Tenso
                 out.par_chunks_mut(window_len.max(1))
                     .enumerate()
                     .for_each(|(w, out)| {
-                        let at = w * window_len;
-                        let (q, k, v) = (
-                            &q[at..][..window_len],
-                            &k[at..][..window_len],
-                            &v[at..][..window_len],
-                        );
-                        out.par_chunks_mut(ROWS * width)
-                            .enumerate()
-                            .for_each(|(block, out)| {
-                                let rows = out.len() / width;
-                                let q = &q[block * ROWS * width..][..rows * width];
-                                attend_block(
-                                    q,
-                                    k,
-                                    v,
-                                    out,
-                                    Sizes {
-                                        frames,
-                                        width,
-                                        dh,
-                                        scale,
-                                    },
-                                );
-                            });
+                        let at = w * window_len..(w + 1) * window_len;
+                        attend_window(&q[at.clone()], &k[at.clone()], &v[at], out, sizes)
                     });
                 Ok(())
             })
@@ -93,6 +76,16 @@ struct Sizes {
     width: usize,
     dh: usize,
     scale: f32,
+}
+
+/// One window's attention, its query rows [`ROWS`] at a time.
+fn attend_window(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], s: Sizes) {
+    out.par_chunks_mut(ROWS * s.width)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let q = &q[block * ROWS * s.width..][..out.len()];
+            attend_block(q, k, v, out, s);
+        });
 }
 
 /// Every head's attention for the query rows `q` (`rows × width`) over one window's keys and
