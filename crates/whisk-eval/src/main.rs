@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use whisk::{ComputeType, MelPadding, Model, TranscribeOptions, WordAlignment};
+use whisk::{ComputeType, MelPadding, Model, TranscribeOptions, VadOptions, WordAlignment};
 use whisk_eval::pauses::{insert_pauses, join_utterances};
 use whisk_eval::timing::{
     match_words, read_labels, reference_words, transcript_words, ErrorStats, TimedWord,
@@ -323,9 +323,11 @@ fn eval_words(args: &Args) -> Result<()> {
                 );
             }
             let name = format!("whisk {mode:?}, {padding:?} padding, beam {beam}");
-            for batch_size in [1, 8] {
+            // Speech only (VAD's clips packed into shared windows) as well as whole windows.
+            for (batch_size, vad) in [(1, None), (8, None), (8, Some(VadOptions::batched()))] {
                 let options = TranscribeOptions {
                     batch_size,
+                    vad: vad.clone(),
                     ..options.clone()
                 };
                 let mut report = TimingReport::default();
@@ -333,7 +335,8 @@ fn eval_words(args: &Args) -> Result<()> {
                     &joined.labels,
                     &transcript_words(&model.transcribe(&joined.samples, &options)?),
                 );
-                on_joined.push((format!("{name}, batch size {batch_size}"), report));
+                let vad = if vad.is_some() { ", VAD" } else { "" };
+                on_joined.push((format!("{name}, batch size {batch_size}{vad}"), report));
             }
             for pack in [true, false] {
                 let report = transcribe_together(&model, &plain, &options, pack)?;
