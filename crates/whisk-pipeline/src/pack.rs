@@ -23,6 +23,13 @@ use crate::{clip_ranges, Pipeline, Progress, Result};
 /// the next clip begins.
 pub const PACK_GAP_SECONDS: f64 = 2.0;
 
+/// Silence between two clips of one input laid out in order (VAD's speech, cut where it
+/// paused): their segments need not be told apart, and each clip keeps up to 0.4 s of its own
+/// quiet at either end. Pause set with `--vad`, words on: 0.86x the wall time of 2 s gaps
+/// (45 windows to 37), WER 21.2% against 20.5% and word starts within 50 ms 72% against 73%
+/// (within run-to-run noise of repacking).
+pub const PACK_CONTINUATION_GAP_SECONDS: f64 = 0.5;
+
 /// How much of a window packed pieces fill when words are timed. The decoder's attention
 /// times words worse the later they lie in a window (TIMIT's utterances alone, moved 10 s into
 /// one: starts within 50 ms 79% -> 62%; 20 s: 40%), so pieces stop at 20 s, not 30: packed
@@ -269,8 +276,8 @@ struct Packed<'a> {
     warnings: Vec<(usize, String)>,
 }
 
-/// All packed pieces as one input: windows of pieces laid end to end, `gap` samples apart,
-/// built as the batch asks for them (a file is read only then), window `k` at sample
+/// All packed pieces as one input: windows of pieces laid end to end, `gap` samples apart
+/// (`continuation_gap` before a clip that follows the one before it on the same input), built as the batch asks for them (a file is read only then), window `k` at sample
 /// `k * N_SAMPLES` of a timeline of its own. Windows do not overlap, so nothing is stitched.
 /// A gap of a whole window gives every piece a window of its own. A window takes pieces
 /// while they end within its first `fill` samples (a piece alone, up to a whole window).
@@ -278,6 +285,11 @@ struct PackedWindows<'a> {
     queue: VecDeque<(usize, PieceAudio<'a>)>,
     ready: Option<ReadPiece<'a>>,
     gap: usize,
+    /// Silence before a clip that goes on from where the one before it in the window ended,
+    /// on the same input: the model need not close a segment there.
+    continuation_gap: usize,
+    /// Input and end (in samples) of the last piece laid out in the current window.
+    last_laid: Option<(usize, usize)>,
     fill: usize,
     windows: usize,
     seconds: f64,
@@ -290,6 +302,8 @@ impl<'a> PackedWindows<'a> {
             queue: VecDeque::new(),
             ready: None,
             gap,
+            continuation_gap: gap,
+            last_laid: None,
             fill: fill.min(N_SAMPLES),
             windows: 0,
             seconds: 0.0,
@@ -297,9 +311,26 @@ impl<'a> PackedWindows<'a> {
         }
     }
 
+    fn with_continuation_gap(self, continuation_gap: usize) -> Self {
+        Self {
+            continuation_gap,
+            ..self
+        }
+    }
+
     fn push(&mut self, input: usize, audio: PieceAudio<'a>, seconds: f64) {
         self.queue.push_back((input, audio));
         self.seconds += seconds;
+    }
+
+    /// The silence to lay before `piece` in a window that already holds some.
+    fn gap_before(&self, piece: &ReadPiece) -> usize {
+        match self.last_laid {
+            Some((input, end)) if input == piece.input && piece.start >= end => {
+                self.continuation_gap
+            }
+            _ => self.gap,
+        }
     }
 
     /// Reads pieces until one holds audio (files may be empty).
@@ -348,6 +379,7 @@ impl<'a> PackedWindows<'a> {
                 origin: None,
             });
         }
+        self.last_laid = Some((placed.input, placed.end));
         let mut shared = self.shared.lock().expect("not poisoned");
         shared
             .layout
@@ -360,6 +392,7 @@ impl<'a> PackedWindows<'a> {
 impl WindowSource for PackedWindows<'_> {
     fn next_window(&mut self) -> Result<Option<Window>> {
         let origin = self.windows * N_SAMPLES;
+        self.last_laid = None;
         let mut samples: Vec<f32> = Vec::new();
         while self.ready.is_none() || samples.is_empty() {
             let piece = match self.ready.take() {
@@ -372,7 +405,7 @@ impl WindowSource for PackedWindows<'_> {
             let at = if samples.is_empty() {
                 0
             } else {
-                samples.len() + self.gap
+                samples.len() + self.gap_before(&piece)
             };
             if !samples.is_empty() && at + piece.samples.len() > self.fill {
                 self.ready = Some(piece);
@@ -445,7 +478,9 @@ impl<B: Backend> Pipeline<B> {
             true => (PACK_FILL_SECONDS_WITH_WORDS * SAMPLE_RATE as f64) as usize,
             false => N_SAMPLES,
         };
-        let mut packed = PackedWindows::new(gap, fill, shared.clone());
+        let continuation_gap = (PACK_CONTINUATION_GAP_SECONDS * SAMPLE_RATE as f64) as usize;
+        let mut packed =
+            PackedWindows::new(gap, fill, shared.clone()).with_continuation_gap(continuation_gap);
         let mut sources: Vec<Box<dyn WindowSource + 'a>> = Vec::new();
         let mut owners = Vec::new();
         for (input, batch_input) in inputs.into_iter().enumerate() {
@@ -667,6 +702,54 @@ mod tests {
             .map(|w| w.samples.len() / s)
             .collect();
         assert_eq!(lengths, [12, 19, 25]);
+    }
+
+    #[test]
+    fn clips_that_go_on_from_the_one_before_get_the_shorter_gap() {
+        let s = SAMPLE_RATE;
+        let b: &'static [f32] = vec![1.0; 30 * s].leak();
+        let shared = Arc::new(Mutex::new(Packed::default()));
+        let mut packed =
+            PackedWindows::new(2 * s, N_SAMPLES, shared.clone()).with_continuation_gap(s / 2);
+        let memory = |start: usize, end: usize| PieceAudio::Memory {
+            samples: &b[start * s..end * s],
+            start: start * s,
+        };
+        // Input 0 in order, then from an earlier time, then input 1 in order; the last clip
+        // goes on in the next window, with no gap before it.
+        let clips = [
+            (0, 0, 3),
+            (0, 5, 8),
+            (0, 1, 2),
+            (1, 10, 12),
+            (1, 13, 14),
+            (1, 14, 16),
+        ];
+        for (input, start, end) in clips {
+            packed.push(input, memory(start, end), (end - start) as f64);
+        }
+        packed.fill = 15 * s;
+        windows_of(&mut packed);
+        let at: Vec<usize> = shared
+            .lock()
+            .unwrap()
+            .layout
+            .pieces
+            .iter()
+            .map(|&(_, at)| at)
+            .collect();
+        let half = s / 2;
+        assert_eq!(
+            at,
+            [
+                0,
+                3 * s + half,
+                8 * s + half,
+                11 * s + half,
+                14 * s,
+                N_SAMPLES
+            ]
+        );
     }
 
     #[test]

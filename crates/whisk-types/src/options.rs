@@ -155,8 +155,8 @@ pub struct TranscribeOptions {
     /// land in audio it cut away). Default `None`: the whole input.
     pub vad: Option<crate::VadOptions>,
     /// In batched mode, lay inputs (or VAD's clips) of up to 30 s end to end in shared
-    /// windows, two seconds of silence apart, and
-    /// hand each segment and word back to its input by time: many short files need a fraction
+    /// windows, two seconds of silence apart (half a second between clips of one input in
+    /// order), and hand each segment and word back to its input by time: many short files need a fraction
     /// of the encoder passes. Only where the language is known (an English model, or
     /// `decode.language`), since a window holds one language. Default `true`.
     pub pack_short_inputs: bool,
