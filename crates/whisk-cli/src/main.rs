@@ -195,9 +195,9 @@ struct TranscribeArgs {
     #[arg(long, default_value_t = 0)]
     vad_min_speech_ms: u32,
     /// Batched: files (or --vad clips) of up to 30 s share windows, two seconds of silence
-    /// apart (half a second between clips of one file in order), each segment and word going back to its file by time; many short files need a
-    /// fraction of the encoder passes. Only where the language is known (an English model,
-    /// or --language).
+    /// apart (half a second between clips of one file in order), each segment and word going
+    /// back to its file by time; many short files need a fraction of the encoder passes. Only
+    /// where the language is known (an English model, or --language).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pack: bool,
     /// Skip silent stretches longer than this (seconds) around suspected hallucinations

@@ -277,8 +277,9 @@ struct Packed<'a> {
 }
 
 /// All packed pieces as one input: windows of pieces laid end to end, `gap` samples apart
-/// (`continuation_gap` before a clip that follows the one before it on the same input), built as the batch asks for them (a file is read only then), window `k` at sample
-/// `k * N_SAMPLES` of a timeline of its own. Windows do not overlap, so nothing is stitched.
+/// (`continuation_gap` before a clip that follows the one before it on the same input), built
+/// as the batch asks for them (a file is read only then), window `k` at sample `k * N_SAMPLES`
+/// of a timeline of its own. Windows do not overlap, so nothing is stitched.
 /// A gap of a whole window gives every piece a window of its own. A window takes pieces
 /// while they end within its first `fill` samples (a piece alone, up to a whole window).
 struct PackedWindows<'a> {
